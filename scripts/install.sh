@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs lookalike and everything it needs into ./.venv (idempotent).
+# Usage: scripts/install.sh            # the engine, deep model, server
+#        scripts/install.sh --test     # plus test tools and Debian's chromium for browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+# torch is pinned in the same install so pip takes the local CPU build, not a multi-GB CUDA one.
+extras="heic,deep,server"
+if [ "${1:-}" = "--test" ]; then
+    extras="$extras,test"
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[${extras}]"
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ]; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+            || echo "note: chromium could not be installed; browser tests will be skipped" >&2
+    else
+        echo "note: run 'apt-get install chromium' for the browser tests" >&2
+    fi
+fi

@@ -1,0 +1,104 @@
+"""The contract every visual attribute implements.
+
+An extractor turns a prepared image into a float32 vector and knows how to compare two such
+vectors on the 0..100 scale users see (0 = no difference, 100 = as different as it gets).
+Keeping the distance beside the extraction means the scoring module never needs to know what a
+vector means.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from skimage import color as skcolor
+
+
+class PreparedImage:
+    """An RGB image in the collection's common frame, with colour spaces computed once.
+
+    `rgb` is float32 in [0, 1], shape (H, W, 3). Derived views are cached so that several
+    extractors working on one image convert it only once.
+    """
+
+    def __init__(self, rgb: np.ndarray):
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
+        self.rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @cached_property
+    def hsv(self) -> np.ndarray:
+        return skcolor.rgb2hsv(self.rgb).astype(np.float32)
+
+    @cached_property
+    def lab(self) -> np.ndarray:
+        return skcolor.rgb2lab(self.rgb).astype(np.float32)
+
+    @cached_property
+    def gray(self) -> np.ndarray:
+        return skcolor.rgb2gray(self.rgb).astype(np.float32)
+
+    @cached_property
+    def gray_u8(self) -> np.ndarray:
+        return np.clip(self.gray * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """One visual attribute. `version` changes whenever stored vectors would change."""
+
+    name: str
+    version: str
+    dim: int
+
+    def extract(self, image: PreparedImage) -> np.ndarray:
+        """Return a float32 vector of length `dim`."""
+        ...
+
+    def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
+        """Distances from one query vector (dim,) to stored vectors (n, dim), each in [0, 100]."""
+        ...
+
+
+def block_histogram_distance(
+    query: np.ndarray, stored: np.ndarray, block_sizes: list[int]
+) -> np.ndarray:
+    """Mean total-variation distance over consecutive histogram blocks, scaled to 0..100.
+
+    Each block of the vector is a histogram summing to 1 (or all zero for "nothing there").
+    Total variation (half the L1 norm) is 0 for equal histograms and 1 for disjoint ones, so the
+    0..100 scale has a plain meaning: the share of mass that would have to move.
+    """
+    stored = np.atleast_2d(stored)
+    diff = np.abs(stored - query[None, :])
+    total = np.zeros(stored.shape[0], dtype=np.float64)
+    start = 0
+    for size in block_sizes:
+        total += 0.5 * diff[:, start : start + size].sum(axis=1)
+        start += size
+    return np.clip(100.0 * total / len(block_sizes), 0.0, 100.0)
+
+
+def normalised_histogram(counts: np.ndarray) -> np.ndarray:
+    """Counts -> frequencies summing to 1 (all zeros stay zeros)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    return (counts / total if total > 0 else counts).astype(np.float32)
+
+
+def grid_cells(height: int, width: int, rows: int, cols: int) -> list[tuple[slice, slice]]:
+    """Row-major (slice, slice) pairs that split an image into a rows x cols grid."""
+    ys = np.linspace(0, height, rows + 1).round().astype(int)
+    xs = np.linspace(0, width, cols + 1).round().astype(int)
+    return [
+        (slice(ys[r], ys[r + 1]), slice(xs[c], xs[c + 1])) for r in range(rows) for c in range(cols)
+    ]
