@@ -62,6 +62,9 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"({len(MIGRATIONS)}): upgrade lookalike"
         )
     for number in range(current, len(MIGRATIONS)):
-        with conn:
-            conn.executescript("BEGIN;" + MIGRATIONS[number] + f"; PRAGMA user_version = {number + 1};")
+        # executescript runs outside Python's implicit transactions: BEGIN/COMMIT make each
+        # migration and its version bump one atomic step.
+        conn.executescript(
+            f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+        )
     return len(MIGRATIONS)

@@ -1,0 +1,495 @@
+"""The public façade: a Collection you create or open, add images to, and search.
+
+from lookalike import Collection
+with Collection.open_or_create("photos.lookalike") as coll:
+    coll.add(["~/Pictures"])
+    for hit in coll.search("query.jpg", weights="color=0.6,texture=0.4", top_k=5):
+        print(hit.score, hit.path, hit.breakdown)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike import ingest
+from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, read_source_bytes
+from lookalike.errors import CollectionError, DecodeError, LookalikeError
+from lookalike.features.base import Extractor
+from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
+from lookalike.index.exact import ExactIndex
+from lookalike.scoring import check_threshold, fuse, is_similar, normalise_weights
+from lookalike.store.catalog import Catalog, ImageRecord, NewImage
+
+DEFAULT_WEIGHTS = {"color": 0.35, "texture": 0.25, "shape": 0.15, "location": 0.25}
+ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One result: lower score = more alike; `breakdown` holds each attribute's distance."""
+
+    id: int
+    path: str
+    score: float
+    breakdown: dict[str, float]
+    similar: bool | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "score": round(self.score, 3),
+            "similar": self.similar,
+            "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
+            "metadata": self.metadata,
+        }
+
+
+@dataclass
+class SearchResults:
+    """Ranked hits plus what was asked: normalised weights, threshold, how many were compared."""
+
+    hits: list[SearchHit]
+    weights: dict[str, float]
+    threshold: float | None
+    considered: int
+    explain: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, index: int) -> SearchHit:
+        return self.hits[index]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": {k: round(v, 4) for k, v in self.weights.items()},
+            "threshold": self.threshold,
+            "considered": self.considered,
+            "explain": self.explain,
+            "results": [hit.to_dict() for hit in self.hits],
+        }
+
+
+class Collection:
+    """A folder on disk: catalog.sqlite plus derived indexes. Safe to share across threads."""
+
+    def __init__(self, directory: Path, catalog: Catalog):
+        self.directory = directory
+        self.catalog = catalog
+        self.preprocess = Preprocess.from_dict(catalog.get_meta("preprocess", {}))
+        self.attributes: dict[str, dict[str, Any]] = catalog.get_meta("attributes", {})
+        self.default_weights: dict[str, float] = catalog.get_meta(
+            "default_weights", DEFAULT_WEIGHTS
+        )
+        self.max_pixels: int = catalog.get_meta("max_pixels", DEFAULT_MAX_PIXELS)
+        missing = [name for name in self.attributes if not is_available(name)]
+        if missing:
+            raise CollectionError(
+                f"this collection uses {', '.join(missing)}, whose dependencies are not "
+                "installed (deep needs: pip install 'lookalike[deep]')"
+            )
+        self._indexes: dict[str, ExactIndex] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        attributes: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+        preprocess: Preprocess | None = None,
+        default_weights: Mapping[str, float] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Collection:
+        """Make a new collection folder. Attributes default to the classic set, plus `deep`
+        when PyTorch and the packaged model are installed."""
+        path = Path(directory).expanduser()
+        if (path / "catalog.sqlite").exists():
+            raise CollectionError(f"a collection already exists at {path}")
+        if path.exists() and not path.is_dir():
+            raise CollectionError(f"{path} exists and is not a folder")
+        if attributes is None:
+            attributes = list(CLASSIC_ATTRIBUTES) + (["deep"] if is_available("deep") else [])
+        specs = (
+            {name: dict(opts) for name, opts in attributes.items()}
+            if isinstance(attributes, Mapping)
+            else {name: {} for name in attributes}
+        )
+        for name in specs:
+            if not is_available(name):
+                raise CollectionError(
+                    f"attribute {name!r} is unknown or its dependencies are missing"
+                )
+        path.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(path, create=True)
+        catalog.set_meta("preprocess", (preprocess or Preprocess()).to_dict())
+        catalog.set_meta("attributes", specs)
+        catalog.set_meta("max_pixels", int(max_pixels))
+        weights = dict(default_weights or DEFAULT_WEIGHTS)
+        if "deep" in specs and default_weights is None:
+            weights["deep"] = 0.5
+        catalog.set_meta("default_weights", weights)
+        catalog.set_meta("created_at", time.time())
+        return cls(path, catalog)
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> Collection:
+        path = Path(directory).expanduser()
+        return cls(path, Catalog(path))
+
+    @classmethod
+    def open_or_create(cls, directory: str | os.PathLike[str], **create_options: Any) -> Collection:
+        path = Path(directory).expanduser()
+        if (path / "catalog.sqlite").exists():
+            return cls.open(path)
+        return cls.create(path, **create_options)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- extraction settings ------------------------------------------------------------------
+
+    def _settings(self) -> ingest.Settings:
+        return ingest.Settings(
+            preprocess=self.preprocess.to_dict(),
+            attributes=self.attributes,
+            max_pixels=self.max_pixels,
+        )
+
+    @property
+    def extractors(self) -> dict[str, Extractor]:
+        return ingest.build_extractors(self.attributes)
+
+    def _is_current(self, versions: Mapping[str, str]) -> bool:
+        return all(versions.get(name) == ex.version for name, ex in self.extractors.items())
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def add(
+        self,
+        sources: Iterable[str | os.PathLike[str]] | str | os.PathLike[str],
+        *,
+        recursive: bool = True,
+        prune: bool = False,
+        metadata: Mapping[str, Mapping[str, Any]] | None = None,
+        jobs: int | None = None,
+        progress: ingest.ProgressCallback | None = None,
+    ) -> ingest.IngestReport:
+        """Index folders, files or URLs; only new, changed or stale images are processed.
+
+        `metadata` maps a source (as given, or its absolute path) to a metadata dict.
+        With `prune`, images that were inside a scanned folder and are gone are removed.
+        """
+        if isinstance(sources, str | os.PathLike):
+            sources = [sources]
+        found, roots = ingest.scan(sources, recursive=recursive)
+        metadata = {self._key(k): dict(v) for k, v in (metadata or {}).items()}
+        report = ingest.IngestReport()
+        states = self.catalog.file_states()
+        versions = self.catalog.signature_versions()
+        todo: list[str] = []
+        for source in found:
+            known = states.get(source)
+            if ingest.is_url(source) or known is None:
+                todo.append(source)
+                continue
+            image_id, size, mtime, sha = known
+            try:
+                stat = os.stat(source)
+            except OSError as exc:
+                report.failed.append((source, f"cannot read: {exc.strerror or exc}"))
+                continue
+            current = self._is_current(versions.get(image_id, {}))
+            if current and stat.st_size == size and stat.st_mtime == mtime:
+                self._unchanged(report, source, image_id, metadata)
+            elif current and self._same_content(source, sha):
+                self.catalog.touch(image_id, stat.st_size, stat.st_mtime)
+                self._unchanged(report, source, image_id, metadata)
+            else:
+                todo.append(source)
+
+        total = len(todo)
+        settings = self._settings()
+        batch: list[ingest.Extracted] = []
+
+        def flush() -> None:
+            ingest.finish_batch(batch, self.extractors)
+            for item in batch:
+                self._store(item, metadata.get(item.source), report)
+            batch.clear()
+
+        results = ingest.describe_many(todo, settings, jobs or (os.cpu_count() or 1))
+        for done, result in enumerate(results, start=1):
+            if isinstance(result, DecodeError):
+                report.failed.append((result.path, result.reason))
+            else:
+                batch.append(result)
+                if len(batch) >= 32 or result.prepared is None:
+                    flush()
+            if progress:
+                label = result.path if isinstance(result, DecodeError) else result.source
+                progress(done, total, label)
+        flush()
+
+        if prune and roots:
+            keep = set(found)
+            gone = [
+                (image_id, path)
+                for path, (image_id, *_rest) in states.items()
+                if path not in keep
+                and any(path.startswith(root + os.sep) for root in roots)
+                and not os.path.exists(path)
+            ]
+            self.catalog.delete(image_id for image_id, _ in gone)
+            report.removed.extend(path for _, path in gone)
+        return report
+
+    def _unchanged(
+        self,
+        report: ingest.IngestReport,
+        source: str,
+        image_id: int,
+        metadata: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        report.unchanged.append(source)
+        report.ids[source] = image_id
+        if source in metadata:
+            self.catalog.set_metadata(image_id, metadata[source], merge=False)
+
+    @staticmethod
+    def _same_content(path: str, sha: str) -> bool:
+        try:
+            return hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
+        except OSError:
+            return False
+
+    @staticmethod
+    def _key(source: str | os.PathLike[str]) -> str:
+        text = os.fspath(source)
+        if ingest.is_url(text) or text.startswith("upload:"):
+            return text
+        return str(Path(text).expanduser().resolve())
+
+    def _store(
+        self,
+        item: ingest.Extracted,
+        metadata: Mapping[str, Any] | None,
+        report: ingest.IngestReport,
+    ) -> int:
+        image_id, is_new = self.catalog.put_image(
+            NewImage(
+                path=item.source,
+                size=item.size,
+                mtime=item.mtime,
+                sha256=item.sha256,
+                width=item.width,
+                height=item.height,
+                format=item.format,
+                signatures=item.signatures,
+                metadata=metadata,
+            )
+        )
+        (report.added if is_new else report.updated).append(item.source)
+        report.ids[item.source] = image_id
+        return image_id
+
+    def add_bytes(
+        self, data: bytes, name: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> int:
+        """Add an uploaded image (no file behind it); returns its id."""
+        item = ingest.describe_bytes(data, name, self._settings())
+        ingest.finish_batch([item], self.extractors)
+        safe_name = Path(name).name or "image"
+        item.source = f"upload:{item.sha256[:16]}/{safe_name}"
+        return self._store(item, metadata or {}, ingest.IngestReport())
+
+    def update(
+        self,
+        image: int | str,
+        *,
+        source: str | os.PathLike[str] | bytes | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        merge_metadata: bool = True,
+    ) -> ImageRecord:
+        """Re-describe an image (from `source`, or from its own path) and/or change metadata."""
+        record = self.get(image)
+        if source is not None or metadata is None:
+            data = (
+                source
+                if isinstance(source, bytes)
+                else read_source_bytes(source if source is not None else record.path)
+            )
+            item = ingest.describe_bytes(data, record.path, self._settings())
+            ingest.finish_batch([item], self.extractors)
+            if not isinstance(source, bytes) and not ingest.is_url(record.path) and source is None:
+                stat = os.stat(record.path)
+                item.size, item.mtime = stat.st_size, stat.st_mtime
+            self._store(item, None, ingest.IngestReport())
+        if metadata is not None:
+            self.catalog.set_metadata(record.id, metadata, merge=merge_metadata)
+        return self.get(record.id)
+
+    def remove(self, images: Iterable[int | str] | int | str) -> int:
+        """Remove images by id or path; returns how many were removed."""
+        if isinstance(images, int | str):
+            images = [images]
+        return self.catalog.delete(self.get(image).id for image in images)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, image: int | str) -> ImageRecord:
+        """An image by id, or by path (as stored, or resolved from a relative path)."""
+        record = None
+        if isinstance(image, int) or (isinstance(image, str) and image.isdigit()):
+            record = self.catalog.get(int(image))
+        if record is None and isinstance(image, str):
+            record = self.catalog.get_by_path(image) or self.catalog.get_by_path(self._key(image))
+        if record is None:
+            raise CollectionError(f"no image {image!r} in the collection")
+        return record
+
+    def __len__(self) -> int:
+        return self.catalog.count()
+
+    def info(self) -> dict[str, Any]:
+        versions = self.catalog.signature_versions()
+        stale = sum(1 for v in versions.values() if not self._is_current(v))
+        size = sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
+        return {
+            "path": str(self.directory),
+            "images": len(self),
+            "stale": stale,
+            "attributes": {
+                name: {"version": ex.version, "dim": ex.dim, "options": self.attributes[name]}
+                for name, ex in self.extractors.items()
+            },
+            "preprocess": self.preprocess.to_dict(),
+            "default_weights": self.default_weights,
+            "bytes_on_disk": size,
+        }
+
+    # -- searching ----------------------------------------------------------------------------
+
+    def _index(self, attribute: str) -> ExactIndex:
+        token = self.catalog.change_token()
+        index = self._indexes.get(attribute)
+        if index is None or index.token != token:
+            extractor = self.extractors[attribute]
+            ids, matrix = self.catalog.signature_matrix(attribute, extractor.version, extractor.dim)
+            index = ExactIndex(ids, matrix, extractor.distance, token)
+            self._indexes[attribute] = index
+        return index
+
+    def describe(self, image: ImageQuery) -> dict[str, np.ndarray]:
+        """The signature of a query image: a stored image's own, or freshly extracted."""
+        if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
+            image_id = int(str(image).removeprefix("id:"))
+            record = self.get(image_id)
+            out = {}
+            for name, extractor in self.extractors.items():
+                stored = self.catalog.signature(record.id, name)
+                if stored is None or stored[0] != extractor.version:
+                    raise CollectionError(
+                        f"image {image_id} has no current {name} signature; re-index it"
+                    )
+                out[name] = stored[1]
+            return out
+        if isinstance(image, np.ndarray | Image.Image):
+            pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+            buffer = io.BytesIO()
+            pil.save(buffer, format="PNG")  # one decode path for every kind of query
+            data, label = buffer.getvalue(), "<array>"
+        elif isinstance(image, bytes):
+            data, label = image, "<bytes>"
+        else:
+            label = os.fspath(image)
+            data = read_source_bytes(label)
+        item = ingest.describe_bytes(data, label, self._settings())
+        ingest.finish_batch([item], self.extractors)
+        return {name: vec for name, (_, vec) in item.signatures.items()}
+
+    def search(
+        self,
+        image: ImageQuery,
+        *,
+        weights: str | Mapping[str, float] | None = None,
+        top_k: int | None = 10,
+        threshold: float | None = None,
+        allowed_ids: Callable[[], np.ndarray] | None = None,
+    ) -> SearchResults:
+        """Rank stored images by weighted distance to `image` (path, URL, bytes, id, array)."""
+        check_threshold(threshold)
+        if top_k is not None and top_k < 1:
+            raise LookalikeError("top_k must be at least 1")
+        normalised = normalise_weights(weights, self.attributes, self.default_weights)
+        signature = self.describe(image)
+        distances, ids = self.distances(signature, normalised)
+        if allowed_ids is not None:
+            keep = np.isin(ids, allowed_ids())
+            ids, distances = ids[keep], {k: v[keep] for k, v in distances.items()}
+        scores = fuse(distances, normalised)
+        return self._rank(ids, scores, distances, normalised, top_k, threshold)
+
+    def distances(
+        self, signature: Mapping[str, np.ndarray], weights: Mapping[str, float]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Per-attribute distances from `signature` to every image current in all attributes."""
+        indexes = {name: self._index(name) for name in weights}
+        ids = None
+        for index in indexes.values():
+            ids = index.ids if ids is None else np.intersect1d(ids, index.ids, assume_unique=True)
+        assert ids is not None
+        distances = {name: index.distances(signature[name], ids) for name, index in indexes.items()}
+        return distances, ids
+
+    def _rank(
+        self,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        distances: Mapping[str, np.ndarray],
+        weights: dict[str, float],
+        top_k: int | None,
+        threshold: float | None,
+        explain: dict[str, Any] | None = None,
+    ) -> SearchResults:
+        order = np.argsort(scores, kind="stable")
+        if threshold is not None:
+            order = order[scores[order] <= threshold]
+        if top_k is not None:
+            order = order[:top_k]
+        records = self.catalog.get_many(int(ids[i]) for i in order)
+        hits = [
+            SearchHit(
+                id=int(ids[i]),
+                path=records[int(ids[i])].path,
+                score=float(scores[i]),
+                breakdown={name: float(d[i]) for name, d in distances.items()},
+                similar=is_similar(float(scores[i]), threshold),
+                metadata=records[int(ids[i])].metadata,
+            )
+            for i in order
+            if int(ids[i]) in records  # removed between ranking and fetching
+        ]
+        return SearchResults(hits, weights, threshold, len(ids), explain or {})

@@ -1,0 +1,212 @@
+"""Image loading and preprocessing: the only module that touches Pillow's decoders.
+
+Every source (path, URL, bytes) becomes an RGB uint8 array with EXIF orientation applied, or a
+DecodeError that says which source failed and why. Preprocessing (common frame, colour
+normalisation, denoising) is a recorded, explicit configuration so that stored images and later
+queries are prepared identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import urllib.request
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+
+from lookalike.errors import DecodeError
+
+try:  # HEIC/HEIF where the codec is installed.
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_AVAILABLE = True
+except Exception:  # pragma: no cover - depends on the optional codec
+    HEIF_AVAILABLE = False
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half image
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".dib"}
+    | ({".heic", ".heif", ".avif"} if HEIF_AVAILABLE else set())
+)
+
+DEFAULT_MAX_PIXELS = 100_000_000  # about 10k x 10k; larger files are treated as decompression bombs
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+URL_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image and the facts about its source that the catalog keeps."""
+
+    rgb: np.ndarray  # uint8 (H, W, 3), EXIF orientation applied
+    format: str
+    size: int  # bytes of the encoded source
+    sha256: str
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited on white, 16-bit scaled to 8-bit."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray((scaled * 255 + 0.5).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode == "RGB":
+        return img
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, I;16 variants handled above
+
+
+def decode_bytes(data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode encoded image bytes; `label` names the source in error messages."""
+    if not data:
+        raise DecodeError(label, "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format or "unknown"
+            if img.width * img.height > max_pixels:
+                raise DecodeError(
+                    label,
+                    f"{img.width}x{img.height} pixels exceeds the limit of {max_pixels:,} "
+                    "(possible decompression bomb)",
+                )
+            img.seek(0)  # GIF, APNG, multi-page TIFF: the first frame
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            rgb = np.asarray(_to_rgb(img), dtype=np.uint8)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(label, f"too many pixels (possible decompression bomb): {exc}") from None
+    except UnidentifiedImageError:
+        raise DecodeError(label, "not an image, or a format that cannot be read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower() or isinstance(exc, EOFError):
+            reason = f"truncated or damaged file ({reason})"
+        raise DecodeError(label, f"corrupt image: {reason}") from None
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise DecodeError(label, "image has no pixels")
+    return Decoded(rgb=rgb, format=fmt, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def read_source_bytes(
+    source: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> bytes:
+    """Read a file path or an http(s) URL, bounded in size."""
+    text = os.fspath(source)
+    if text.startswith(("http://", "https://")):
+        return fetch_url(text, max_bytes=max_bytes)
+    path = Path(text)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise DecodeError(text, f"file of {size:,} bytes exceeds the limit of {max_bytes:,}")
+        return path.read_bytes()
+    except DecodeError:
+        raise
+    except FileNotFoundError:
+        raise DecodeError(text, "no such file") from None
+    except IsADirectoryError:
+        raise DecodeError(text, "is a directory, not an image file") from None
+    except PermissionError:
+        raise DecodeError(text, "permission denied") from None
+    except OSError as exc:
+        raise DecodeError(text, f"cannot read: {exc.strerror or exc}") from None
+
+
+def fetch_url(
+    url: str, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = URL_TIMEOUT_S
+) -> bytes:
+    """Download an http(s) URL, refusing anything larger than `max_bytes`."""
+    if not url.startswith(("http://", "https://")):
+        raise DecodeError(url, "only http and https URLs can be fetched")
+    request = urllib.request.Request(url, headers={"User-Agent": "lookalike/0.1"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            data = response.read(max_bytes + 1)
+    except OSError as exc:
+        raise DecodeError(url, f"cannot fetch: {getattr(exc, 'reason', exc)}") from None
+    if len(data) > max_bytes:
+        raise DecodeError(url, f"download exceeds the limit of {max_bytes:,} bytes")
+    return data
+
+
+def load_image(source: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Path or URL -> Decoded."""
+    return decode_bytes(read_source_bytes(source), os.fspath(source), max_pixels=max_pixels)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images are brought to a common frame before extraction; stored with a collection.
+
+    frame:       longest side in pixels after scaling (aspect ratio kept; small images upscaled
+                 so that block statistics mean the same at every size).
+    normalize:   "none" or "stretch" (per-channel 1st..99th percentile contrast stretch, which
+                 cancels global brightness and contrast changes at the cost of absolute colour).
+    denoise:     median filter size in pixels (0 = off; 3 removes salt-and-pepper noise).
+    """
+
+    frame: int = 256
+    normalize: str = "none"
+    denoise: int = 0
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.frame <= 4096:
+            raise ValueError("frame must be between 16 and 4096 pixels")
+        if self.normalize not in ("none", "stretch"):
+            raise ValueError("normalize must be 'none' or 'stretch'")
+        if self.denoise < 0 or (self.denoise and self.denoise % 2 == 0):
+            raise ValueError("denoise must be 0 or an odd median size such as 3 or 5")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Preprocess:
+        return cls(**{k: data[k] for k in ("frame", "normalize", "denoise") if k in data})  # type: ignore[arg-type]
+
+
+def prepare(rgb: np.ndarray, config: Preprocess) -> np.ndarray:
+    """RGB uint8 -> float32 [0, 1] in the common frame, following `config`."""
+    img = Image.fromarray(rgb)
+    if config.denoise:
+        img = img.filter(ImageFilter.MedianFilter(config.denoise))
+    scale = config.frame / max(img.width, img.height)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR)
+    out = np.asarray(img, dtype=np.float32) / 255.0
+    if config.normalize == "stretch":
+        lo = np.percentile(out, 1, axis=(0, 1), keepdims=True)
+        hi = np.percentile(out, 99, axis=(0, 1), keepdims=True)
+        out = np.clip((out - lo) / np.maximum(hi - lo, 1e-3), 0.0, 1.0)
+    return out

@@ -1,0 +1,82 @@
+"""Colour: the distribution of colours over the whole image, wherever they sit.
+
+A soft-binned HSV histogram. Soft (triangular) assignment spreads each pixel over the two nearest
+bins on every axis, so a small shift in brightness or hue moves mass gradually instead of
+flipping it across a bin edge. Dark pixels and unsaturated pixels carry no reliable hue: they
+are pooled into a grey ramp indexed by value alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.features.base import PreparedImage, block_histogram_distance, normalised_histogram
+
+
+def _soft_weights(values: np.ndarray, centres: np.ndarray, circular: bool = False):
+    """For each value, the two nearest bin indices and their triangular weights."""
+    n = len(centres)
+    if circular:
+        pos = values * n  # centres at i / n: pure primaries and secondaries sit on a centre
+        lower = np.floor(pos)
+        frac = pos - lower
+        lo = lower.astype(np.int64) % n
+        return lo, (lo + 1) % n, 1.0 - frac, frac
+    step = centres[1] - centres[0]
+    pos = np.clip((values - centres[0]) / step, 0, n - 1)
+    lo = np.minimum(np.floor(pos).astype(np.int64), n - 2)
+    frac = pos - lo
+    return lo, lo + 1, 1.0 - frac, frac
+
+
+def hsv_histogram(hsv: np.ndarray, hue_bins: int, sat_levels: int, val_levels: int) -> np.ndarray:
+    """Soft HSV histogram: `val_levels` grey bins, then hue x saturation x value chromatic bins.
+
+    Saturation and value are split on evenly spaced centres from 0 to 1; the lowest saturation
+    level and the lowest value level go to the grey ramp (their hue means nothing).
+    """
+    h = hsv[..., 0].ravel().astype(np.float64)
+    s = hsv[..., 1].ravel().astype(np.float64)
+    v = hsv[..., 2].ravel().astype(np.float64)
+    s_centres = np.linspace(0.0, 1.0, sat_levels + 1)
+    v_centres = np.linspace(0.0, 1.0, val_levels)
+    h_lo, h_hi, h_wlo, h_whi = _soft_weights(h, np.arange(hue_bins), circular=True)
+    s_lo, s_hi, s_wlo, s_whi = _soft_weights(s, s_centres)
+    v_lo, v_hi, v_wlo, v_whi = _soft_weights(v, v_centres)
+
+    chroma_size = hue_bins * sat_levels * (val_levels - 1)
+    counts = np.zeros(val_levels + chroma_size, dtype=np.float64)
+    for s_idx, s_w in ((s_lo, s_wlo), (s_hi, s_whi)):
+        for v_idx, v_w in ((v_lo, v_wlo), (v_hi, v_whi)):
+            grey = (s_idx == 0) | (v_idx == 0)
+            w_sv = s_w * v_w
+            counts += np.bincount(v_idx[grey], weights=w_sv[grey], minlength=len(counts))
+            chroma = ~grey
+            base = val_levels + ((s_idx[chroma] - 1) * (val_levels - 1) + (v_idx[chroma] - 1))
+            for h_idx, h_w in ((h_lo, h_wlo), (h_hi, h_whi)):
+                index = base + h_idx[chroma] * sat_levels * (val_levels - 1)
+                counts += np.bincount(
+                    index, weights=w_sv[chroma] * h_w[chroma], minlength=len(counts)
+                )
+    return normalised_histogram(counts)
+
+
+def hsv_histogram_size(hue_bins: int, sat_levels: int, val_levels: int) -> int:
+    return val_levels + hue_bins * sat_levels * (val_levels - 1)
+
+
+class ColorExtractor:
+    """Global colour distribution (12 hues x 2 saturations x 3 values, plus 4 greys)."""
+
+    name = "color"
+    version = "1"
+    HUE_BINS, SAT_LEVELS, VAL_LEVELS = 12, 2, 4
+
+    def __init__(self) -> None:
+        self.dim = hsv_histogram_size(self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
+
+    def extract(self, image: PreparedImage) -> np.ndarray:
+        return hsv_histogram(image.hsv, self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
+
+    def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
+        return block_histogram_distance(query, stored, [self.dim])

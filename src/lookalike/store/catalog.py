@@ -1,0 +1,363 @@
+"""The embedded catalog: one SQLite file (WAL) holding images, metadata, keywords, signatures.
+
+Every write is one transaction, so a process killed at any moment leaves a catalog that opens
+with every committed image whole: an image row never exists without its signatures.
+A lock serialises use of the single connection across threads (the server searches while it
+ingests); SQLite's WAL lets other processes read while one writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import CollectionError
+from lookalike.store.schema import migrate
+
+CATALOG_FILE = "catalog.sqlite"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image as the catalog knows it."""
+
+    id: int
+    path: str
+    size: int
+    mtime: float
+    sha256: str
+    width: int
+    height: int
+    format: str
+    metadata: dict[str, Any]
+    added_at: float
+    updated_at: float
+    keywords: list[tuple[str, str, float]] = field(default_factory=list)  # (keyword, source, score)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "size": self.size,
+            "mtime": self.mtime,
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "metadata": self.metadata,
+            "keywords": [
+                {"keyword": k, "source": s, "score": round(c, 4)} for k, s, c in self.keywords
+            ],
+            "added_at": self.added_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """What ingest hands the catalog for one image: facts, signature vectors, keywords."""
+
+    path: str
+    size: int
+    mtime: float
+    sha256: str
+    width: int
+    height: int
+    format: str
+    signatures: Mapping[str, tuple[str, np.ndarray]]  # attribute -> (version, vector)
+    metadata: Mapping[str, Any] | None = None  # None keeps stored metadata on update
+    auto_keywords: Iterable[tuple[str, float]] | None = None  # None keeps stored model tags
+
+
+_IMAGE_COLUMNS = (
+    "id, path, size, mtime, sha256, width, height, format, metadata, added_at, updated_at"
+)
+
+
+def _user_keywords(metadata: Mapping[str, Any]) -> list[str]:
+    """Keywords a user supplied: metadata['keywords'] as a list or a comma-separated string."""
+    value = metadata.get("keywords", [])
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple):
+        return []
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+def _metadata_text(metadata: Mapping[str, Any]) -> list[str]:
+    """Every string in the metadata (nested included), for the full-text index."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(metadata)
+    return out
+
+
+class Catalog:
+    """Typed access to catalog.sqlite."""
+
+    def __init__(self, directory: Path, *, create: bool = False):
+        self.directory = directory
+        self.file = directory / CATALOG_FILE
+        if not self.file.exists() and not create:
+            raise CollectionError(f"no collection at {directory} (missing {CATALOG_FILE})")
+        try:
+            self._conn = sqlite3.connect(
+                self.file, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            migrate(self._conn)
+        except sqlite3.DatabaseError as exc:
+            raise CollectionError(f"{self.file}: not a usable catalog ({exc})") from None
+        self._lock = threading.RLock()
+        self._writes = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- transactions and change tracking ---------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            self._writes += 1
+
+    def change_token(self) -> tuple[int, int]:
+        """Changes whenever this or another process commits: for cache invalidation."""
+        with self._lock:
+            return self._writes, self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    # -- collection settings ------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def _record(self, row: tuple) -> ImageRecord:
+        keywords = self.query(
+            "SELECT keyword, source, score FROM keywords WHERE image_id = ? "
+            "ORDER BY source DESC, score DESC, keyword",
+            (row[0],),
+        )
+        return ImageRecord(
+            id=row[0],
+            path=row[1],
+            size=row[2],
+            mtime=row[3],
+            sha256=row[4],
+            width=row[5],
+            height=row[6],
+            format=row[7],
+            metadata=json.loads(row[8]),
+            added_at=row[9],
+            updated_at=row[10],
+            keywords=[(k, s, float(c)) for k, s, c in keywords],
+        )
+
+    def get(self, image_id: int) -> ImageRecord | None:
+        rows = self.query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,))
+        return self._record(rows[0]) if rows else None
+
+    def get_by_path(self, path: str) -> ImageRecord | None:
+        rows = self.query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE path = ?", (path,))
+        return self._record(rows[0]) if rows else None
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        ids = list(ids)
+        out: dict[int, ImageRecord] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.query(
+                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id IN ({marks})", chunk
+            ):
+                out[row[0]] = self._record(row)
+        return out
+
+    def count(self) -> int:
+        return self.query("SELECT count(*) FROM images")[0][0]
+
+    def file_states(self) -> dict[str, tuple[int, int, float, str]]:
+        """path -> (id, size, mtime, sha256), for deciding what changed since the last run."""
+        return {
+            path: (i, size, mtime, sha)
+            for i, path, size, mtime, sha in self.query(
+                "SELECT id, path, size, mtime, sha256 FROM images"
+            )
+        }
+
+    def signature_versions(self) -> dict[int, dict[str, str]]:
+        out: dict[int, dict[str, str]] = {}
+        for image_id, attribute, version in self.query(
+            "SELECT image_id, attribute, version FROM signatures"
+        ):
+            out.setdefault(image_id, {})[attribute] = version
+        return out
+
+    def put_image(self, image: NewImage) -> tuple[int, bool]:
+        """Insert or replace the image at `image.path` with its signatures; (id, was_new)."""
+        now = time.time()
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT id, metadata FROM images WHERE path = ?", (image.path,)
+            ).fetchone()
+            if image.metadata is not None:
+                metadata = dict(image.metadata)
+            else:
+                metadata = json.loads(row[1]) if row else {}
+            metadata_json = json.dumps(metadata, ensure_ascii=False, sort_keys=True)
+            facts = (image.size, image.mtime, image.sha256, image.width, image.height, image.format)
+            if row is None:
+                image_id = conn.execute(
+                    "INSERT INTO images(path, size, mtime, sha256, width, height, format, metadata,"
+                    " added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (image.path, *facts, metadata_json, now, now),
+                ).lastrowid
+            else:
+                image_id = row[0]
+                conn.execute(
+                    "UPDATE images SET size = ?, mtime = ?, sha256 = ?, width = ?, height = ?,"
+                    " format = ?, metadata = ?, updated_at = ? WHERE id = ?",
+                    (*facts, metadata_json, now, image_id),
+                )
+            for attribute, (version, vector) in image.signatures.items():
+                conn.execute(
+                    "INSERT OR REPLACE INTO signatures(image_id, attribute, version, vector)"
+                    " VALUES (?, ?, ?, ?)",
+                    (image_id, attribute, version, np.asarray(vector, "<f4").tobytes()),
+                )
+            self._write_keywords(conn, image_id, metadata, image.auto_keywords)
+        return int(image_id), row is None
+
+    def touch(self, image_id: int, size: int, mtime: float) -> None:
+        """Record a new size/mtime for a file whose content (hash) did not change."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE images SET size = ?, mtime = ? WHERE id = ?", (size, mtime, image_id)
+            )
+
+    def set_metadata(self, image_id: int, metadata: Mapping[str, Any], *, merge: bool) -> None:
+        with self.transaction() as conn:
+            row = conn.execute("SELECT metadata FROM images WHERE id = ?", (image_id,)).fetchone()
+            if row is None:
+                raise CollectionError(f"no image with id {image_id}")
+            new = {**json.loads(row[0]), **metadata} if merge else dict(metadata)
+            conn.execute(
+                "UPDATE images SET metadata = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(new, ensure_ascii=False, sort_keys=True), time.time(), image_id),
+            )
+            self._write_keywords(conn, image_id, new, None)
+
+    def _write_keywords(
+        self,
+        conn: sqlite3.Connection,
+        image_id: int,
+        metadata: Mapping[str, Any],
+        auto_keywords: Iterable[tuple[str, float]] | None,
+    ) -> None:
+        """Replace user keywords (from metadata) and, if given, model tags; refresh full text."""
+        conn.execute("DELETE FROM keywords WHERE image_id = ? AND source = 'user'", (image_id,))
+        conn.executemany(
+            "INSERT OR IGNORE INTO keywords(image_id, keyword, source, score)"
+            " VALUES (?, ?, 'user', 1)",
+            [(image_id, k) for k in _user_keywords(metadata)],
+        )
+        if auto_keywords is not None:
+            conn.execute("DELETE FROM keywords WHERE image_id = ? AND source = 'auto'", (image_id,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO keywords(image_id, keyword, source, score)"
+                " VALUES (?, ?, 'auto', ?)",
+                [(image_id, k, float(s)) for k, s in auto_keywords],
+            )
+        words = [
+            k
+            for (k,) in conn.execute("SELECT keyword FROM keywords WHERE image_id = ?", (image_id,))
+        ]
+        text = " ; ".join(
+            words + _metadata_text({k: v for k, v in metadata.items() if k != "keywords"})
+        )
+        conn.execute("DELETE FROM search_text WHERE rowid = ?", (image_id,))
+        conn.execute("INSERT INTO search_text(rowid, text) VALUES (?, ?)", (image_id, text))
+
+    def delete(self, image_ids: Iterable[int]) -> int:
+        ids = list(image_ids)
+        if not ids:
+            return 0
+        with self.transaction() as conn:
+            removed = 0
+            for image_id in ids:
+                conn.execute("DELETE FROM search_text WHERE rowid = ?", (image_id,))
+                removed += conn.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount
+        return removed
+
+    # -- signatures -----------------------------------------------------------------------------
+
+    def signature(self, image_id: int, attribute: str) -> tuple[str, np.ndarray] | None:
+        rows = self.query(
+            "SELECT version, vector FROM signatures WHERE image_id = ? AND attribute = ?",
+            (image_id, attribute),
+        )
+        if not rows:
+            return None
+        return rows[0][0], np.frombuffer(rows[0][1], dtype="<f4").copy()
+
+    def signature_matrix(
+        self, attribute: str, version: str, dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of every image whose `attribute` signature is current."""
+        rows = self.query(
+            "SELECT image_id, vector FROM signatures WHERE attribute = ? AND version = ?"
+            " ORDER BY image_id",
+            (attribute, version),
+        )
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.empty((len(rows), dim), dtype=np.float32)
+        for i, (_, blob) in enumerate(rows):
+            matrix[i] = np.frombuffer(blob, dtype="<f4")
+        return ids, matrix
+
+    def keyword_vocabulary(self) -> list[str]:
+        return [k for (k,) in self.query("SELECT DISTINCT keyword FROM keywords ORDER BY keyword")]
