@@ -30,7 +30,7 @@ from lookalike.index.exact import ExactIndex
 from lookalike.scoring import check_threshold, fuse, is_similar, normalise_weights
 from lookalike.store.catalog import Catalog, ImageRecord, NewImage
 
-DEFAULT_WEIGHTS = {"color": 0.35, "texture": 0.25, "shape": 0.15, "location": 0.25}
+DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
 
 
@@ -318,12 +318,23 @@ class Collection:
     def add_bytes(
         self, data: bytes, name: str, *, metadata: Mapping[str, Any] | None = None
     ) -> int:
-        """Add an uploaded image (no file behind it); returns its id."""
+        """Add an uploaded image; its bytes are kept in the collection's uploads/ folder, so it
+        has an original to show like any indexed file. Returns its id."""
         item = ingest.describe_bytes(data, name, self._settings())
         ingest.finish_batch([item], self.extractors)
-        safe_name = Path(name).name or "image"
-        item.source = f"upload:{item.sha256[:16]}/{safe_name}"
-        return self._store(item, metadata or {}, ingest.IngestReport())
+        suffix = Path(name).suffix.lower()
+        if suffix not in ingest.IMAGE_SUFFIXES:
+            suffix = "." + item.format.lower().replace("jpeg", "jpg")
+        target = self.directory / "uploads" / f"{item.sha256[:32]}{suffix}"
+        if not target.exists():
+            target.parent.mkdir(exist_ok=True)
+            partial = target.with_suffix(target.suffix + ".partial")
+            partial.write_bytes(data)
+            os.replace(partial, target)  # never a half-written original under the real name
+        stat = target.stat()
+        item.source, item.size, item.mtime = str(target.resolve()), stat.st_size, stat.st_mtime
+        meta = {"filename": Path(name).name, **dict(metadata or {})}
+        return self._store(item, meta, ingest.IngestReport())
 
     def update(
         self,

@@ -26,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 CollectionOption = Annotated[
     Path, typer.Option("--collection", "-c", help="Collection folder (created by `index`).")
@@ -66,10 +66,14 @@ def _progress_bar(description: str) -> Progress:
     )
 
 
-def run_index(collection: Path, sources: list[str], **options: Any):
+def run_index(collection: Path, sources: list[str], attributes: str | None = None, **options: Any):
     from lookalike.api import Collection
 
-    with Collection.open_or_create(collection) as coll, _progress_bar("indexing") as bar:
+    create = {"attributes": [a.strip() for a in attributes.split(",")]} if attributes else {}
+    with (
+        Collection.open_or_create(collection, **create) as coll,
+        _progress_bar("indexing") as bar,
+    ):
         task = bar.add_task("indexing", total=None, current="")
 
         def progress(done: int, total: int, current: str) -> None:
@@ -89,9 +93,15 @@ def index(
         int, typer.Option("--jobs", "-j", help="Worker processes (0 = all cores).")
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    attributes: Annotated[
+        str | None,
+        typer.Option(help="For a new collection: attributes to extract, e.g. color,texture."),
+    ] = None,
 ) -> None:
     """Add images to a collection (creating it if needed); only new or changed files are read."""
-    report = run_index(collection, sources, prune=prune, recursive=recursive, jobs=jobs or None)
+    report = run_index(
+        collection, sources, attributes, prune=prune, recursive=recursive, jobs=jobs or None
+    )
     if as_json:
         out.print_json(
             data={

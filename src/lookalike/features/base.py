@@ -70,9 +70,12 @@ class Extractor(Protocol):
 
 
 def block_histogram_distance(
-    query: np.ndarray, stored: np.ndarray, block_sizes: list[int]
+    query: np.ndarray,
+    stored: np.ndarray,
+    block_sizes: list[int],
+    block_weights: list[float] | None = None,
 ) -> np.ndarray:
-    """Mean total-variation distance over consecutive histogram blocks, scaled to 0..100.
+    """(Weighted) mean total-variation distance over consecutive histogram blocks, 0..100.
 
     Each block of the vector is a histogram summing to 1 (or all zero for "nothing there").
     Total variation (half the L1 norm) is 0 for equal histograms and 1 for disjoint ones, so the
@@ -80,12 +83,13 @@ def block_histogram_distance(
     """
     stored = np.atleast_2d(stored)
     diff = np.abs(stored - query[None, :])
+    weights = block_weights or [1.0] * len(block_sizes)
     total = np.zeros(stored.shape[0], dtype=np.float64)
     start = 0
-    for size in block_sizes:
-        total += 0.5 * diff[:, start : start + size].sum(axis=1)
+    for size, weight in zip(block_sizes, weights, strict=True):
+        total += weight * 0.5 * diff[:, start : start + size].sum(axis=1)
         start += size
-    return np.clip(100.0 * total / len(block_sizes), 0.0, 100.0)
+    return np.clip(100.0 * total / sum(weights), 0.0, 100.0)
 
 
 def normalised_histogram(counts: np.ndarray) -> np.ndarray:

@@ -65,6 +65,19 @@ def hsv_histogram_size(hue_bins: int, sat_levels: int, val_levels: int) -> int:
     return val_levels + hue_bins * sat_levels * (val_levels - 1)
 
 
+def blur_hue(vectors: np.ndarray, hue_bins: int, sat_levels: int, val_levels: int) -> np.ndarray:
+    """Spread each chromatic bin over its hue neighbours (1/4, 1/2, 1/4), circularly.
+
+    Plain bin-by-bin comparison finds orange as far from red as blue is; comparing blurred
+    histograms gives neighbouring hues partial credit while equal histograms stay at 0.
+    """
+    vectors = np.atleast_2d(vectors)
+    grey, chroma = vectors[:, :val_levels], vectors[:, val_levels:]
+    chroma = chroma.reshape(len(vectors), hue_bins, sat_levels * (val_levels - 1))
+    blurred = 0.5 * chroma + 0.25 * (np.roll(chroma, 1, axis=1) + np.roll(chroma, -1, axis=1))
+    return np.concatenate([grey, blurred.reshape(len(vectors), -1)], axis=1)
+
+
 class ColorExtractor:
     """Global colour distribution (12 hues x 2 saturations x 3 values, plus 4 greys)."""
 
@@ -79,4 +92,7 @@ class ColorExtractor:
         return hsv_histogram(image.hsv, self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
 
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
-        return block_histogram_distance(query, stored, [self.dim])
+        levels = (self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
+        return block_histogram_distance(
+            blur_hue(query, *levels)[0], blur_hue(stored, *levels), [self.dim]
+        )

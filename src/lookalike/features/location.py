@@ -20,7 +20,7 @@ from lookalike.features.base import (
 )
 from lookalike.features.color import hsv_histogram, hsv_histogram_size
 from lookalike.features.shape import EDGE_TYPES, edge_type_map
-from lookalike.features.texture import STRENGTH_BINS, gradient_histograms
+from lookalike.features.texture import STRENGTH_BINS, gradient_histograms, smoothed_u8
 
 GRID = 4
 
@@ -61,11 +61,13 @@ class TextureLocationExtractor(_GridExtractor):
     """Per cell: radius-1 uniform LBP (10 bins) and gradient strength (8 bins)."""
 
     name = "texture_location"
+    version = "2"
     cell_dim = 10 + STRENGTH_BINS
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         # LBP is computed once on the whole image so that cell borders do not create patterns.
-        codes = local_binary_pattern(image.gray_u8, 8, 1.0, method="uniform").astype(np.int64)
+        smooth = smoothed_u8(image.gray)
+        codes = local_binary_pattern(smooth, 8, 1.0, method="uniform").astype(np.int64)
         parts = []
         for rows, cols in self.cells(image):
             lbp = normalised_histogram(np.bincount(codes[rows, cols].ravel(), minlength=10))

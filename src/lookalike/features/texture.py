@@ -22,6 +22,13 @@ DIRECTION_BINS = 4
 STRENGTH_BINS = 8
 
 
+def smoothed_u8(gray: np.ndarray) -> np.ndarray:
+    """Grey image lightly blurred (sigma 1): LBP then sees structure, not JPEG blocking or
+    sensor noise, and the same patterns survive a change of resolution."""
+    blurred = ndimage.gaussian_filter(gray.astype(np.float32), 1.0)
+    return np.clip(blurred * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def lbp_histogram(gray_u8: np.ndarray, points: int, radius: float) -> np.ndarray:
     codes = local_binary_pattern(gray_u8, points, radius, method="uniform")
     return normalised_histogram(np.bincount(codes.astype(np.int64).ravel(), minlength=points + 2))
@@ -51,14 +58,15 @@ def gradient_histograms(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class TextureExtractor:
     name = "texture"
-    version = "1"
+    version = "2"
 
     def __init__(self) -> None:
         self.blocks = [p + 2 for p, _ in LBP_SETTINGS] + [DIRECTION_BINS, STRENGTH_BINS]
         self.dim = sum(self.blocks)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
-        parts = [lbp_histogram(image.gray_u8, p, r) for p, r in LBP_SETTINGS]
+        smooth = smoothed_u8(image.gray)
+        parts = [lbp_histogram(smooth, p, r) for p, r in LBP_SETTINGS]
         parts.extend(gradient_histograms(image.gray))
         return np.concatenate(parts).astype(np.float32)
 

@@ -1,0 +1,1 @@
+"""Query kinds beyond the example image: sketch grids, layout sentences, index keys, filters."""

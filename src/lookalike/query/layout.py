@@ -1,0 +1,507 @@
+"""A limited English for colour layouts, turned into a query grid ("top mostly blue, ...").
+
+Rachev et al. let users type "the up part is predominantly blue and the down part is
+predominantly gray" and turn it into a query matrix. This module is that preprocessor: it reads
+a sentence into clauses, each clause into a region, a quantity and a colour, and paints the
+clauses in order onto a 16 x 16 grid (later clauses override earlier ones where they overlap).
+The grid is shown back (`render_grid`) so the user sees what was understood.
+
+Sentence = clauses joined by "and", "with", "but", "while", "plus", ",", ";" or ".".
+Clause = in any order and with filler words ("the", "part", "is", "of", "in", "image", ...):
+
+* a region (default: the whole image). top / up / upper, bottom / down / lower, left, right
+  (halves); top/bottom/left/right third; centre / center / middle (the middle half both
+  ways); corners: "top left corner" (a third by a third), "corners" (all four); border /
+  edges / frame (a ring an eighth wide); whole / entire / everywhere / anywhere / overall /
+  throughout / all over / background. Several regions in one clause intersect: "top left" is
+  the top-left quarter, "the top half of the left third" what it says.
+* a quantity. predominantly, mostly, mainly, entirely, all, ... (or nothing): every cell of
+  the region. some, a little, a bit, partly, patches, ...: part of the region, shown as its
+  middle half by rows and columns (every other cell where that misses the region, as for the
+  border ring); when scoring, the colour may be anywhere in the region, as long as it covers
+  as many cells as that part. no, not, without: a negative constraint, kept beside the grid.
+* one colour, any word or phrase of `colorwords` ("navy", "light blue", "off-white"). A word
+  with several readings (beige: brown or white) is drawn with its first reading, and a cell
+  counts as matching for any of them.
+
+A clause without a colour lends its region to the next clause ("top and bottom blue",
+"the centre with some white"); at the end of a sentence it borrows the previous clause's
+colour ("blue top and bottom"). Anything else raises QueryError naming the word and its
+position.
+
+Score (`LayoutQuery.score`): the share of specified cells whose term matches, minus the share
+of negative cells that hold a forbidden term, clipped to [0, 1]. A query with only negative
+clauses starts from 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.errors import QueryError
+from lookalike.features.perceptual import MATRIX_SIZE, TERM_INDEX, TERMS
+from lookalike.query.colorwords import parse_color, words_with_positions
+from lookalike.query.sketch import CODES, UNSPECIFIED, QueryGrid
+
+ALL, SOME, NONE = "all", "some", "none"
+
+_Mask = Callable[[int], np.ndarray]
+
+
+def _rows(size: int, start: int, stop: int) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=bool)
+    mask[start:stop, :] = True
+    return mask
+
+
+def _thirds(size: int) -> tuple[int, int]:
+    edges = np.linspace(0, size, 4).round().astype(int)
+    return int(edges[1]), int(edges[2])
+
+
+def _top(size: int) -> np.ndarray:
+    return _rows(size, 0, size // 2)
+
+
+def _bottom(size: int) -> np.ndarray:
+    return _rows(size, size - size // 2, size)
+
+
+def _left(size: int) -> np.ndarray:
+    return _top(size).T.copy()
+
+
+def _right(size: int) -> np.ndarray:
+    return _bottom(size).T.copy()
+
+
+def _top_third(size: int) -> np.ndarray:
+    return _rows(size, 0, _thirds(size)[0])
+
+
+def _bottom_third(size: int) -> np.ndarray:
+    return _rows(size, _thirds(size)[1], size)
+
+
+def _left_third(size: int) -> np.ndarray:
+    return _top_third(size).T.copy()
+
+
+def _right_third(size: int) -> np.ndarray:
+    return _bottom_third(size).T.copy()
+
+
+def _centre(size: int) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=bool)
+    q = size // 4
+    mask[q : size - q, q : size - q] = True
+    return mask
+
+
+def _whole(size: int) -> np.ndarray:
+    return np.ones((size, size), dtype=bool)
+
+
+def _border(size: int) -> np.ndarray:
+    width = max(1, round(size / 8))
+    mask = np.ones((size, size), dtype=bool)
+    mask[width : size - width, width : size - width] = False
+    return mask
+
+
+def _corner(vertical: _Mask, horizontal: _Mask) -> _Mask:
+    return lambda size: vertical(size) & horizontal(size)
+
+
+def _corners(size: int) -> np.ndarray:
+    return (_top_third(size) | _bottom_third(size)) & (_left_third(size) | _right_third(size))
+
+
+_UP = ("top", "upper", "up")
+_DOWN = ("bottom", "lower", "down")
+
+# Region phrases (tuples of words) -> (name shown back, mask builder).
+REGIONS: dict[tuple[str, ...], tuple[str, _Mask]] = {}
+for _word in _UP:
+    REGIONS[(_word,)] = ("top half", _top)
+    REGIONS[(_word, "half")] = ("top half", _top)
+    REGIONS[(_word, "third")] = ("top third", _top_third)
+for _word in _DOWN:
+    REGIONS[(_word,)] = ("bottom half", _bottom)
+    REGIONS[(_word, "half")] = ("bottom half", _bottom)
+    REGIONS[(_word, "third")] = ("bottom third", _bottom_third)
+for _word, _half, _third in (("left", _left, _left_third), ("right", _right, _right_third)):
+    REGIONS[(_word,)] = (f"{_word} half", _half)
+    REGIONS[(_word, "half")] = (f"{_word} half", _half)
+    REGIONS[(_word, "third")] = (f"{_word} third", _third)
+for _words, _vertical in ((_UP, _top_third), (_DOWN, _bottom_third)):
+    for _word in _words:
+        for _side, _horizontal in (("left", _left_third), ("right", _right_third)):
+            _name = f"{_words[0]}-{_side} corner"
+            REGIONS[(_word, _side, "corner")] = (_name, _corner(_vertical, _horizontal))
+            REGIONS[(_side, _word, "corner")] = (_name, _corner(_vertical, _horizontal))
+for _word in ("centre", "center", "middle", "central", "centrally"):
+    REGIONS[(_word,)] = ("centre", _centre)
+for _word in ("border", "borders", "edge", "edges", "frame", "margins", "periphery"):
+    REGIONS[(_word,)] = ("border", _border)
+REGIONS[("corners",)] = ("corners", _corners)
+REGIONS[("four", "corners")] = ("corners", _corners)
+for _words in (
+    ("whole",),
+    ("entire",),
+    ("everywhere",),
+    ("anywhere",),
+    ("overall",),
+    ("throughout",),
+    ("background",),
+    ("all", "over"),
+    ("all", "around"),
+):
+    REGIONS[_words] = ("whole image", _whole)
+
+_QUANTITIES: dict[tuple[str, ...], str] = {
+    (w,): ALL
+    for w in """predominantly predominately predominant mostly mainly largely entirely all
+    completely fully totally wholly primarily chiefly dominantly dominated mostly almost
+    uniformly solid solidly plain""".split()
+}
+_QUANTITIES.update(
+    {
+        (w,): SOME
+        for w in """some little bit bits partly partially patch patches spot spots touch hint
+        dash splash somewhat slightly few speck specks traces trace""".split()
+    }
+)
+_QUANTITIES.update({(w,): NONE for w in "no not none never lacks lacking free".split()})
+
+_FILLERS = frozenset(
+    """the a an is are be being was of in on at to image images picture pictures photo photos
+    part parts area areas region regions side sides portion section sections has have having
+    there it its colour colours color colors coloured colored should must which that select
+    find show me give where whose half way from towards toward by one ones just""".split()
+) | {":", "!"}
+_JOINERS = frozenset({"and", "with", "but", "while", "whereas", "plus", "also", ",", ";", "."})
+
+_PHRASES: dict[tuple[str, ...], tuple[str, object]] = {}
+_PHRASES.update({k: ("quantity", v) for k, v in _QUANTITIES.items()})
+_PHRASES.update({k: ("region", v) for k, v in REGIONS.items()})  # regions win on overlap
+_LONGEST = max(len(k) for k in _PHRASES)
+
+
+@dataclass(frozen=True, eq=False)
+class Clause:
+    """One understood piece of the sentence, for explaining the query back."""
+
+    text: str  # the words of the sentence this clause came from
+    position: int  # character offset of its first word
+    region: str  # e.g. "top half", "top half & left half", "whole image"
+    quantity: str  # ALL, SOME or NONE
+    terms: tuple[str, ...]  # the colour's readings, most likely first
+    mask: np.ndarray = field(repr=False)  # (size, size) bool: the region
+
+    def describe(self) -> str:
+        colour = " or ".join(self.terms)
+        amount = {ALL: "", SOME: "some ", NONE: "no "}[self.quantity]
+        return f"{self.region}: {amount}{colour}"
+
+
+@dataclass(frozen=True, eq=False)
+class LayoutQuery:
+    """A parsed layout sentence: the grid to match, its negative constraints and its clauses."""
+
+    text: str
+    grid: QueryGrid
+    negatives: list[tuple[str, np.ndarray]]  # (forbidden term, cell mask), one per term
+    clauses: tuple[Clause, ...]
+    # Per positive clause: (term indices, cells it pins, cells where its colour may count,
+    # whether it is partial); per negative clause: (term indices, mask).
+    _positive: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, bool], ...] = field(repr=False)
+    _negative: tuple[tuple[np.ndarray, np.ndarray], ...] = field(repr=False)
+
+    def score(self, matrices: np.ndarray) -> np.ndarray:
+        """Scores in [0, 1] for index matrices (n, size, size) (or one (size, size))."""
+        stack = np.asarray(matrices)
+        if stack.ndim == 2:
+            stack = stack[None]
+        if stack.shape[1:] != self.grid.cells.shape:
+            raise ValueError(
+                f"index matrices {stack.shape[1:]} and the layout grid "
+                f"{self.grid.cells.shape} differ in size"
+            )
+        n = len(stack)
+        matched = np.zeros(n, dtype=np.float64)
+        pinned = 0
+        for terms, cells, region, partial in self._positive:
+            count = int(cells.sum())
+            if count == 0:
+                continue
+            pinned += count
+            hit = np.isin(stack, terms)
+            if partial:
+                matched += np.minimum(count, (hit & region).sum(axis=(1, 2)))
+            else:
+                matched += (hit & cells).sum(axis=(1, 2))
+        positive = matched / pinned if pinned else np.ones(n, dtype=np.float64)
+        forbidden = 0
+        hits = np.zeros(n, dtype=np.float64)
+        for terms, mask in self._negative:
+            forbidden += int(mask.sum())
+            hits += (np.isin(stack, terms) & mask).sum(axis=(1, 2))
+        penalty = hits / forbidden if forbidden else 0.0
+        return np.clip(positive - penalty, 0.0, 1.0)
+
+    def render(self, legend: bool = True) -> str:
+        return render_grid(self.grid, self.negatives, legend=legend)
+
+    def explain(self) -> list[str]:
+        return [clause.describe() for clause in self.clauses]
+
+
+def render_grid(
+    grid: QueryGrid | np.ndarray,
+    negatives: Sequence[tuple[str, np.ndarray]] = (),
+    legend: bool = True,
+) -> str:
+    """The grid as text: one code letter per cell (CODES), '.' for cells left open.
+
+    Open cells under a negative constraint show the forbidden term's letter in lower case
+    ('r' = no red here), or 'x' where several terms are forbidden; cells that ask for a colour
+    show that colour even where another one is ruled out. A legend of the letters (and of every
+    ruled-out colour) follows unless `legend` is False.
+    """
+    cells = grid.cells if isinstance(grid, QueryGrid) else np.asarray(grid)
+    letters = np.full(cells.shape, ".", dtype="<U1")
+    forbidden: dict[str, None] = {}
+    for term, mask in negatives:
+        spot = np.asarray(mask, dtype=bool) & (cells < 0)
+        letter = CODES[term].lower()
+        current = letters[spot]
+        letters[spot] = np.where((current == ".") | (current == letter), letter, "x")
+        forbidden[term] = None
+    used: dict[str, None] = {}
+    for index in np.unique(cells[cells >= 0]):
+        used[TERMS[int(index)]] = None
+    for r, c in zip(*np.nonzero(cells >= 0), strict=True):
+        letters[r, c] = CODES[TERMS[int(cells[r, c])]]
+    lines = [" ".join(row) for row in letters]
+    if legend:
+        parts = [f"{CODES[t]} = {t}" for t in TERMS if t in used]
+        parts += [f"{CODES[t].lower()} = not {t}" for t in TERMS if t in forbidden]
+        if (letters == "x").any():
+            parts.append("x = several colours ruled out")
+        parts.append(". = any colour")
+        lines.append(", ".join(parts))
+    return "\n".join(lines)
+
+
+@dataclass
+class _Part:
+    """A clause while it is being read."""
+
+    position: int
+    end: int
+    masks: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    quantity: str | None = None
+    terms: tuple[str, ...] | None = None
+
+    def region(self, size: int) -> tuple[str, np.ndarray] | None:
+        if not self.masks:
+            return None
+        mask = np.logical_and.reduce([m for _, m in self.masks])
+        names = " & ".join(dict.fromkeys(name for name, _ in self.masks))
+        if not mask.any():
+            raise QueryError(f"the regions {names} do not overlap", self.position)
+        return names, mask
+
+
+def _split(text: str) -> list[list[tuple[str, int]]]:
+    """Words grouped into clauses; 'without' ends a clause and starts a negative one."""
+    groups: list[list[tuple[str, int]]] = [[]]
+    for word, position in words_with_positions(text):
+        if word in _JOINERS:
+            groups.append([])
+        elif word == "without":
+            groups.append([("no", position)])
+        else:
+            groups[-1].append((word, position))
+    return [g for g in groups if g]
+
+
+def _read_clause(tokens: list[tuple[str, int]], size: int) -> _Part:
+    words = [w for w, _ in tokens]
+    part = _Part(position=tokens[0][1], end=tokens[-1][1] + len(tokens[-1][0]))
+    i = 0
+    while i < len(tokens):
+        word, position = tokens[i]
+        for length in range(min(_LONGEST, len(words) - i), 0, -1):
+            meaning = _PHRASES.get(tuple(words[i : i + length]))
+            if meaning is not None:
+                break
+        else:
+            meaning, length = None, 1
+        if meaning is not None:
+            kind, value = meaning
+            if kind == "region":
+                name, build = value  # type: ignore[misc]
+                part.masks.append((name, build(size)))
+            else:  # "not mostly red" is a ban; "almost all" stays all
+                rank = {None: 0, ALL: 1, SOME: 2, NONE: 3}
+                if rank[value] > rank[part.quantity]:  # type: ignore[index]
+                    part.quantity = value  # type: ignore[assignment]
+            i += length
+            continue
+        if word in _FILLERS:
+            i += 1
+            continue
+        colour = parse_color(words, i)
+        if colour is None:
+            raise QueryError(f"did not understand {word!r}", position)
+        if part.terms is not None:
+            raise QueryError(
+                f"a second colour {word!r} in one clause: join colours with 'and' and give "
+                "each its region",
+                position,
+            )
+        part.terms, used = colour
+        i += used
+    return part
+
+
+def _centre_part(mask: np.ndarray) -> np.ndarray:
+    """The middle half (by rows and columns) of a region; every other cell if that misses it."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    cols = np.nonzero(mask.any(axis=0))[0]
+    height = rows[-1] - rows[0] + 1
+    width = cols[-1] - cols[0] + 1
+    r0 = rows[0] + height // 4
+    c0 = cols[0] + width // 4
+    sub = np.zeros_like(mask)
+    sub[r0 : r0 + max(1, -(-height // 2)), c0 : c0 + max(1, -(-width // 2))] = True
+    sub &= mask
+    if sub.sum() * 4 < mask.sum() * 0.5:  # a ring or a sliver: spread the part instead
+        r, c = np.indices(mask.shape)
+        sub = mask & ((r + c) % 2 == 0)
+    return sub
+
+
+def parse_layout(text: str, size: int = MATRIX_SIZE) -> LayoutQuery:
+    """Parse a layout sentence into a LayoutQuery (see the module docstring for the language)."""
+    groups = _split(text)
+    parts = [_read_clause(group, size) for group in groups]
+    if not any(p.terms for p in parts):
+        if parts:
+            raise QueryError("no colour given: say which colour goes where", parts[0].position)
+        raise QueryError("empty layout query: describe where which colours are", 0)
+
+    # Colourless clauses lend their region to the next clause, or borrow the previous colour.
+    resolved: list[_Part] = []
+    pending: _Part | None = None
+    for part in parts:
+        if part.terms is None:
+            if not part.masks and part.quantity is None:
+                continue  # only filler words
+            if pending is None:
+                pending = part
+            else:
+                pending.masks = _union(pending, part, size)
+                pending.quantity = part.quantity or pending.quantity
+                pending.end = part.end
+            continue
+        if pending is not None:
+            if pending.masks:
+                part.masks = _union(pending, part, size) if part.masks else pending.masks
+            part.quantity = part.quantity or pending.quantity
+            part.position = pending.position
+            pending = None
+        resolved.append(part)
+    if pending is not None:
+        previous = resolved[-1]
+        pending.terms = previous.terms
+        pending.quantity = pending.quantity or previous.quantity
+        resolved.append(pending)
+
+    clauses: list[Clause] = []
+    for part in resolved:
+        assert part.terms is not None
+        region = part.region(size) or ("whole image", _whole(size))
+        clauses.append(
+            Clause(
+                text=text[part.position : part.end],
+                position=part.position,
+                region=region[0],
+                quantity=part.quantity or ALL,
+                terms=part.terms,
+                mask=region[1],
+            )
+        )
+    return _paint(text, clauses, size)
+
+
+def _union(first: _Part, second: _Part, size: int) -> list[tuple[str, np.ndarray]]:
+    """Regions of two clauses joined by 'and': either one (a clause's own regions intersect)."""
+    a = first.region(size) or ("whole image", _whole(size))
+    b = second.region(size) or ("whole image", _whole(size))
+    return [(f"{a[0]} + {b[0]}", a[1] | b[1])]
+
+
+def _paint(text: str, clauses: list[Clause], size: int) -> LayoutQuery:
+    """Paint clauses in order; later ones override earlier ones where they overlap."""
+    cells = np.full((size, size), UNSPECIFIED, dtype=np.int8)
+    owner = np.full((size, size), -1, dtype=np.int64)
+    shown: list[np.ndarray | None] = []
+    negatives: list[list] = []  # [term indices, mask, clause number]
+    for number, clause in enumerate(clauses):
+        indices = np.array([TERM_INDEX[t] for t in clause.terms], dtype=np.int8)
+        if clause.quantity == NONE:
+            clear = clause.mask & np.isin(cells, indices)
+            cells[clear] = UNSPECIFIED
+            owner[clear] = -1
+            negatives.append([indices, clause.mask.copy(), number])
+            shown.append(None)
+            continue
+        part = clause.mask if clause.quantity == ALL else _centre_part(clause.mask)
+        cells[part] = indices[0]
+        owner[part] = number
+        for negative in negatives:  # asking for a colour lifts an earlier ban on it there
+            if np.isin(negative[0], indices).any():
+                negative[1] &= ~part
+        shown.append(part)
+
+    positive = []
+    for number, clause in enumerate(clauses):
+        if clause.quantity == NONE:
+            continue
+        later = np.zeros((size, size), dtype=bool)
+        for other in range(number + 1, len(clauses)):
+            if shown[other] is not None:
+                later |= shown[other]  # type: ignore[operator]
+        for indices, mask, at in negatives:
+            if at > number and np.isin(indices, TERM_INDEX[clause.terms[0]]).any():
+                later |= mask
+        indices = np.array([TERM_INDEX[t] for t in clause.terms], dtype=np.int8)
+        positive.append((indices, owner == number, clause.mask & ~later, clause.quantity == SOME))
+    negative_masks = tuple((n[0], n[1]) for n in negatives if n[1].any())
+    listed = [(TERMS[int(i)], mask.copy()) for indices, mask in negative_masks for i in indices]
+    return LayoutQuery(
+        text=text,
+        grid=QueryGrid(cells),
+        negatives=listed,
+        clauses=tuple(clauses),
+        _positive=tuple(positive),
+        _negative=negative_masks,
+    )
+
+
+__all__ = [
+    "ALL",
+    "NONE",
+    "REGIONS",
+    "SOME",
+    "Clause",
+    "LayoutQuery",
+    "parse_layout",
+    "render_grid",
+]

@@ -1,0 +1,53 @@
+"""Shared fixtures: synthetic images whose right answers are known by construction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSIC = [
+    "color", "texture", "shape", "color_location", "texture_location", "shape_location",
+    "perceptual",
+]  # fmt: skip
+
+
+def solid(rgb: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> Image.Image:
+    return Image.new("RGB", size, rgb)
+
+
+def quadrants() -> tuple[np.ndarray, np.ndarray]:
+    """interMedia's example: red top-left, blue bottom-left, yellow right half; and its mirror."""
+    a = np.zeros((128, 128, 3), np.uint8)
+    a[:64, :64] = (255, 0, 0)
+    a[64:, :64] = (0, 0, 255)
+    a[:, 64:] = (255, 255, 0)
+    return a, a[:, ::-1].copy()
+
+
+def stripes(horizontal: bool, period: int = 8, size: int = 128) -> np.ndarray:
+    line = (np.arange(size) // (period // 2)) % 2 * 255
+    grid = np.tile(
+        line[:, None] if horizontal else line[None, :], (1, size) if horizontal else (size, 1)
+    )
+    return np.repeat(grid[..., None], 3, axis=2).astype(np.uint8)
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    return make_image_dir(tmp_path / "images")
+
+
+def make_image_dir(folder: Path) -> Path:
+    """A folder of small synthetic images in several formats, one in a sub-folder."""
+    (folder / "sub").mkdir(parents=True)
+    solid((250, 10, 10)).save(folder / "red.png")
+    solid((240, 30, 20)).save(folder / "red2.jpg", quality=95)
+    solid((10, 10, 240)).save(folder / "blue.gif")
+    solid((20, 200, 30)).save(folder / "sub" / "green.webp")
+    Image.fromarray(stripes(True)).save(folder / "hstripes.tiff")
+    Image.fromarray(stripes(False)).save(folder / "vstripes.bmp")
+    (folder / "notes.txt").write_text("not an image, and not named like one")
+    return folder

@@ -1,0 +1,123 @@
+"""The `lookalike` command as a user runs it: a real subprocess, real output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_image_dir
+
+from lookalike.api import Collection
+
+CLI = [sys.executable, "-m", "lookalike"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("cli")
+    image_dir = make_image_dir(tmp_path / "images")
+    coll = tmp_path / "coll"
+    (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    Collection.create(
+        coll,
+        attributes=[
+            "color",
+            "texture",
+            "shape",
+            "color_location",
+            "texture_location",
+            "shape_location",
+        ],
+    ).close()
+    proc = run("index", str(image_dir), "-c", str(coll))
+    return coll, image_dir, proc
+
+
+def test_index_reports_added_and_skipped(indexed):
+    coll, image_dir, proc = indexed
+    assert "6 added" in proc.stdout and "1 skipped" in proc.stdout
+    assert "broken.png" in proc.stdout
+    again = run("index", str(image_dir), "-c", str(coll), "--json")
+    report = json.loads(again.stdout)
+    assert len(report["unchanged"]) == 6 and report["skipped"][0]["path"].endswith("broken.png")
+
+
+def test_search_json_with_weights_top_and_threshold(indexed):
+    coll, image_dir, _ = indexed
+    proc = run(
+        "search",
+        str(image_dir / "red.png"),
+        "-c",
+        str(coll),
+        "--weights",
+        "color=0.7,texture=0.2,shape=0.1",
+        "--top",
+        "3",
+        "--json",
+    )
+    data = json.loads(proc.stdout)
+    assert data["weights"] == {"color": 0.7, "texture": 0.2, "shape": 0.1}
+    assert len(data["results"]) == 3
+    assert Path(data["results"][0]["path"]).name == "red.png"
+    assert set(data["results"][0]["breakdown"]) == {"color", "texture", "shape"}
+    scores = [r["score"] for r in data["results"]]
+    assert scores == sorted(scores)
+    limited = json.loads(
+        run(
+            "search", str(image_dir / "red.png"), "-c", str(coll), "--threshold", "1", "--json"
+        ).stdout
+    )
+    assert [Path(r["path"]).name for r in limited["results"]] == ["red.png"]
+    assert limited["results"][0]["similar"] is True
+
+
+def test_search_table_and_by_id(indexed):
+    coll, image_dir, _ = indexed
+    proc = run("search", "id:1", "-c", str(coll), "--weights", "color=1", "--top", "2")
+    assert "score" in proc.stdout and "color" in proc.stdout
+
+
+def test_remove_and_info(tmp_path, image_dir):
+    coll = tmp_path / "coll"
+    run(
+        "index",
+        str(image_dir / "red.png"),
+        str(image_dir / "blue.gif"),
+        "-c",
+        str(coll),
+        "--attributes",
+        "color,texture",
+    )
+    assert "1 removed" in run("remove", str(image_dir / "red.png"), "-c", str(coll)).stdout
+    info = json.loads(run("info", "-c", str(coll), "--json").stdout)
+    assert info["images"] == 1 and "color" in info["attributes"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["search", "nope.png", "-c", "{coll}"], "no such file"),
+        (["search", "{img}", "-c", "{coll}", "--weights", "location=1"], "location weight"),
+        (["search", "{img}", "-c", "{coll}", "--weights", "color=2"], "between 0 and 1"),
+        (["search", "{img}", "-c", "{coll}", "--threshold", "150"], "threshold"),
+        (["info", "-c", "/nonexistent/coll"], "no collection"),
+        (["remove", "999", "-c", "{coll}"], "no image"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(indexed, args, message):
+    coll, image_dir, _ = indexed
+    args = [a.format(coll=coll, img=image_dir / "red.png") for a in args]
+    proc = run(*args, check=False)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,203 @@
+"""Collections on disk: add, re-add, update, remove, prune, reopen, survive a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASSIC, solid
+from PIL import Image
+
+from lookalike.api import Collection
+from lookalike.errors import CollectionError, DecodeError, WeightsError
+
+
+@pytest.fixture
+def coll(tmp_path):
+    with Collection.create(tmp_path / "coll", attributes=CLASSIC) as collection:
+        yield collection
+
+
+def test_add_folder_recursively_and_search(coll, image_dir):
+    report = coll.add([image_dir])
+    assert len(report.added) == 6 and not report.failed  # notes.txt is not an image file
+    assert any(p.endswith("sub/green.webp") for p in report.added)
+    results = coll.search(image_dir / "red.png", weights="color=1", top_k=3)
+    assert [Path(h.path).name for h in results][:2] == ["red.png", "red2.jpg"]
+    assert results[0].score == pytest.approx(0, abs=1e-6)
+    assert set(results[0].breakdown) == {"color"}
+    assert results.weights == {"color": 1.0}
+
+
+def test_results_carry_breakdown_and_threshold(coll, image_dir):
+    coll.add([image_dir])
+    results = coll.search(
+        image_dir / "red.png",
+        weights="color=0.5,texture=0.5,location=0.2",
+        top_k=None,
+        threshold=20,
+    )
+    assert results.hits and all(h.similar for h in results)
+    assert all(h.score <= 20 for h in results)
+    for hit in results:
+        total = sum(results.weights[a] * d for a, d in hit.breakdown.items())
+        assert hit.score == pytest.approx(total)
+    assert "blue.gif" not in {Path(h.path).name for h in results}
+
+
+def test_rerun_only_processes_what_changed(coll, image_dir):
+    coll.add([image_dir])
+    again = coll.add([image_dir])
+    assert len(again.unchanged) == 6 and not again.added and not again.updated
+    # touch without changing content: still unchanged
+    os.utime(image_dir / "red.png", (time.time() + 5, time.time() + 5))
+    assert len(coll.add([image_dir]).unchanged) == 6
+    # real change: updated, and the new content is what is searched
+    solid((10, 240, 10)).save(image_dir / "red.png")
+    report = coll.add([image_dir])
+    assert [Path(p).name for p in report.updated] == ["red.png"]
+    hit = coll.search(image_dir / "sub" / "green.webp", weights="color=1", top_k=2)
+    assert "red.png" in {Path(h.path).name for h in hit}
+
+
+def test_prune_drops_files_that_are_gone(coll, image_dir):
+    coll.add([image_dir])
+    (image_dir / "blue.gif").unlink()
+    assert len(coll.add([image_dir]).removed) == 0  # not without asking
+    report = coll.add([image_dir], prune=True)
+    assert [Path(p).name for p in report.removed] == ["blue.gif"]
+    assert len(coll) == 5
+
+
+def test_bad_files_are_reported_and_the_rest_goes_on(coll, image_dir):
+    coll.add([image_dir / "red.png"])
+    bad = image_dir / "bad"
+    bad.mkdir()
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "text.jpg").write_text("hello")
+    good = image_dir / "blue.gif"
+    data = (image_dir / "red2.jpg").read_bytes()
+    (bad / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    report = coll.add([bad, good, image_dir / "missing.png"])
+    reasons = {Path(p).name: r for p, r in report.failed}
+    assert set(reasons) == {"empty.png", "text.jpg", "truncated.jpg", "missing.png"}
+    assert "empty" in reasons["empty.png"] and "not an image" in reasons["text.jpg"]
+    assert "no such file" in reasons["missing.png"]
+    assert [Path(p).name for p in report.added] == ["blue.gif"]
+    assert len(coll) == 2  # what was stored before is still there
+
+
+def test_update_remove_and_get(coll, image_dir):
+    report = coll.add([image_dir])
+    red_id = report.ids[str(image_dir / "red.png")]
+    coll.update(red_id, metadata={"title": "a red square", "keywords": ["red", "square"]})
+    record = coll.get(red_id)
+    assert record.metadata["title"] == "a red square"
+    assert {k for k, s, _ in record.keywords if s == "user"} == {"red", "square"}
+    blue = (image_dir / "blue.gif").read_bytes()
+    coll.update(red_id, source=blue)
+    top = coll.search(image_dir / "blue.gif", weights="color=1", top_k=2)
+    assert red_id in {h.id for h in top}
+    assert coll.get(red_id).metadata["title"] == "a red square"  # metadata kept
+    assert coll.remove([red_id, str(image_dir / "blue.gif")]) == 2
+    with pytest.raises(CollectionError):
+        coll.get(red_id)
+    assert len(coll) == 4
+
+
+def test_search_by_bytes_array_url_and_stored_id(coll, image_dir):
+    report = coll.add([image_dir])
+    red_id = report.ids[str(image_dir / "red.png")]
+    by_bytes = coll.search((image_dir / "red.png").read_bytes(), weights="color=1", top_k=1)
+    by_array = coll.search(
+        np.asarray(Image.open(image_dir / "red.png")), weights="color=1", top_k=1
+    )
+    by_id = coll.search(red_id, weights="color=1", top_k=1)
+    assert by_bytes[0].id == by_array[0].id == by_id[0].id == red_id
+    with pytest.raises(DecodeError, match="cannot fetch"):
+        coll.search("http://127.0.0.1:9/none.png", weights="color=1")
+
+
+def test_add_bytes_keeps_the_original(coll, image_dir):
+    image_id = coll.add_bytes(
+        (image_dir / "red.png").read_bytes(), "upload.png", metadata={"category": "test"}
+    )
+    record = coll.get(image_id)
+    assert Path(record.path).is_file() and Path(record.path).parent.name == "uploads"
+    assert record.metadata == {"category": "test", "filename": "upload.png"}
+    with pytest.raises(DecodeError):
+        coll.add_bytes(b"garbage", "x.png")
+    assert len(coll) == 1
+
+
+def test_reopen_without_rebuilding(tmp_path, image_dir):
+    with Collection.create(tmp_path / "c", attributes=CLASSIC) as coll:
+        coll.add([image_dir])
+        before = coll.search(image_dir / "red.png", top_k=6).to_dict()
+    with Collection.open(tmp_path / "c") as coll:
+        assert len(coll) == 6
+        assert coll.add([image_dir]).unchanged
+        assert coll.search(image_dir / "red.png", top_k=6).to_dict() == before
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(CollectionError, match="no collection"):
+        Collection.open(tmp_path / "nothing")
+    Collection.create(tmp_path / "c", attributes=["color"]).close()
+    with pytest.raises(CollectionError, match="already exists"):
+        Collection.create(tmp_path / "c")
+    with Collection.open(tmp_path / "c") as coll, pytest.raises(WeightsError, match="unknown"):
+        coll.search(np.zeros((8, 8, 3), np.uint8), weights="texture=1")
+
+
+def test_stale_signatures_are_re_extracted(tmp_path, image_dir, monkeypatch):
+    with Collection.create(tmp_path / "c", attributes=["color", "texture"]) as coll:
+        coll.add([image_dir])
+    from lookalike.features.texture import TextureExtractor
+
+    monkeypatch.setattr(TextureExtractor, "version", "changed")
+    with Collection.open(tmp_path / "c") as coll:
+        assert coll.info()["stale"] == 6
+        report = coll.add([image_dir])
+        assert len(report.updated) == 6
+        assert coll.info()["stale"] == 0
+
+
+KILL_SCRIPT = """
+import sys
+from lookalike.api import Collection
+coll = Collection.open_or_create(sys.argv[1], attributes=["color", "texture"])
+coll.add([sys.argv[2]], jobs=1, progress=lambda d, t, p: print(d, flush=True))
+"""
+
+
+def test_killed_indexing_leaves_an_openable_collection(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        Image.fromarray((rng.random((200, 200, 3)) * 255).astype(np.uint8)).save(
+            folder / f"{i}.png"
+        )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "c"), str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:  # wait until a few images are committed, then kill hard
+        if int(line) >= 5:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with Collection.open(tmp_path / "c") as coll:
+        stored = len(coll)
+        assert 4 <= stored < 60
+        assert coll.info()["stale"] == 0  # every stored image has all its signatures
+        report = coll.add([folder])
+        assert len(report.unchanged) == stored and len(report.added) == 60 - stored

@@ -1,0 +1,121 @@
+"""Decoding: every common format and mode becomes RGB; every bad file gets a clear reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.decode import Preprocess, decode_bytes, load_image, prepare
+from lookalike.errors import DecodeError
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"])
+def test_common_formats_decode_to_rgb(fmt):
+    data = encode(Image.new("RGB", (40, 30), (200, 30, 30)), fmt)
+    decoded = decode_bytes(data, f"x.{fmt}")
+    assert decoded.rgb.shape == (30, 40, 3) and decoded.rgb.dtype == np.uint8
+    assert decoded.format == fmt
+    assert abs(int(decoded.rgb[15, 20, 0]) - 200) < 12 and decoded.rgb[15, 20, 1] < 50
+
+
+@pytest.mark.parametrize(
+    "mode,value",
+    [("L", 128), ("1", 1), ("P", 3), ("LA", (90, 255)), ("RGBA", (0, 0, 255, 255)),
+     ("CMYK", (0, 255, 255, 0)), ("I;16", 65535), ("I", 30000), ("F", 0.5)],
+)  # fmt: skip
+def test_every_colour_mode_becomes_rgb(mode, value):
+    image = Image.new(mode, (8, 8), value)
+    fmt = "TIFF" if mode in ("I;16", "I", "F", "CMYK") else "PNG"
+    decoded = decode_bytes(encode(image, fmt), f"mode-{mode}")
+    assert decoded.rgb.shape == (8, 8, 3)
+
+
+def test_cmyk_red_stays_red():
+    decoded = decode_bytes(encode(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"), "c.jpg")
+    r, g, b = decoded.rgb[4, 4].astype(int)
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_transparent_pixels_are_composited_on_white():
+    image = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    decoded = decode_bytes(encode(image, "PNG"), "t.png")
+    assert decoded.rgb[0, 0].tolist() == [255, 255, 255]
+
+
+def test_gif_uses_first_frame():
+    frames = [Image.new("RGB", (10, 10), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    decoded = decode_bytes(buffer.getvalue(), "anim.gif")
+    assert decoded.rgb[5, 5, 0] > 200 and decoded.rgb[5, 5, 2] < 50
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (60, 20), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 10, 20))  # white strip at the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    decoded = decode_bytes(encode(image, "JPEG", exif=exif, quality=95), "rot.jpg")
+    assert decoded.rgb.shape[:2] == (60, 20)  # portrait after transposition
+    assert decoded.rgb[:10].mean() > 200  # the strip is now at the top
+
+
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty"),
+        (b"this is plain text, not a picture", "not an image"),
+        (encode(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")[:60], "corrupt"),
+        (encode(Image.new("RGB", (256, 256), (1, 2, 3)), "JPEG")[:300], "corrupt"),
+    ],
+)
+def test_bad_bytes_give_a_clear_reason(data, reason):
+    with pytest.raises(DecodeError) as info:
+        decode_bytes(data, "/photos/bad.jpg")
+    assert info.value.path == "/photos/bad.jpg"
+    assert reason in info.value.reason
+
+
+def test_decompression_bomb_is_refused():
+    data = encode(Image.new("L", (3000, 3000)), "PNG")
+    with pytest.raises(DecodeError, match="decompression bomb"):
+        decode_bytes(data, "bomb.png", max_pixels=1_000_000)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(DecodeError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(DecodeError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_prepare_scales_to_frame_and_denoises():
+    rgb = np.full((100, 400, 3), 128, np.uint8)
+    rgb[50, 200] = 255  # a salt pixel
+    plain = prepare(rgb, Preprocess(frame=200))
+    assert plain.shape == (50, 200, 3) and plain.dtype == np.float32
+    cleaned = prepare(rgb, Preprocess(frame=400, denoise=3))
+    assert cleaned.max() == pytest.approx(128 / 255, abs=1e-3)
+
+
+def test_stretch_normalisation_cancels_brightness():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(40, 160, (64, 64, 3)).astype(np.uint8)
+    brighter = np.clip(rgb.astype(int) * 1.3, 0, 255).astype(np.uint8)
+    cfg = Preprocess(normalize="stretch")
+    assert np.abs(prepare(rgb, cfg) - prepare(brighter, cfg)).mean() < 0.02
+
+
+@pytest.mark.parametrize("kwargs", [{"frame": 4}, {"normalize": "magic"}, {"denoise": 2}])
+def test_invalid_preprocess_settings_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        Preprocess(**kwargs)
