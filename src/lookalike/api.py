@@ -13,7 +13,7 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,6 +309,7 @@ class Collection:
                 format=item.format,
                 signatures=item.signatures,
                 metadata=metadata,
+                auto_keywords=item.auto_keywords,
             )
         )
         (report.added if is_new else report.updated).append(item.source)
@@ -438,7 +439,7 @@ class Collection:
             label = os.fspath(image)
             data = read_source_bytes(label)
         item = ingest.describe_bytes(data, label, self._settings())
-        ingest.finish_batch([item], self.extractors)
+        ingest.finish_batch([item], self.extractors, tags=False)
         return {name: vec for name, (_, vec) in item.signatures.items()}
 
     def search(
@@ -448,20 +449,118 @@ class Collection:
         weights: str | Mapping[str, float] | None = None,
         top_k: int | None = 10,
         threshold: float | None = None,
-        allowed_ids: Callable[[], np.ndarray] | None = None,
+        where: str | None = None,
     ) -> SearchResults:
         """Rank stored images by weighted distance to `image` (path, URL, bytes, id, array)."""
+        return self.query(
+            image=image, weights=weights, top_k=top_k, threshold=threshold, where=where
+        )
+
+    def query(
+        self,
+        *,
+        image: ImageQuery | None = None,
+        text: str | None = None,
+        sketch: Any = None,
+        layout: str | None = None,
+        colors: str | Sequence[str] | None = None,
+        where: str | None = None,
+        weights: str | Mapping[str, float] | None = None,
+        part_weights: str | Mapping[str, float] | None = None,
+        top_k: int | None = 10,
+        threshold: float | None = None,
+    ) -> SearchResults:
+        """One query of any kind, or several combined, optionally filtered by metadata.
+
+        Parts: `image` (example image, weighted by attribute `weights`), `text` (keywords and
+        metadata, expanded), `sketch` (a grid of colour terms, None = unspecified; a QueryGrid,
+        a list of rows, grid text, or a drawing image), `layout` (a sentence such as "top
+        blue and bottom grey"), `colors` (an index key such as "blue then white"). Each part
+        gives a distance 0..100; `part_weights` (0..1, normalised; default equal) fuse them.
+        `explain` says what each part understood and weighed.
+        """
+        from lookalike.query import parts as query_parts
+
         check_threshold(threshold)
         if top_k is not None and top_k < 1:
             raise LookalikeError("top_k must be at least 1")
-        normalised = normalise_weights(weights, self.attributes, self.default_weights)
-        signature = self.describe(image)
-        distances, ids = self.distances(signature, normalised)
-        if allowed_ids is not None:
-            keep = np.isin(ids, allowed_ids())
-            ids, distances = ids[keep], {k: v[keep] for k, v in distances.items()}
-        scores = fuse(distances, normalised)
-        return self._rank(ids, scores, distances, normalised, top_k, threshold)
+        explain: dict[str, Any] = {}
+        part_distances: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        breakdown_parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        attribute_weights: dict[str, float] = {}
+        if image is not None:
+            attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
+            distances, ids = self.distances(self.describe(image), attribute_weights)
+            part_distances["image"] = (ids, fuse(distances, attribute_weights))
+            breakdown_parts.update({name: (ids, d) for name, d in distances.items()})
+        if text is not None and text.strip():
+            from lookalike.query.text import text_match
+
+            match = text_match(self.catalog, text)
+            part_distances["text"] = (match.ids, match.distances)
+            explain["text"] = match.explain
+        visual = {"sketch": sketch, "layout": layout, "colors": colors}
+        if any(v is not None and v != "" for v in visual.values()):
+            ids, hists, matrices = self._perceptual()
+            for name, value in visual.items():
+                if value is None or value == "":
+                    continue
+                distances_, info = query_parts.PART_SCORERS[name](value, hists, matrices)
+                part_distances[name] = (ids, distances_)
+                explain[name] = info
+        allowed = self._filter_ids(where) if where else None
+        if where:
+            explain["where"] = where
+        if not part_distances:
+            if allowed is None:
+                raise LookalikeError(
+                    "nothing to search for: give an image, text, a sketch, a layout, colours "
+                    "or a filter"
+                )
+            ids = np.sort(allowed)
+            scores = np.zeros(len(ids))
+            explain["parts"] = {}
+            return self._rank(ids, scores, {}, {}, top_k, threshold, explain)
+        mix = query_parts.normalise_part_weights(part_weights, list(part_distances))
+        explain["parts"] = mix
+        ids = None
+        for part_ids, _ in part_distances.values():
+            ids = part_ids if ids is None else np.intersect1d(ids, part_ids)
+        assert ids is not None
+        if allowed is not None:
+            ids = np.intersect1d(ids, allowed)
+        aligned = {
+            name: query_parts.align(pid, d, ids) for name, (pid, d) in part_distances.items()
+        }
+        scores = fuse(aligned, mix)
+        breakdown = {
+            name: query_parts.align(pid, d, ids) for name, (pid, d) in breakdown_parts.items()
+        }
+        breakdown.update({name: d for name, d in aligned.items() if name != "image"})
+        weights_out = {name: w * mix.get("image", 0.0) for name, w in attribute_weights.items()}
+        weights_out.update({name: w for name, w in mix.items() if name != "image"})
+        return self._rank(ids, scores, breakdown, weights_out, top_k, threshold, explain)
+
+    def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""
+        if "perceptual" not in self.attributes:
+            raise CollectionError(
+                "sketch, layout and colour queries need the 'perceptual' attribute, "
+                "which this collection does not extract"
+            )
+        from lookalike.features.perceptual import split_perceptual
+
+        index = self._index("perceptual")
+        hists, matrices = split_perceptual(index.matrix)
+        return index.ids, hists, matrices
+
+    def _filter_ids(self, where: str) -> np.ndarray:
+        """Ids of images passing a filter, compiled to parameterised SQL."""
+        from lookalike.query.filters import compile_filter
+
+        sql, params = compile_filter(where, table="images")
+        rows = self.catalog.query(f"SELECT images.id FROM images WHERE {sql}", params)
+        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
 
     def distances(
         self, signature: Mapping[str, np.ndarray], weights: Mapping[str, float]

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from lookalike.errors import LookalikeError
+from lookalike.server.command import serve
 
 app = typer.Typer(
     help="lookalike: find the images that look like this one.",
@@ -97,10 +98,22 @@ def index(
         str | None,
         typer.Option(help="For a new collection: attributes to extract, e.g. color,texture."),
     ] = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(help="JSON or CSV sidecar with metadata keyed by image path."),
+    ] = None,
 ) -> None:
     """Add images to a collection (creating it if needed); only new or changed files are read."""
+    from lookalike.sidecar import load_sidecar
+
     report = run_index(
-        collection, sources, attributes, prune=prune, recursive=recursive, jobs=jobs or None
+        collection,
+        sources,
+        attributes,
+        prune=prune,
+        recursive=recursive,
+        jobs=jobs or None,
+        metadata=load_sidecar(metadata) if metadata else None,
     )
     if as_json:
         out.print_json(
@@ -126,9 +139,30 @@ def search(
         str | None,
         typer.Argument(help="Query image: a path, an http(s) URL, or id:N for a stored image."),
     ] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", "-t", help="Words to match in keywords, tags, metadata.")
+    ] = None,
+    sketch: Annotated[
+        Path | None,
+        typer.Option(help="A colour sketch: a grid of colour terms (text or JSON) or a drawing."),
+    ] = None,
+    layout: Annotated[
+        str | None, typer.Option(help='A layout sentence, e.g. "top blue and bottom grey".')
+    ] = None,
+    colors: Annotated[
+        str | None, typer.Option(help='Dominant colours in order, e.g. "blue then white".')
+    ] = None,
+    where: Annotated[
+        str | None,
+        typer.Option(help="Metadata filter, e.g. \"category = 'shirt' AND price < 50\"."),
+    ] = None,
     weights: Annotated[
         str | None,
         typer.Option("--weights", "-w", help="e.g. color=0.7,texture=0.2,shape=0.1,location=0.3"),
+    ] = None,
+    parts: Annotated[
+        str | None,
+        typer.Option(help="Weights of combined query parts, e.g. image=0.7,text=0.3."),
     ] = None,
     top: Annotated[int, typer.Option("--top", "-k", help="How many results.")] = 10,
     threshold: Annotated[
@@ -136,14 +170,97 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
-    """Find the images most like a query image; lower score = more alike (0..100)."""
+    """Find images by example, words, sketch, layout or colours (combinable), with a filter.
+
+    Lower score = more alike (0..100)."""
     from lookalike.api import Collection
 
-    if image is None:
-        raise LookalikeError("give a query image (path, URL or id:N)")
+    sketch_value: object = None
+    if sketch is not None:
+        if sketch.suffix.lower() in (".txt", ".json", ".grid", ""):
+            sketch_value = sketch.read_text()
+        else:
+            sketch_value = sketch
     with Collection.open(collection) as coll:
-        results = coll.search(image, weights=weights, top_k=top, threshold=threshold)
+        results = coll.query(
+            image=image,
+            text=text,
+            sketch=sketch_value,
+            layout=layout,
+            colors=colors,
+            where=where,
+            weights=weights,
+            part_weights=parts,
+            top_k=top,
+            threshold=threshold,
+        )
+    if not as_json:
+        for name in ("layout", "sketch"):
+            if name in results.explain and "render" in results.explain[name]:
+                out.print(f"{name} grid:\n{results.explain[name]['render']}", highlight=False)
+        if "text" in results.explain:
+            added = results.explain["text"]["expanded"]
+            if added:
+                out.print(
+                    "expanded: " + "; ".join(f"{a['term']} ({a['reason']})" for a in added),
+                    highlight=False,
+                )
     print_results(results, as_json)
+
+
+@app.command()
+@friendly_errors
+def update(
+    image: Annotated[str, typer.Argument(help="Image id or path.")],
+    collection: CollectionOption,
+    metadata: Annotated[
+        str | None, typer.Option(help="JSON object merged into the metadata, e.g. '{\"price\": 9}'")
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="Replace the metadata instead of merging.")] = False,
+    reindex: Annotated[bool, typer.Option(help="Re-read the image and its signature.")] = False,
+) -> None:
+    """Change an image's metadata, or re-read it from its file."""
+    from lookalike.api import Collection
+
+    data = None
+    if metadata is not None:
+        try:
+            data = json.loads(metadata)
+        except json.JSONDecodeError as exc:
+            raise LookalikeError(f"--metadata is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise LookalikeError("--metadata must be a JSON object")
+    if data is None and not reindex:
+        raise LookalikeError("nothing to update: give --metadata and/or --reindex")
+    with Collection.open(collection) as coll:
+        target = coll.get(image)
+        if reindex:
+            coll.update(target.id)
+        if data is not None:
+            record = coll.update(target.id, metadata=data, merge_metadata=not replace)
+        else:
+            record = coll.get(target.id)
+    out.print_json(data=record.to_dict())
+
+
+@app.command()
+@friendly_errors
+def tags(
+    image: Annotated[str, typer.Argument(help="An image file or URL.")],
+    top: Annotated[int, typer.Option("--top", "-k")] = 5,
+) -> None:
+    """What the packaged CNN sees in an image: ImageNet classes and the keywords they give."""
+    from lookalike.decode import Preprocess, load_image, prepare
+    from lookalike.features.base import PreparedImage
+    from lookalike.features.deep import DeepExtractor
+    from lookalike.tags import keywords_from_predictions
+
+    prepared = PreparedImage(prepare(load_image(image).rgb, Preprocess()))
+    predictions = DeepExtractor().classify([prepared], top_k=max(top, 10), min_prob=0.01)[0]
+    for label, prob in predictions[:top]:
+        out.print(f"{prob:6.1%}  {label}", highlight=False)
+    keywords = keywords_from_predictions(predictions)
+    out.print("keywords: " + ", ".join(f"{k.text} ({k.score:.2f})" for k in keywords))
 
 
 def print_results(results: Any, as_json: bool) -> None:
@@ -231,6 +348,9 @@ def demo(
         results = coll.search(str(queries[0]), top_k=top)
     out.print(f"query: {queries[0]} (chelsea.png rotated by 5 degrees, not in the collection)")
     print_results(results, as_json=False)
+
+
+app.command()(friendly_errors(serve))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -68,6 +68,7 @@ class Extracted:
     format: str
     signatures: dict[str, tuple[str, np.ndarray]]
     prepared: np.ndarray | None = None  # kept only when a batch extractor still needs it
+    auto_keywords: list[tuple[str, float]] | None = None  # model tags, when a classifier ran
 
 
 def is_url(source: str) -> bool:
@@ -173,16 +174,33 @@ def describe_many(
         yield from pool.map(describe_source, sources, [settings] * len(sources), chunksize=2)
 
 
-def finish_batch(items: list[Extracted], extractors: Mapping[str, Extractor]) -> None:
-    """Run batch extractors (the CNN) on items that still carry their prepared image."""
+TAG_FLOOR = 0.1  # a model tag is kept when the classifier gives it at least this probability
+
+
+def finish_batch(
+    items: list[Extracted], extractors: Mapping[str, Extractor], *, tags: bool = True
+) -> None:
+    """Run batch extractors (the CNN) on items that still carry their prepared image; where
+    the model has a classifier, the same forward pass gives the images' automatic tags."""
     pending = [item for item in items if item.prepared is not None]
     if not pending:
         return
     images = [PreparedImage(item.prepared) for item in pending]  # type: ignore[arg-type]
     for name, extractor in extractors.items():
-        if hasattr(extractor, "extract_batch"):
+        if not hasattr(extractor, "extract_batch"):
+            continue
+        if tags and getattr(extractor, "has_classifier", False):
+            from lookalike.tags import keywords_from_predictions
+
+            vectors, labels = extractor.extract_and_classify(  # type: ignore[attr-defined]
+                images, top_k=10, min_prob=0.01
+            )
+            for item, predictions in zip(pending, labels, strict=True):
+                keywords = keywords_from_predictions(predictions, floor=TAG_FLOOR)
+                item.auto_keywords = [(k.text, k.score) for k in keywords]
+        else:
             vectors = extractor.extract_batch(images)  # type: ignore[attr-defined]
-            for item, vector in zip(pending, vectors, strict=True):
-                item.signatures[name] = (extractor.version, np.asarray(vector, np.float32))
+        for item, vector in zip(pending, vectors, strict=True):
+            item.signatures[name] = (extractor.version, np.asarray(vector, np.float32))
     for item in pending:
         item.prepared = None

@@ -463,6 +463,12 @@ def _paint(text: str, clauses: list[Clause], size: int) -> LayoutQuery:
             shown.append(None)
             continue
         part = clause.mask if clause.quantity == ALL else _centre_part(clause.mask)
+        if clause.quantity == SOME:
+            # "some white in the centre" says the centre is partly white and no longer vouches
+            # for what an earlier clause put there: the rest of the region is left open.
+            release = clause.mask & ~part & (owner >= 0)
+            cells[release] = UNSPECIFIED
+            owner[release] = -1
         cells[part] = indices[0]
         owner[part] = number
         for negative in negatives:  # asking for a colour lifts an earlier ban on it there

@@ -1,0 +1,86 @@
+"""Colour-layout query parts (sketch, layout sentence, index key) as 0..100 distances, and
+the fusion weights of a hybrid query's parts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import QueryError, WeightsError
+from lookalike.query.indexkey import parse_index_key
+from lookalike.query.layout import parse_layout
+from lookalike.query.sketch import QueryGrid, match_grid
+from lookalike.scoring import parse_weights
+
+PART_NAMES = ("image", "text", "sketch", "layout", "colors")
+
+
+def as_grid(sketch: Any) -> QueryGrid:
+    """A sketch in any accepted form -> QueryGrid (16x16; coarser grids are scaled up)."""
+    if isinstance(sketch, QueryGrid):
+        return sketch
+    if isinstance(sketch, str):
+        stripped = sketch.strip()
+        if stripped.startswith("["):
+            return QueryGrid.from_json(stripped)
+        return QueryGrid.from_text(stripped)
+    if isinstance(sketch, list | tuple):
+        return QueryGrid.from_json(list(sketch))
+    return QueryGrid.from_image(sketch)
+
+
+def sketch_part(sketch: Any, hists: np.ndarray, matrices: np.ndarray):
+    grid = as_grid(sketch)
+    if grid.specified_count == 0:
+        raise QueryError("the sketch has no coloured cell: colour at least one")
+    match = match_grid(grid, matrices)
+    info = {
+        "grid": grid.to_json(),
+        "specified_cells": grid.specified_count,
+        "measure": "share of specified cells whose colour term matches the index matrix",
+    }
+    return 100.0 * (1.0 - match.specified_share), info
+
+
+def layout_part(sentence: str, hists: np.ndarray, matrices: np.ndarray):
+    layout = parse_layout(sentence)
+    info = {"grid": layout.grid.to_json(), "render": layout.render(), "clauses": layout.explain()}
+    return 100.0 * (1.0 - layout.score(matrices)), info
+
+
+def colors_part(colors: str | Sequence[str], hists: np.ndarray, matrices: np.ndarray):
+    key = parse_index_key(colors)
+    return 100.0 * (1.0 - key.score(hists)), {"index_key": key.describe()}
+
+
+PART_SCORERS: dict[str, Callable[..., tuple[np.ndarray, dict[str, Any]]]] = {
+    "sketch": sketch_part,
+    "layout": layout_part,
+    "colors": colors_part,
+}
+
+
+def normalise_part_weights(
+    spec: str | Mapping[str, float] | None, present: list[str]
+) -> dict[str, float]:
+    """Weights of the parts present, 0..1, normalised to 1; parts not given weigh equally."""
+    given = parse_weights(spec)
+    for name, value in given.items():
+        if name not in PART_NAMES:
+            raise WeightsError(f"unknown query part {name!r}; parts: {', '.join(PART_NAMES)}")
+        if not 0.0 <= value <= 1.0:
+            raise WeightsError(f"weight for part {name!r} must be between 0 and 1, got {value}")
+    raw = {name: given.get(name, 1.0) for name in present}
+    total = sum(raw.values())
+    if total <= 0:
+        raise WeightsError("at least one query part must have a weight above 0")
+    return {name: value / total for name, value in raw.items() if value > 0}
+
+
+def align(ids: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """values (for sorted `ids`) picked at `wanted` (a sorted subset of ids)."""
+    order = np.argsort(ids)
+    ids, values = ids[order], np.asarray(values)[order]
+    return values[np.searchsorted(ids, wanted)]

@@ -1,0 +1,109 @@
+"""`lookalike serve`: the REST API and the web page on one port.
+
+Only the standard library and typer are imported at module level, so registering the command
+costs nothing for users who never serve; FastAPI and uvicorn are imported when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lookalike.errors import LookalikeError
+
+DEMO_FOLDER = Path("demo")
+
+
+def build_demo(folder: Path) -> Path:
+    """The demo collection of the bundled sample photos and transformed copies, under `folder`
+    (the same layout as `lookalike demo`); an existing one is reused, only new files are read."""
+    from lookalike.api import Collection
+    from lookalike.samples import write_samples
+
+    write_samples(folder / "images")
+    with Collection.open_or_create(folder / "collection") as coll:
+        report = coll.add([str(folder / "images")])
+    print(f"demo collection {folder / 'collection'}: {report.summary()}", file=sys.stderr)
+    return folder / "collection"
+
+
+def serve(
+    collection: Annotated[
+        Path | None,
+        typer.Option("--collection", "-c", help="Collection folder to serve."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (127.0.0.1 = this machine only).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Build (or reuse) a demo collection and serve it.")
+    ] = False,
+    demo_folder: Annotated[
+        Path, typer.Option(help="Where --demo keeps its images and collection.")
+    ] = DEMO_FOLDER,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Key for uploads, replacements and deletions (default: $LOOKALIKE_API_KEY; "
+            "without one, writes are disabled; with --demo a random key is made and printed).",
+            show_default=False,
+        ),
+    ] = None,
+    read_key_required: Annotated[
+        bool, typer.Option(help="Searches and reads need the key too.")
+    ] = False,
+    allow_private_urls: Annotated[
+        bool,
+        typer.Option(help="Let query URLs reach loopback, private and link-local addresses."),
+    ] = False,
+    max_upload_mb: Annotated[
+        float | None, typer.Option(help="Largest upload in MiB (default 20).", show_default=False)
+    ] = None,
+    request_timeout: Annotated[
+        float | None, typer.Option(help="Longest search in seconds (default 30).")
+    ] = None,
+) -> None:
+    """Serve the REST API (OpenAPI at /api/openapi.json) and the search page at /."""
+    try:
+        import uvicorn
+
+        from lookalike.server.app import ServerSettings, create_app
+    except ImportError as exc:
+        raise LookalikeError(
+            f"serving needs the server extras ({exc.name} is missing): "
+            "pip install 'lookalike[server]'"
+        ) from None
+    if demo and collection is not None:
+        raise LookalikeError("give either --collection or --demo, not both")
+    if collection is None and not demo:
+        raise LookalikeError("give a collection (-c FOLDER), or --demo for the sample collection")
+    key = api_key or os.environ.get("LOOKALIKE_API_KEY") or None
+    made_key = False
+    if demo:
+        collection = build_demo(demo_folder)
+        if key is None:
+            key, made_key = secrets.token_urlsafe(16), True
+    settings = ServerSettings.from_env(
+        api_key=key,
+        read_key_required=read_key_required or None,
+        allow_private_urls=allow_private_urls or None,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024) if max_upload_mb else None,
+        request_timeout_s=request_timeout,
+    )
+    assert collection is not None
+    app = create_app(collection, settings)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"lookalike: serving {collection} on http://{shown}:{port}/", file=sys.stderr)
+    if made_key:
+        print(f"lookalike: demo API key for uploads: {key}", file=sys.stderr)
+    elif not settings.api_key:
+        print("lookalike: no API key set: uploads and deletions are disabled", file=sys.stderr)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"lookalike: listening on {host}: reachable from other machines", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5)
