@@ -39,7 +39,8 @@ SCENES = {
     "all_green": (scene(GREEN), {"category": "field", "price": 15, "keywords": ["grass"]}),
     "red_left_yellow_right": (scene(None, left=RED, right=YELLOW),
                               {"category": "flag", "price": 45, "keywords": ["used"]}),
-    "yellow_left_red_right": (scene(None, left=YELLOW, right=RED), {"category": "flag", "price": 5}),
+    "yellow_left_red_right": (scene(None, left=YELLOW, right=RED),
+                              {"category": "flag", "price": 5}),
     "green_with_white_centre": (scene(GREEN, blob=WHITE), {"category": "field", "title": "Daisy"}),
 }  # fmt: skip
 
@@ -51,17 +52,10 @@ def coll(tmp_path_factory):
     for name, (image, metadata) in SCENES.items():
         image.save(folder / f"{name}.png")
         meta[str(folder / f"{name}.png")] = metadata
-    (folder / "meta.json").write_text(
-        json.dumps({f"{k}.png": v for k, v in meta_by_name().items()})
-    )
     collection = Collection.create(folder / "coll", attributes=CLASSIC)
     collection.add([folder], metadata=meta)
     yield collection
     collection.close()
-
-
-def meta_by_name():
-    return {name: metadata for name, (_, metadata) in SCENES.items()}
 
 
 def names(results) -> list[str]:

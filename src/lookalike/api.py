@@ -172,10 +172,12 @@ class Collection:
     # -- extraction settings ------------------------------------------------------------------
 
     def _settings(self) -> ingest.Settings:
+        batch = {n for n, e in self.extractors.items() if hasattr(e, "extract_batch")}
         return ingest.Settings(
             preprocess=self.preprocess.to_dict(),
-            attributes=self.attributes,
+            attributes={n: o for n, o in self.attributes.items() if n not in batch},
             max_pixels=self.max_pixels,
+            keep_prepared=bool(batch),
         )
 
     @property
@@ -404,7 +406,7 @@ class Collection:
 
     # -- searching ----------------------------------------------------------------------------
 
-    def _index(self, attribute: str) -> ExactIndex:
+    def index_for(self, attribute: str) -> ExactIndex:
         token = self.catalog.change_token()
         index = self._indexes.get(attribute)
         if index is None or index.token != token:
@@ -550,7 +552,7 @@ class Collection:
             )
         from lookalike.features.perceptual import split_perceptual
 
-        index = self._index("perceptual")
+        index = self.index_for("perceptual")
         hists, matrices = split_perceptual(index.matrix)
         return index.ids, hists, matrices
 
@@ -566,7 +568,7 @@ class Collection:
         self, signature: Mapping[str, np.ndarray], weights: Mapping[str, float]
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-attribute distances from `signature` to every image current in all attributes."""
-        indexes = {name: self._index(name) for name in weights}
+        indexes = {name: self.index_for(name) for name in weights}
         ids = None
         for index in indexes.values():
             ids = index.ids if ids is None else np.intersect1d(ids, index.ids, assume_unique=True)

@@ -350,6 +350,55 @@ def demo(
     print_results(results, as_json=False)
 
 
+@app.command()
+@friendly_errors
+def evaluate(
+    collection: CollectionOption,
+    k: Annotated[int, typer.Option("-k", help="Cut-off for precision@k and recall@k.")] = 10,
+    weights: Annotated[
+        str | None, typer.Option("--weights", "-w", help="Also score this fused weighting.")
+    ] = None,
+) -> None:
+    """Retrieval quality of a labelled collection (label = the folder holding each image):
+    precision@k, recall@k and mAP for each attribute alone and fused, leave-one-out."""
+    from lookalike.api import Collection
+    from lookalike.evaluate import (
+        attribute_distance_matrices,
+        fuse_matrices,
+        labels_from_folders,
+        quality_from_distances,
+    )
+    from lookalike.scoring import normalise_weights
+
+    with Collection.open(collection) as coll:
+        rows = coll.catalog.query("SELECT id, path FROM images ORDER BY id")
+        if len(rows) < 2:
+            raise LookalikeError("evaluation needs at least two labelled images")
+        ids, paths = [r[0] for r in rows], [r[1] for r in rows]
+        labels = labels_from_folders(paths)
+        fused = normalise_weights(weights, coll.attributes, coll.default_weights)
+        matrices = attribute_distance_matrices(coll, ids, sorted(set(coll.attributes) | set(fused)))
+    table = Table(title=f"{len(ids)} images, {len(set(labels))} classes, leave-one-out")
+    for column in ("attribute", f"P@{k}", f"R@{k}", "mAP"):
+        table.add_column(column, justify="left" if column == "attribute" else "right")
+    named = list(matrices.items())
+    named.append(
+        (
+            "fused " + ",".join(f"{a}={w:.2f}" for a, w in fused.items()),
+            fuse_matrices(matrices, fused),
+        )
+    )
+    for name, distances in named:
+        q = quality_from_distances(distances, labels, k)
+        table.add_row(
+            name,
+            f"{q.precision_at_k:.3f}",
+            f"{q.recall_at_k:.3f}",
+            f"{q.mean_average_precision:.3f}",
+        )
+    out.print(table)
+
+
 app.command()(friendly_errors(serve))
 
 

@@ -51,8 +51,9 @@ class Settings:
     """Everything a worker needs to turn a source into signatures; picklable."""
 
     preprocess: dict[str, Any]
-    attributes: dict[str, dict[str, Any]]  # name -> extractor options
+    attributes: dict[str, dict[str, Any]]  # per-image attributes: name -> extractor options
     max_pixels: int
+    keep_prepared: bool = False  # batch attributes (the CNN) will need the prepared image
 
 
 @dataclass
@@ -123,16 +124,13 @@ def build_extractors(attributes: Mapping[str, Mapping[str, Any]]) -> dict[str, E
 def describe_bytes(
     data: bytes, label: str, settings: Settings, *, size: int | None = None, mtime: float = 0.0
 ) -> Extracted:
-    """Decode and extract every per-image attribute; batch attributes are left for later."""
+    """Decode and extract every per-image attribute; batch attributes are left for
+    `finish_batch`, in the parent process, so workers never load the CNN."""
     decoded = decode_bytes(data, label, max_pixels=settings.max_pixels)
     prepared = prepare(decoded.rgb, Preprocess.from_dict(settings.preprocess))
     image = PreparedImage(prepared)
     signatures: dict[str, tuple[str, np.ndarray]] = {}
-    needs_batch = False
     for name, extractor in build_extractors(settings.attributes).items():
-        if hasattr(extractor, "extract_batch"):
-            needs_batch = True
-            continue
         signatures[name] = (extractor.version, np.asarray(extractor.extract(image), np.float32))
     return Extracted(
         source=label,
@@ -143,7 +141,7 @@ def describe_bytes(
         height=decoded.height,
         format=decoded.format,
         signatures=signatures,
-        prepared=prepared if needs_batch else None,
+        prepared=prepared if settings.keep_prepared else None,
     )
 
 

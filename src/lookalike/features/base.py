@@ -8,8 +8,9 @@ vector means.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from skimage import color as skcolor
@@ -26,6 +27,13 @@ class PreparedImage:
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) RGB array, got shape {rgb.shape}")
         self.rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+        self._shared: dict[str, Any] = {}
+
+    def shared(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Intermediate results several extractors need (LBP codes, gradients), made once."""
+        if key not in self._shared:
+            self._shared[key] = compute()
+        return self._shared[key]
 
     @property
     def height(self) -> int:

@@ -10,7 +10,6 @@ global distribution is unchanged.
 from __future__ import annotations
 
 import numpy as np
-from skimage.feature import local_binary_pattern
 
 from lookalike.features.base import (
     PreparedImage,
@@ -20,7 +19,7 @@ from lookalike.features.base import (
 )
 from lookalike.features.color import hsv_histogram, hsv_histogram_size
 from lookalike.features.shape import EDGE_TYPES, edge_type_map
-from lookalike.features.texture import STRENGTH_BINS, gradient_histograms, smoothed_u8
+from lookalike.features.texture import STRENGTH_BINS, gradient_histograms, gradients, lbp_codes
 
 GRID = 4
 
@@ -61,17 +60,17 @@ class TextureLocationExtractor(_GridExtractor):
     """Per cell: radius-1 uniform LBP (10 bins) and gradient strength (8 bins)."""
 
     name = "texture_location"
-    version = "2"
+    version = "3"
     cell_dim = 10 + STRENGTH_BINS
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         # LBP is computed once on the whole image so that cell borders do not create patterns.
-        smooth = smoothed_u8(image.gray)
-        codes = local_binary_pattern(smooth, 8, 1.0, method="uniform").astype(np.int64)
+        codes = lbp_codes(image, 8, 1.0)
+        gx, gy = gradients(image)
         parts = []
         for rows, cols in self.cells(image):
             lbp = normalised_histogram(np.bincount(codes[rows, cols].ravel(), minlength=10))
-            _, strength = gradient_histograms(image.gray[rows, cols])
+            _, strength = gradient_histograms(gx[rows, cols], gy[rows, cols])
             parts.append(np.concatenate([lbp, strength]))
         return np.concatenate(parts).astype(np.float32)
 

@@ -29,15 +29,29 @@ def smoothed_u8(gray: np.ndarray) -> np.ndarray:
     return np.clip(blurred * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def lbp_histogram(gray_u8: np.ndarray, points: int, radius: float) -> np.ndarray:
-    codes = local_binary_pattern(gray_u8, points, radius, method="uniform")
-    return normalised_histogram(np.bincount(codes.astype(np.int64).ravel(), minlength=points + 2))
+def lbp_codes(image: PreparedImage, points: int, radius: float) -> np.ndarray:
+    """Rotation-invariant uniform LBP codes of the smoothed grey image (shared, made once)."""
+
+    def compute() -> np.ndarray:
+        smooth = image.shared("smoothed_u8", lambda: smoothed_u8(image.gray))
+        return local_binary_pattern(smooth, points, radius, method="uniform").astype(np.int64)
+
+    return image.shared(f"lbp{points}_{radius}", compute)
 
 
-def gradient_histograms(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
+    """Sobel (gx, gy) of the grey image (shared, made once)."""
+    return image.shared(
+        "sobel",
+        lambda: (
+            ndimage.sobel(image.gray, axis=1, mode="reflect"),
+            ndimage.sobel(image.gray, axis=0, mode="reflect"),
+        ),
+    )
+
+
+def gradient_histograms(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(direction histogram, strength histogram) from Sobel gradients."""
-    gx = ndimage.sobel(gray, axis=1, mode="reflect")
-    gy = ndimage.sobel(gray, axis=0, mode="reflect")
     magnitude = np.hypot(gx, gy).ravel()
     folded = np.abs(np.arctan2(gy, gx)).ravel()  # 0..pi
     folded = np.where(folded > np.pi / 2, np.pi - folded, folded)  # 0..pi/2, mirror-invariant
@@ -65,9 +79,11 @@ class TextureExtractor:
         self.dim = sum(self.blocks)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
-        smooth = smoothed_u8(image.gray)
-        parts = [lbp_histogram(smooth, p, r) for p, r in LBP_SETTINGS]
-        parts.extend(gradient_histograms(image.gray))
+        parts = [
+            normalised_histogram(np.bincount(lbp_codes(image, p, r).ravel(), minlength=p + 2))
+            for p, r in LBP_SETTINGS
+        ]
+        parts.extend(gradient_histograms(*gradients(image)))
         return np.concatenate(parts).astype(np.float32)
 
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:

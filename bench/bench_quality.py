@@ -1,0 +1,146 @@
+"""Retrieval quality on Fashion-MNIST (Debian's dataset-fashion-mnist, 10 labelled classes).
+
+Prints precision@10 and mAP for each attribute alone, for the best fused weighting (tuned on
+half of the queries, reported on the other half), and for a raw-pixel baseline; plus indexing
+speed and, when the deep attribute is present, deep extraction against the bare forward pass.
+
+    .venv/bin/python bench/bench_quality.py [--per-class 100] [--no-deep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lookalike.api import Collection
+from lookalike.evaluate import (
+    attribute_distance_matrices,
+    best_weights,
+    fuse_matrices,
+    quality_from_distances,
+)
+from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
+
+DATA = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+           "bag", "ankle-boot"]  # fmt: skip
+
+
+def ensure_dataset() -> None:
+    if (DATA / "t10k-images-idx3-ubyte.gz").exists():
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit("install Debian's dataset-fashion-mnist first (apt-get install ...)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=True, env=env
+    )
+
+
+def load_test_set() -> tuple[np.ndarray, np.ndarray]:
+    with gzip.open(DATA / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(DATA / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--no-deep", action="store_true")
+    parser.add_argument("-k", type=int, default=10)
+    args = parser.parse_args()
+    ensure_dataset()
+    images, labels = load_test_set()
+    chosen = np.concatenate([np.flatnonzero(labels == c)[: args.per_class] for c in range(10)])
+    attributes = list(CLASSIC_ATTRIBUTES)
+    if not args.no_deep and is_available("deep"):
+        attributes.append("deep")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i in chosen:
+            folder = Path(tmp) / "images" / CLASSES[labels[i]]
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{i:05d}.png"
+            Image.fromarray(images[i]).save(path)
+            paths.append(str(path))
+        with Collection.create(Path(tmp) / "coll", attributes=attributes) as coll:
+            start = time.perf_counter()
+            report = coll.add(paths)
+            seconds = time.perf_counter() - start
+            ids = [report.ids[p] for p in paths]
+            matrices = attribute_distance_matrices(coll, ids, attributes)
+            deep_speed = measure_deep(coll, paths[:128]) if "deep" in attributes else None
+
+    label_list = [int(labels[i]) for i in chosen]
+    pixels = images[chosen].reshape(len(chosen), -1).astype(np.float32)
+    squared = (pixels**2).sum(1)
+    raw = np.sqrt(np.maximum(squared[:, None] + squared[None, :] - 2 * pixels @ pixels.T, 0))
+    tune = list(range(0, len(chosen), 2))
+    report_on = list(range(1, len(chosen), 2))
+    best = best_weights(matrices, label_list, args.k, tune)
+
+    print(
+        f"Fashion-MNIST test set: {len(chosen)} images ({args.per_class} per class), "
+        f"leave-one-out, reported on {len(report_on)} queries"
+    )
+    print(f"indexing: {len(chosen) / seconds:.1f} images/s ({', '.join(attributes)})")
+    print(f"{'attribute':<28} {'P@' + str(args.k):>8} {'mAP':>8}")
+    rows = [("raw pixels (baseline)", raw)] + [(a, m) for a, m in matrices.items()]
+    rows.append(
+        ("fused " + ",".join(f"{a}={w:g}" for a, w in best.items()), fuse_matrices(matrices, best))
+    )
+    base = None
+    for name, distances in rows:
+        q = quality_from_distances(distances, label_list, args.k, report_on)
+        base = base or q.mean_average_precision
+        print(
+            f"{name:<28} {q.precision_at_k:8.3f} {q.mean_average_precision:8.3f}"
+            f"   (mAP x{q.mean_average_precision / base:.2f} vs raw pixels)"
+        )
+    if deep_speed:
+        full, bare = deep_speed
+        print(
+            f"deep extraction: {full:.1f} images/s; bare forward pass: {bare:.1f} images/s; "
+            f"ratio {full / bare:.2f}"
+        )
+
+
+def measure_deep(coll: Collection, paths: list[str]) -> tuple[float, float]:
+    """Images/s of the deep extractor (preprocessing + forward + pooling) and of the bare
+    forward pass on an already prepared tensor batch of the same size."""
+    import torch
+
+    from lookalike.decode import load_image, prepare
+    from lookalike.features.base import PreparedImage
+
+    extractor = coll.extractors["deep"]
+    prepared = [PreparedImage(prepare(load_image(p).rgb, coll.preprocess)) for p in paths]
+    extractor.extract_batch(prepared[:8])  # load the model before timing
+    start = time.perf_counter()
+    extractor.extract_batch(prepared)
+    full = len(prepared) / (time.perf_counter() - start)
+    batch = extractor.preprocess(prepared)
+    run = extractor._loaded().run  # the bare network, for the baseline
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for chunk in torch.split(batch, 32):
+            run(chunk)
+        bare = len(prepared) / (time.perf_counter() - start)
+    return full, bare
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,987 @@
+"""The REST API and the web page: one FastAPI app over one open Collection.
+
+The collection (catalog, extractors, models, indexes) is opened once when the app is made and
+shared by every request; its catalog serialises access with a lock and writes are single
+transactions, so a search running beside an upload sees an image wholly or not at all.
+Heavy work (decoding, extraction, ranking) runs in worker threads so that searches proceed
+while uploads are being described.
+
+Safety, in the order a request meets it: body size and body arrival time are bounded before any
+parsing (413, 408); writes need the API key (401 without one, 403 with a wrong one); uploaded
+images are bounded in bytes and pixels (413) and must decode (400); query URLs go through
+`urls.fetch_url` (http(s) only, public addresses only unless allowed, bounded); searches are
+bounded in time (408). Clients name stored images by integer id only: no client string is ever
+used as a file path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lookalike.api import Collection, SearchResults
+from lookalike.errors import CollectionError, DecodeError, LookalikeError, QueryError
+from lookalike.server import thumbnails
+from lookalike.server.urls import FetchPolicy, UrlFetchError, fetch_url
+from lookalike.store.catalog import ImageRecord
+
+STATIC_DIR = Path(__file__).with_name("static")
+MiB = 1024 * 1024
+
+FALLBACK_PALETTE = {
+    "white": "#ffffff",
+    "black": "#000000",
+    "red": "#ff0000",
+    "green": "#00c800",
+    "yellow": "#ffff00",
+    "blue": "#0000ff",
+    "brown": "#8b4513",
+    "purple": "#800080",
+    "pink": "#ffc0cb",
+    "orange": "#ffa500",
+    "grey": "#808080",
+}
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+class ServerSettings(BaseModel):
+    """What the server allows. Every field can come from the environment as LOOKALIKE_<NAME>
+    (e.g. LOOKALIKE_API_KEY, LOOKALIKE_ALLOW_PRIVATE_URLS=1); see `from_env`."""
+
+    api_key: str | None = Field(None, description="Key for writes (and reads if required).")
+    read_key_required: bool = Field(False, description="Searches and reads need the key too.")
+    max_upload_bytes: int = Field(20 * MiB, gt=0, description="Largest image upload.")
+    max_pixels: int = Field(50_000_000, gt=0, description="Largest image, in pixels.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Longest search.")
+    body_timeout_s: float = Field(60.0, gt=0, description="Longest wait for a request body.")
+    url_fetch_timeout_s: float = Field(10.0, gt=0, description="Longest query-URL download.")
+    url_max_bytes: int = Field(20 * MiB, gt=0, description="Largest query-URL download.")
+    allow_private_urls: bool = Field(
+        False, description="Let query URLs reach loopback/private/link-local addresses."
+    )
+    max_top_k: int = Field(500, gt=0, description="Most results one search may ask for.")
+    thumbnail_cache_bytes: int = Field(64 * MiB, ge=0)
+    expose_paths: bool = Field(False, description="Show server file paths in answers.")
+    warm_up: bool = Field(
+        True, description="Load the text model in the background at start-up, not on a search."
+    )
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body: one image plus room for the form's other fields."""
+        return self.max_upload_bytes + MiB
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
+        """Settings from LOOKALIKE_* variables; keyword overrides that are not None win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = environ.get(f"LOOKALIKE_{name.upper()}")
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    def public(self) -> dict[str, Any]:
+        """What the page may know: limits and whether keys are needed, never the key."""
+        return {
+            "writes_enabled": bool(self.api_key),
+            "read_key_required": self.read_key_required and bool(self.api_key),
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_pixels": self.max_pixels,
+            "request_timeout_s": self.request_timeout_s,
+            "max_top_k": self.max_top_k,
+            "allow_private_urls": self.allow_private_urls,
+        }
+
+
+# -- errors with a reason ---------------------------------------------------------------------
+
+
+class ApiError(HTTPException):
+    """An HTTP error whose body says why: {"detail": message, "error": code, ...extra}."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any):
+        super().__init__(status_code=status, detail=message)
+        self.code = code
+        self.extra = extra
+
+
+def _too_large(message: str) -> ApiError:
+    return ApiError(413, "too_large", message)
+
+
+# -- request bounds (before any parsing) ------------------------------------------------------
+
+
+class RequestBounds:
+    """ASGI middleware: refuse bodies over the limit (413) or arriving too slowly (408), and
+    add security headers to every answer (no sniffing, no framing, no external loads)."""
+
+    PAGE_POLICY = (
+        "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'self'"
+    )
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings):
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.settings.max_body_bytes
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length", b"").decode("latin-1")
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                extra = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                if not any(k.lower() == b"content-security-policy" for k, _ in message["headers"]):
+                    extra.append((b"content-security-policy", self.PAGE_POLICY.encode()))
+                message = {**message, "headers": [*message["headers"], *extra]}
+            await send(message)
+
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(
+                send_with_headers,
+                413,
+                "too_large",
+                f"request body of {int(declared):,} bytes exceeds the limit of {limit:,} "
+                f"(max_upload_bytes {self.settings.max_upload_bytes:,} plus 1 MiB for fields)",
+            )
+            return
+        deadline = anyio.current_time() + self.settings.body_timeout_s
+        received = 0
+        body_done = False
+        too_slow = f"request body not received within {self.settings.body_timeout_s:g} s"
+
+        async def bounded_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # later reads wait for a disconnect: no deadline applies to those
+                return await receive()
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                raise ApiError(408, "timeout", too_slow)
+            try:
+                with anyio.fail_after(remaining):
+                    message = await receive()
+            except TimeoutError:
+                raise ApiError(408, "timeout", too_slow) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _too_large(f"request body exceeds the limit of {limit:,} bytes")
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
+            return message
+
+        try:
+            await self.app(scope, bounded_receive, send_with_headers)
+        except ApiError as exc:  # raised outside a route (e.g. while a middleware read the body)
+            if started:
+                raise
+            await self._refuse(send_with_headers, exc.status_code, exc.code, str(exc.detail))
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+        body = json.dumps({"detail": message, "error": code}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+# -- shared state -----------------------------------------------------------------------------
+
+
+@dataclass
+class ServerState:
+    """Everything requests share: opened once when the app is made."""
+
+    collection: Collection
+    settings: ServerSettings
+    thumbnails: thumbnails.ThumbnailCache
+    policy: FetchPolicy
+    owns_collection: bool
+
+    def fetch(self, url: str) -> bytes:
+        """Download a query or original URL under the server's URL policy."""
+        try:
+            return fetch_url(url, self.policy)
+        except UrlFetchError as exc:
+            if exc.too_large:
+                raise _too_large(str(exc)) from None
+            if exc.timed_out:
+                raise ApiError(408, "timeout", str(exc)) from None
+            raise ApiError(400, "bad_url", str(exc)) from None
+
+    def has_query(self) -> bool:
+        return callable(getattr(self.collection, "query", None))
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.lookalike
+
+
+StateDep = Annotated[ServerState, Depends(_state)]
+
+_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
+_bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
+
+
+def _presented_key(header: str | None, bearer: HTTPAuthorizationCredentials | None) -> str | None:
+    if header:
+        return header
+    return bearer.credentials if bearer is not None else None
+
+
+def _check_key(state: ServerState, presented: str | None, action: str) -> None:
+    expected = state.settings.api_key
+    if not expected:
+        raise ApiError(
+            403,
+            "writes_disabled",
+            f"{action} is disabled: the server has no API key configured "
+            "(set LOOKALIKE_API_KEY or pass --api-key)",
+        )
+    if not presented:
+        raise ApiError(401, "no_key", f"{action} needs an API key (X-API-Key header)")
+    if not hmac.compare_digest(presented.encode(), expected.encode()):
+        raise ApiError(403, "wrong_key", "the API key is not valid")
+
+
+def require_write(
+    state: StateDep,
+    header: Annotated[str | None, Depends(_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Writes always need the configured key."""
+    _check_key(state, _presented_key(header, bearer), "changing the collection")
+
+
+def require_read(
+    state: StateDep,
+    header: Annotated[str | None, Depends(_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Reads need the key only when the settings say so."""
+    if state.settings.read_key_required and state.settings.api_key:
+        _check_key(state, _presented_key(header, bearer), "reading the collection")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+async def read_upload(upload: UploadFile, settings: ServerSettings) -> bytes:
+    """An uploaded file's bytes, refused (413) past max_upload_bytes without reading it all."""
+    data = await upload.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise _too_large(
+            f"{upload.filename or 'upload'} exceeds the upload limit of "
+            f"{settings.max_upload_bytes:,} bytes"
+        )
+    if not data:
+        raise ApiError(400, "bad_image", f"{upload.filename or 'upload'}: empty file")
+    return data
+
+
+def check_pixels(data: bytes, label: str, settings: ServerSettings) -> None:
+    """Refuse (413) an image whose header declares more pixels than allowed, before decoding."""
+    size = thumbnails.probe_size(data)
+    if size is None:
+        return  # not readable as an image: the decoder will say why (400)
+    width, height = size
+    if width * height > settings.max_pixels:
+        raise _too_large(
+            f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
+            f"{settings.max_pixels:,}"
+        )
+
+
+def parse_json_field(raw: str | None, name: str) -> Any:
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "bad_field", f"{name} is not valid JSON: {exc.msg}") from None
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    value = parse_json_field(raw, "metadata")
+    if value is not None and not isinstance(value, dict):
+        raise ApiError(400, "bad_field", "metadata must be a JSON object")
+    return value
+
+
+def parse_weights(raw: str | Mapping[str, Any] | None) -> str | dict[str, float] | None:
+    """Weights as a JSON object or the CLI's 'color=0.6,texture=0.4'; the engine validates."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        if not raw.strip():
+            return None
+        if not raw.lstrip().startswith("{"):
+            return raw
+        raw = parse_json_field(raw, "weights")
+    if not isinstance(raw, Mapping):
+        raise ApiError(400, "bad_weights", "weights must be an object of name: number")
+    out: dict[str, float] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ApiError(400, "bad_weights", f"weight for {name!r} must be a number")
+        out[str(name)] = float(value)
+    return out
+
+
+def parse_sketch(raw: Any) -> list[list[str | None]] | None:
+    """A square grid of colour terms (null or "" = unspecified), at most 64 x 64."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = parse_json_field(raw, "sketch")
+        if raw is None:
+            return None
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or len(raw) > 64
+        or not all(isinstance(row, list) and len(row) == len(raw) for row in raw)
+    ):
+        raise ApiError(400, "bad_sketch", "sketch must be a square grid (list of equal lists)")
+    grid: list[list[str | None]] = []
+    for row in raw:
+        cells: list[str | None] = []
+        for cell in row:
+            if cell is None or cell == "":
+                cells.append(None)
+            elif isinstance(cell, str) and len(cell) <= 32:
+                cells.append(cell.strip().lower())
+            else:
+                raise ApiError(400, "bad_sketch", "sketch cells must be colour names or null")
+        grid.append(cells)
+    if all(cell is None for row in grid for cell in row):
+        return None  # an empty drawing asks for nothing
+    return grid
+
+
+def public_record(record: ImageRecord, settings: ServerSettings) -> dict[str, Any]:
+    """A record as clients see it: links instead of server paths (unless expose_paths)."""
+    data = record.to_dict()
+    source = "url" if thumbnails.is_url(record.path) else "file"
+    if not settings.expose_paths and source == "file":
+        data.pop("path")
+    data["name"] = record.metadata.get("filename") or _basename(record.path)
+    data["source"] = source
+    data["thumbnail"] = f"/api/images/{record.id}/thumbnail"
+    data["original"] = f"/api/images/{record.id}/original"
+    return data
+
+
+def _basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
+
+
+def public_results(results: SearchResults, settings: ServerSettings) -> dict[str, Any]:
+    data = results.to_dict()
+    for hit in data["results"]:
+        path = hit.pop("path", "") if not settings.expose_paths else hit.get("path", "")
+        if thumbnails.is_url(path):
+            hit["url"] = path
+        hit["name"] = hit.get("metadata", {}).get("filename") or _basename(path)
+        hit["thumbnail"] = f"/api/images/{hit['id']}/thumbnail"
+        hit["original"] = f"/api/images/{hit['id']}/original"
+    return data
+
+
+# -- searching --------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchSpec:
+    """One search as the API received it; exactly the engine's query parameters."""
+
+    image: bytes | int | None = None
+    url: str | None = None
+    text: str | None = None
+    sketch: list[list[str | None]] | None = None
+    layout: str | None = None
+    colors: str | None = None
+    where: str | None = None
+    weights: str | dict[str, float] | None = None
+    part_weights: dict[str, float] | None = None
+    top_k: int = 10
+    threshold: float | None = None
+
+    def kinds(self) -> list[str]:
+        return [
+            name
+            for name, value in (
+                ("image", self.image is not None or self.url is not None),
+                ("text", self.text),
+                ("sketch", self.sketch),
+                ("layout", self.layout),
+                ("colors", self.colors),
+            )
+            if value
+        ]
+
+
+class SearchRequest(BaseModel):
+    """A search as JSON. Give at least one of id, url, image_base64, text, sketch, layout."""
+
+    id: int | None = Field(None, description="Search by a stored image.")
+    url: str | None = Field(None, description="Search by an image at an http(s) URL.")
+    image_base64: str | None = Field(None, description="Search by image bytes, base64-encoded.")
+    text: str | None = Field(None, max_length=1000)
+    sketch: list[list[str | None]] | None = Field(
+        None, description="Square grid of colour terms; null = unspecified."
+    )
+    layout: str | None = Field(None, max_length=1000, description="e.g. 'top blue, bottom grey'")
+    colors: str | None = Field(None, max_length=500, description="e.g. 'blue then white'")
+    where: str | None = Field(None, max_length=2000, description="e.g. \"category = 'shirt'\"")
+    weights: dict[str, float] | str | None = None
+    part_weights: dict[str, float] | None = None
+    top_k: int = Field(10, ge=1)
+    threshold: float | None = Field(None, ge=0, le=100)
+
+
+class MetadataPatch(BaseModel):
+    """New metadata for an image; merged into what it has unless merge is false."""
+
+    metadata: dict[str, Any]
+    merge: bool = True
+
+
+def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
+    """Blocking: fetch a query URL, check sizes, rank; called in a worker thread."""
+    started = time.perf_counter()
+    settings = state.settings
+    if spec.top_k < 1 or spec.top_k > settings.max_top_k:
+        raise ApiError(400, "bad_field", f"top_k must be between 1 and {settings.max_top_k}")
+    kinds = spec.kinds()
+    if not kinds and not spec.where:
+        raise ApiError(
+            400,
+            "empty_query",
+            "give something to search by: an image, URL, id, text, sketch, layout, colours "
+            "or a filter",
+        )
+    image = spec.image
+    if spec.url is not None:
+        image = state.fetch(spec.url)
+    if isinstance(image, bytes):
+        check_pixels(image, "query image", settings)
+    coll = state.collection
+    if isinstance(image, int):
+        state_get(coll, image)  # 404 for an unknown id, before any work
+    plain = kinds == ["image"] and not spec.where and not spec.part_weights
+    if plain:
+        results = coll.search(
+            image, weights=spec.weights, top_k=spec.top_k, threshold=spec.threshold
+        )
+    else:
+        if not state.has_query():
+            raise ApiError(
+                501,
+                "not_available",
+                "text, sketch, layout and filter queries need Collection.query, which this "
+                "engine version does not have",
+            )
+        results = coll.query(  # type: ignore[attr-defined]
+            image=image,
+            text=spec.text,
+            sketch=spec.sketch,
+            layout=spec.layout,
+            colors=spec.colors,
+            where=spec.where,
+            weights=spec.weights,
+            part_weights=spec.part_weights,
+            top_k=spec.top_k,
+            threshold=spec.threshold,
+        )
+    data = public_results(results, settings)
+    data["query"] = {"kinds": kinds, "top_k": spec.top_k, "where": spec.where}
+    data["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return data
+
+
+async def bounded(state: ServerState, func: Callable[[], Any], what: str) -> Any:
+    """Run blocking work in a worker thread; answer 408 once it passes request_timeout_s.
+
+    The thread cannot be killed; it finishes in the background and its answer is dropped."""
+    limit = state.settings.request_timeout_s
+    try:
+        with anyio.fail_after(limit):
+            return await anyio.to_thread.run_sync(func, abandon_on_cancel=True)
+    except TimeoutError:
+        raise ApiError(
+            408, "timeout", f"{what} took longer than the limit of {limit:g} s (request_timeout_s)"
+        ) from None
+
+
+def state_get(coll: Collection, image_id: int) -> ImageRecord:
+    try:
+        return coll.get(int(image_id))
+    except CollectionError:
+        raise ApiError(404, "not_found", f"no image with id {image_id}") from None
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+
+def create_app(
+    collection: str | os.PathLike[str] | Collection, settings: ServerSettings | None = None
+) -> FastAPI:
+    """The API and page over `collection` (a folder, opened here once, or an open Collection)."""
+    settings = settings or ServerSettings.from_env()
+    owns = not isinstance(collection, Collection)
+    coll = Collection.open(collection) if owns else collection  # type: ignore[arg-type]
+    state = ServerState(
+        collection=coll,
+        settings=settings,
+        thumbnails=thumbnails.ThumbnailCache(
+            settings.thumbnail_cache_bytes, max_pixels=coll.max_pixels
+        ),
+        policy=FetchPolicy(
+            max_bytes=settings.url_max_bytes,
+            timeout_s=settings.url_fetch_timeout_s,
+            allow_private=settings.allow_private_urls,
+        ),
+        owns_collection=owns,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await run_in_threadpool(lambda: coll.extractors)  # models load now, not on a request
+        if settings.warm_up:
+            threading.Thread(
+                target=_warm_up_text_model, name="lookalike-warm-up", daemon=True
+            ).start()
+        yield
+        if state.owns_collection:
+            coll.close()
+
+    app = FastAPI(
+        title="lookalike",
+        version="0.1.0",
+        description="Content-based image retrieval: search a collection by example image, "
+        "URL, stored image, text, sketch or layout sentence.",
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI loads assets from a CDN; the page must work offline
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.lookalike = state
+    app.add_middleware(RequestBounds, settings=settings)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail, "error": exc.code, **exc.extra},
+            status_code=exc.status_code,
+            headers={"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None,
+        )
+
+    @app.exception_handler(LookalikeError)
+    async def engine_error(_: Request, exc: LookalikeError) -> JSONResponse:
+        body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
+        status = 400
+        if isinstance(exc, DecodeError):
+            body.update(error="bad_image", detail=exc.reason)
+        elif isinstance(exc, QueryError):
+            body.update(error="bad_query", position=exc.position)
+        elif isinstance(exc, CollectionError) and "no image" in str(exc):
+            status, body["error"] = 404, "not_found"
+        return JSONResponse(body, status_code=status)
+
+    register_routes(app, state)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def register_routes(app: FastAPI, state: ServerState) -> None:
+    settings = state.settings
+    coll = state.collection
+    read = [Depends(require_read)]
+    write = [Depends(require_write)]
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    @app.get("/api/health", tags=["collection"], summary="Is the server up")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "images": len(coll)}
+
+    @app.get(
+        "/api/info",
+        tags=["collection"],
+        summary="Collection, query kinds and limits",
+        dependencies=read,
+    )
+    def info() -> dict[str, Any]:
+        data = coll.info()
+        if not settings.expose_paths:
+            data.pop("path", None)
+        attributes = list(data["attributes"])
+        sliders = [a for a in ("color", "texture", "shape") if a in attributes]
+        if any(a.endswith("_location") for a in attributes):
+            sliders.append("location")
+        sliders += [a for a in ("perceptual", "deep") if a in attributes]
+        query = state.has_query()
+        return {
+            "collection": data,
+            "weights": sliders,
+            "query_kinds": {
+                "image": True,
+                "url": True,
+                "id": True,
+                "text": query,
+                "sketch": query,
+                "layout": query,
+                "where": query,
+                "colors": query,
+            },
+            "palette": palette(),
+            "server": settings.public(),
+        }
+
+    # -- images ---------------------------------------------------------------------------
+
+    @app.post(
+        "/api/images",
+        tags=["images"],
+        status_code=201,
+        dependencies=write,
+        summary="Add images (multipart upload, with metadata)",
+    )
+    async def add_images(
+        files: Annotated[list[UploadFile], File(description="One or more image files.")],
+        metadata: Annotated[
+            str | None, Form(description="JSON object stored with each image.")
+        ] = None,
+    ) -> dict[str, Any]:
+        meta = parse_metadata(metadata)
+        blobs = []
+        for upload in files:
+            data = await read_upload(upload, settings)
+            name = _basename(upload.filename or "upload")[:200] or "upload"
+            check_pixels(data, name, settings)
+            blobs.append((name, data))
+
+        def add_all() -> dict[str, Any]:
+            added, failed = [], []
+            for name, data in blobs:
+                try:
+                    image_id = coll.add_bytes(data, name, metadata=meta)
+                except DecodeError as exc:
+                    failed.append({"filename": name, "reason": exc.reason})
+                    continue
+                state.thumbnails.forget(image_id)
+                added.append(public_record(coll.get(image_id), settings))
+            return {"added": added, "failed": failed}
+
+        result = await run_in_threadpool(add_all)
+        if not result["added"]:
+            reasons = "; ".join(f"{f['filename']}: {f['reason']}" for f in result["failed"])
+            raise ApiError(400, "bad_image", reasons, failed=result["failed"])
+        return result
+
+    @app.get(
+        "/api/images/{image_id}", tags=["images"], summary="One image's record", dependencies=read
+    )
+    def get_image(image_id: int) -> dict[str, Any]:
+        return public_record(state_get(coll, image_id), settings)
+
+    @app.put(
+        "/api/images/{image_id}",
+        tags=["images"],
+        dependencies=write,
+        summary="Replace an image's pixels and/or metadata",
+    )
+    async def replace_image(
+        image_id: int,
+        file: Annotated[UploadFile | None, File(description="New image content.")] = None,
+        metadata: Annotated[str | None, Form(description="JSON object.")] = None,
+        merge_metadata: Annotated[bool, Form(description="Merge into, not replace.")] = True,
+    ) -> dict[str, Any]:
+        state_get(coll, image_id)
+        data = None
+        if file is not None:
+            data = await read_upload(file, settings)
+            check_pixels(data, file.filename or "upload", settings)
+        meta = parse_metadata(metadata)
+        if data is None and meta is None:
+            raise ApiError(400, "empty_update", "give a file, metadata or both")
+
+        def update() -> ImageRecord:
+            return coll.update(image_id, source=data, metadata=meta, merge_metadata=merge_metadata)
+
+        record = await run_in_threadpool(update)
+        state.thumbnails.forget(image_id)
+        return public_record(record, settings)
+
+    @app.patch(
+        "/api/images/{image_id}",
+        tags=["images"],
+        dependencies=write,
+        summary="Change an image's metadata (JSON)",
+    )
+    def patch_image(image_id: int, body: MetadataPatch) -> dict[str, Any]:
+        state_get(coll, image_id)
+        record = coll.update(image_id, metadata=body.metadata, merge_metadata=body.merge)
+        return public_record(record, settings)
+
+    @app.delete(
+        "/api/images/{image_id}",
+        tags=["images"],
+        dependencies=write,
+        summary="Remove an image from the collection",
+    )
+    def delete_image(image_id: int) -> dict[str, Any]:
+        state_get(coll, image_id)
+        removed = coll.remove(image_id)
+        state.thumbnails.forget(image_id)
+        return {"removed": removed, "id": image_id}
+
+    @app.get(
+        "/api/images/{image_id}/thumbnail",
+        tags=["images"],
+        dependencies=read,
+        summary="JPEG thumbnail",
+        response_class=Response,
+    )
+    async def thumbnail(
+        request: Request, image_id: int, size: Annotated[int, Query(ge=16, le=1024)] = 256
+    ) -> Response:
+        record = state_get(coll, image_id)
+        try:
+            thumb = await bounded(
+                state, lambda: state.thumbnails.get(record, size, state.fetch), "thumbnail"
+            )
+        except DecodeError as exc:  # the original moved, vanished or broke since indexing
+            raise ApiError(404, "gone", f"image {image_id}: {exc.reason}") from None
+        # Revalidate every time (cheap, by ETag): a replaced image keeps its URL.
+        headers = {"ETag": thumb.etag, "Cache-Control": "private, no-cache"}
+        if request.headers.get("if-none-match") == thumb.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(thumb.data, media_type=thumb.media_type, headers=headers)
+
+    @app.get(
+        "/api/images/{image_id}/original",
+        tags=["images"],
+        dependencies=read,
+        summary="The original image file",
+        response_class=Response,
+    )
+    def original(image_id: int) -> Response:
+        record = state_get(coll, image_id)
+        if thumbnails.is_url(record.path):
+            return RedirectResponse(record.path, status_code=307)
+        try:
+            path, media_type = thumbnails.original_file(record)
+        except DecodeError as exc:
+            raise ApiError(404, "gone", f"image {image_id}: {exc.reason}") from None
+        return FileResponse(
+            path,
+            media_type=media_type,
+            headers={"Content-Security-Policy": "default-src 'none'; sandbox"},
+            content_disposition_type="inline",
+            filename=_basename(record.metadata.get("filename") or path.name),
+        )
+
+    # -- searching ------------------------------------------------------------------------
+
+    @app.post(
+        "/api/search",
+        tags=["search"],
+        dependencies=read,
+        summary="Search (multipart form: upload, url, id, text, sketch, layout, ...)",
+    )
+    async def search_form(
+        image: Annotated[UploadFile | None, File(description="Query image upload.")] = None,
+        url: Annotated[str | None, Form(description="Query image URL (http/https).")] = None,
+        id: Annotated[int | None, Form(description="Id of a stored image.")] = None,
+        text: Annotated[str | None, Form(max_length=1000)] = None,
+        sketch: Annotated[str | None, Form(description="JSON square grid of terms.")] = None,
+        layout: Annotated[str | None, Form(max_length=1000)] = None,
+        colors: Annotated[
+            str | None, Form(max_length=500, description="Index key: 'blue then white'.")
+        ] = None,
+        where: Annotated[str | None, Form(max_length=2000)] = None,
+        weights: Annotated[str | None, Form(description="JSON object or a=0.5,b=0.5")] = None,
+        part_weights: Annotated[str | None, Form(description="JSON object.")] = None,
+        top_k: Annotated[int, Form()] = 10,
+        threshold: Annotated[float | None, Form(ge=0, le=100)] = None,
+    ) -> dict[str, Any]:
+        sources = sum(x is not None and x != "" for x in (image, url, id))
+        if sources > 1:
+            raise ApiError(400, "bad_field", "give one query image: an upload, a url or an id")
+        spec = SearchSpec(
+            image=await read_upload(image, settings) if image is not None else id,
+            url=url or None,
+            text=(text or "").strip() or None,
+            sketch=parse_sketch(sketch),
+            layout=(layout or "").strip() or None,
+            colors=(colors or "").strip() or None,
+            where=(where or "").strip() or None,
+            weights=parse_weights(weights),
+            part_weights=parse_part_weights(parse_json_field(part_weights, "part_weights")),
+            top_k=top_k,
+            threshold=threshold,
+        )
+        return await bounded(state, lambda: run_search(state, spec), "search")
+
+    @app.post(
+        "/api/search/json", tags=["search"], dependencies=read, summary="Search with a JSON body"
+    )
+    async def search_json(body: SearchRequest) -> dict[str, Any]:
+        given = [x for x in (body.id, body.url, body.image_base64) if x is not None]
+        if len(given) > 1:
+            raise ApiError(400, "bad_field", "give one of id, url, image_base64")
+        image: bytes | int | None = body.id
+        if body.image_base64 is not None:
+            image = decode_base64(body.image_base64, settings)
+        spec = SearchSpec(
+            image=image,
+            url=body.url,
+            text=(body.text or "").strip() or None,
+            sketch=parse_sketch(body.sketch),
+            layout=(body.layout or "").strip() or None,
+            colors=(body.colors or "").strip() or None,
+            where=(body.where or "").strip() or None,
+            weights=parse_weights(body.weights),
+            part_weights=parse_part_weights(body.part_weights),
+            top_k=body.top_k,
+            threshold=body.threshold,
+        )
+        return await bounded(state, lambda: run_search(state, spec), "search")
+
+    @app.get(
+        "/api/images/{image_id}/similar",
+        tags=["search"],
+        dependencies=read,
+        summary="Images like a stored image",
+    )
+    async def similar(
+        image_id: int,
+        weights: str | None = None,
+        top_k: Annotated[int, Query(ge=1)] = 10,
+        threshold: Annotated[float | None, Query(ge=0, le=100)] = None,
+        where: Annotated[str | None, Query(max_length=2000)] = None,
+    ) -> dict[str, Any]:
+        spec = SearchSpec(
+            image=image_id,
+            weights=parse_weights(weights),
+            top_k=top_k,
+            threshold=threshold,
+            where=(where or "").strip() or None,
+        )
+        return await bounded(state, lambda: run_search(state, spec), "search")
+
+    @app.get(
+        "/api/layout",
+        tags=["search"],
+        dependencies=read,
+        summary="The sketch grid a layout sentence produces",
+    )
+    async def layout_grid(sentence: Annotated[str, Query(min_length=1, max_length=1000)]):
+        spec = SearchSpec(layout=sentence, top_k=1)
+        data = await bounded(state, lambda: run_search(state, spec), "layout")
+        return {"sentence": sentence, **(data.get("explain", {}).get("layout") or {})}
+
+
+def parse_part_weights(raw: Any) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ApiError(400, "bad_weights", "part_weights must be an object of part: number")
+    out: dict[str, float] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ApiError(400, "bad_weights", f"part weight {name!r} must be a number in 0..1")
+        out[str(name)] = float(value)
+    return out
+
+
+def decode_base64(text: str, settings: ServerSettings) -> bytes:
+    import base64
+    import binascii
+
+    if len(text) > settings.max_upload_bytes * 4 // 3 + 8:
+        raise _too_large(f"image exceeds the upload limit of {settings.max_upload_bytes:,} bytes")
+    try:
+        data = base64.b64decode(
+            text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True
+        )
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_image", "image_base64 is not valid base64") from None
+    if not data:
+        raise ApiError(400, "bad_image", "image_base64 is empty")
+    return data
+
+
+def _warm_up_text_model() -> None:
+    """Load the sentence model (if installed) so the first text search does not wait for it;
+    the engine loads it once per process under a lock, so a search arriving meanwhile waits."""
+    try:
+        from lookalike import semantic
+
+        if semantic.is_available():
+            semantic.load_model()
+    except Exception:  # warm-up is an optimisation: a failure shows up on the search instead
+        pass
+
+
+def palette() -> list[dict[str, str]]:
+    """The 11 basic colour terms with a swatch colour each, in the engine's fixed order."""
+    try:
+        from lookalike.features.perceptual import PROTOTYPES_HEX, TERMS
+
+        return [{"term": t, "hex": "#" + PROTOTYPES_HEX[t].split()[0]} for t in TERMS]
+    except Exception:  # the perceptual module is optional for the server
+        return [{"term": t, "hex": h} for t, h in FALLBACK_PALETTE.items()]
