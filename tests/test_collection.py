@@ -201,3 +201,13 @@ def test_killed_indexing_leaves_an_openable_collection(tmp_path):
         assert coll.info()["stale"] == 0  # every stored image has all its signatures
         report = coll.add([folder])
         assert len(report.unchanged) == stored and len(report.added) == 60 - stored
+
+
+def test_replacing_an_upload_keeps_the_id_and_swaps_the_original(coll, image_dir):
+    image_id = coll.add_bytes((image_dir / "red.png").read_bytes(), "a.png")
+    old = Path(coll.get(image_id).path)
+    coll.update(image_id, source=(image_dir / "blue.gif").read_bytes(), name="b.gif")
+    new = Path(coll.get(image_id).path)
+    assert new != old and new.is_file() and not old.exists()  # no orphan left behind
+    assert coll.search(image_dir / "blue.gif", weights="color=1", top_k=1)[0].id == image_id
+    assert coll.remove(image_id) == 1 and not new.exists()

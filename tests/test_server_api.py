@@ -435,11 +435,6 @@ def test_add_get_search_replace_delete(writable):
     assert image_id not in [h["id"] for h in after.json()["results"]]
 
 
-@pytest.mark.xfail(
-    reason="Collection.update(source=bytes) keeps the old original file: the thumbnail of a "
-    "replaced upload still shows the old pixels (engine issue, reported to the lead)",
-    strict=False,
-)
 def test_replaced_image_shows_its_new_thumbnail(writable):
     client, _ = writable
     first = client.post(

@@ -30,6 +30,7 @@ from lookalike.index.exact import ExactIndex
 from lookalike.scoring import check_threshold, fuse, is_similar, normalise_weights
 from lookalike.store.catalog import Catalog, ImageRecord, NewImage
 
+UPLOADS = "uploads"  # folder inside a collection for originals of images added as bytes
 DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
 
@@ -294,41 +295,39 @@ class Collection:
             return text
         return str(Path(text).expanduser().resolve())
 
+    @staticmethod
+    def _new_image(item: ingest.Extracted, metadata: Mapping[str, Any] | None) -> NewImage:
+        return NewImage(
+            path=item.source,
+            size=item.size,
+            mtime=item.mtime,
+            sha256=item.sha256,
+            width=item.width,
+            height=item.height,
+            format=item.format,
+            signatures=item.signatures,
+            metadata=metadata,
+            auto_keywords=item.auto_keywords,
+        )
+
     def _store(
         self,
         item: ingest.Extracted,
         metadata: Mapping[str, Any] | None,
         report: ingest.IngestReport,
     ) -> int:
-        image_id, is_new = self.catalog.put_image(
-            NewImage(
-                path=item.source,
-                size=item.size,
-                mtime=item.mtime,
-                sha256=item.sha256,
-                width=item.width,
-                height=item.height,
-                format=item.format,
-                signatures=item.signatures,
-                metadata=metadata,
-                auto_keywords=item.auto_keywords,
-            )
-        )
+        image_id, is_new = self.catalog.put_image(self._new_image(item, metadata))
         (report.added if is_new else report.updated).append(item.source)
         report.ids[item.source] = image_id
         return image_id
 
-    def add_bytes(
-        self, data: bytes, name: str, *, metadata: Mapping[str, Any] | None = None
-    ) -> int:
-        """Add an uploaded image; its bytes are kept in the collection's uploads/ folder, so it
-        has an original to show like any indexed file. Returns its id."""
-        item = ingest.describe_bytes(data, name, self._settings())
-        ingest.finish_batch([item], self.extractors)
+    def _keep_upload(self, data: bytes, name: str, item: ingest.Extracted) -> None:
+        """Store uploaded bytes under uploads/ (named by content hash) and point `item` at it,
+        so an upload has an original to show like any indexed file."""
         suffix = Path(name).suffix.lower()
         if suffix not in ingest.IMAGE_SUFFIXES:
             suffix = "." + item.format.lower().replace("jpeg", "jpg")
-        target = self.directory / "uploads" / f"{item.sha256[:32]}{suffix}"
+        target = self.directory / UPLOADS / f"{item.sha256[:32]}{suffix}"
         if not target.exists():
             target.parent.mkdir(exist_ok=True)
             partial = target.with_suffix(target.suffix + ".partial")
@@ -336,6 +335,23 @@ class Collection:
             os.replace(partial, target)  # never a half-written original under the real name
         stat = target.stat()
         item.source, item.size, item.mtime = str(target.resolve()), stat.st_size, stat.st_mtime
+
+    def _forget_upload(self, path: str) -> None:
+        """Delete a stored upload that no image refers to any more (files of the user's own
+        folders are never touched)."""
+        file = Path(path)
+        if file.parent == (self.directory / UPLOADS).resolve() and not self.catalog.path_in_use(
+            path
+        ):
+            file.unlink(missing_ok=True)
+
+    def add_bytes(
+        self, data: bytes, name: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> int:
+        """Add an uploaded image (kept in the collection's uploads/ folder); returns its id."""
+        item = ingest.describe_bytes(data, name, self._settings())
+        ingest.finish_batch([item], self.extractors)
+        self._keep_upload(data, name, item)
         meta = {"filename": Path(name).name, **dict(metadata or {})}
         return self._store(item, meta, ingest.IngestReport())
 
@@ -346,30 +362,44 @@ class Collection:
         source: str | os.PathLike[str] | bytes | None = None,
         metadata: Mapping[str, Any] | None = None,
         merge_metadata: bool = True,
+        name: str = "upload",
     ) -> ImageRecord:
-        """Re-describe an image (from `source`, or from its own path) and/or change metadata."""
+        """Replace an image's pixels and/or change its metadata; the id stays.
+
+        `source` may be new bytes (kept under uploads/, `name` gives the suffix), another file
+        or URL (the image then points at it), or None with no metadata: re-read its own file.
+        """
         record = self.get(image)
         if source is not None or metadata is None:
-            data = (
-                source
-                if isinstance(source, bytes)
-                else read_source_bytes(source if source is not None else record.path)
+            label = (
+                record.path
+                if source is None
+                else self._key(name if isinstance(source, bytes) else source)
             )
-            item = ingest.describe_bytes(data, record.path, self._settings())
+            data = source if isinstance(source, bytes) else read_source_bytes(label)
+            item = ingest.describe_bytes(data, label, self._settings())
             ingest.finish_batch([item], self.extractors)
-            if not isinstance(source, bytes) and not ingest.is_url(record.path) and source is None:
-                stat = os.stat(record.path)
+            if isinstance(source, bytes):
+                self._keep_upload(data, name, item)
+            elif not ingest.is_url(label):
+                stat = os.stat(label)
                 item.size, item.mtime = stat.st_size, stat.st_mtime
-            self._store(item, None, ingest.IngestReport())
+            self.catalog.put_image(self._new_image(item, None), image_id=record.id)
+            if item.source != record.path:
+                self._forget_upload(record.path)
         if metadata is not None:
             self.catalog.set_metadata(record.id, metadata, merge=merge_metadata)
         return self.get(record.id)
 
     def remove(self, images: Iterable[int | str] | int | str) -> int:
-        """Remove images by id or path; returns how many were removed."""
+        """Remove images by id or path (an upload's stored file goes too); how many removed."""
         if isinstance(images, int | str):
             images = [images]
-        return self.catalog.delete(self.get(image).id for image in images)
+        records = [self.get(image) for image in images]
+        removed = self.catalog.delete(record.id for record in records)
+        for record in records:
+            self._forget_upload(record.path)
+        return removed
 
     # -- reading ------------------------------------------------------------------------------
 

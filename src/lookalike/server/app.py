@@ -759,7 +759,13 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             raise ApiError(400, "empty_update", "give a file, metadata or both")
 
         def update() -> ImageRecord:
-            return coll.update(image_id, source=data, metadata=meta, merge_metadata=merge_metadata)
+            return coll.update(
+                image_id,
+                source=data,
+                metadata=meta,
+                merge_metadata=merge_metadata,
+                name=(file.filename if file is not None else None) or "upload",
+            )
 
         record = await run_in_threadpool(update)
         state.thumbnails.forget(image_id)

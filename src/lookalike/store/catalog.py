@@ -237,13 +237,23 @@ class Catalog:
             out.setdefault(image_id, {})[attribute] = version
         return out
 
-    def put_image(self, image: NewImage) -> tuple[int, bool]:
-        """Insert or replace the image at `image.path` with its signatures; (id, was_new)."""
+    def put_image(self, image: NewImage, *, image_id: int | None = None) -> tuple[int, bool]:
+        """Insert or replace the image at `image.path` with its signatures; (id, was_new).
+
+        With `image_id`, that image is replaced in place (same id, possibly a new path)."""
         now = time.time()
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT id, metadata FROM images WHERE path = ?", (image.path,)
             ).fetchone()
+            if image_id is not None:
+                if row is not None and row[0] != image_id:
+                    raise CollectionError(f"{image.path} is already image {row[0]}")
+                row = conn.execute(
+                    "SELECT id, metadata FROM images WHERE id = ?", (image_id,)
+                ).fetchone()
+                if row is None:
+                    raise CollectionError(f"no image with id {image_id}")
             if image.metadata is not None:
                 metadata = dict(image.metadata)
             else:
@@ -259,9 +269,9 @@ class Catalog:
             else:
                 image_id = row[0]
                 conn.execute(
-                    "UPDATE images SET size = ?, mtime = ?, sha256 = ?, width = ?, height = ?,"
-                    " format = ?, metadata = ?, updated_at = ? WHERE id = ?",
-                    (*facts, metadata_json, now, image_id),
+                    "UPDATE images SET path = ?, size = ?, mtime = ?, sha256 = ?, width = ?,"
+                    " height = ?, format = ?, metadata = ?, updated_at = ? WHERE id = ?",
+                    (image.path, *facts, metadata_json, now, image_id),
                 )
             for attribute, (version, vector) in image.signatures.items():
                 conn.execute(
@@ -321,6 +331,9 @@ class Catalog:
         )
         conn.execute("DELETE FROM search_text WHERE rowid = ?", (image_id,))
         conn.execute("INSERT INTO search_text(rowid, text) VALUES (?, ?)", (image_id, text))
+
+    def path_in_use(self, path: str) -> bool:
+        return bool(self.query("SELECT 1 FROM images WHERE path = ? LIMIT 1", (path,)))
 
     def delete(self, image_ids: Iterable[int]) -> int:
         ids = list(image_ids)
