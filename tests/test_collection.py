@@ -211,3 +211,23 @@ def test_replacing_an_upload_keeps_the_id_and_swaps_the_original(coll, image_dir
     assert new != old and new.is_file() and not old.exists()  # no orphan left behind
     assert coll.search(image_dir / "blue.gif", weights="color=1", top_k=1)[0].id == image_id
     assert coll.remove(image_id) == 1 and not new.exists()
+
+
+def test_search_and_add_by_url_on_loopback(coll, image_dir):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(image_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        report = coll.add([f"{base}/red.png", f"{base}/missing.png", str(image_dir / "blue.gif")])
+        assert report.added == [f"{base}/red.png", str(image_dir / "blue.gif")]
+        assert "missing.png" in report.failed[0][0] and "cannot fetch" in report.failed[0][1]
+        hit = coll.search(f"{base}/red.png", weights="color=1", top_k=1)[0]
+        assert hit.path == f"{base}/red.png" and hit.score == pytest.approx(0, abs=1e-6)
+    finally:
+        server.shutdown()

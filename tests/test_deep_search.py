@@ -102,3 +102,101 @@ def test_cli_text_search_and_tags(photos):
     )
     assert proc.returncode == 0, proc.stderr
     assert "espresso" in proc.stdout or "cup" in proc.stdout
+
+
+def test_whitening_learned_from_the_collection(photos, tmp_path):
+    coll, ids, _ = photos
+    from lookalike.errors import LookalikeError
+    from lookalike.samples import sample_photo
+
+    before = coll.search(ids["rocket"], weights="deep=1", top_k=20)
+    with pytest.raises(LookalikeError):
+        coll.fit_whitening("deep")  # 20 images cannot whiten 1280 dimensions
+    info = coll.fit_whitening("deep", dim=8)
+    assert info == {"images": 20, "dim": 8, "input_dim": 1280}
+    query = tmp_path / "rocket.jpg"
+    TRANSFORMS["crop80"](sample_photo("rocket")).save(query)
+    whitened = coll.search(query, weights="deep=1", top_k=20)
+    assert whitened[0].id == ids["rocket"]
+    assert [h.score for h in whitened] != [h.score for h in before]
+    with Collection.open(coll.directory) as reopened:  # persisted with the collection
+        assert reopened.search(query, weights="deep=1", top_k=1)[0].score == pytest.approx(
+            whitened[0].score
+        )
+    assert coll.clear_whitening("deep") is True
+    again = coll.search(ids["rocket"], weights="deep=1", top_k=20)
+    assert [h.score for h in again] == pytest.approx([h.score for h in before])
+
+
+def test_a_user_model_by_path_through_the_cli(tmp_path):
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2), nn.ReLU(), nn.Conv2d(6, 12, 3), nn.ReLU())
+    model = tmp_path / "tiny.pt"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.trace(net.eval(), torch.rand(1, 3, 64, 64)), str(model))
+    images = tmp_path / "imgs"
+    write_samples(images, variants=(), names=("coffee", "rocket", "chelsea"))
+    coll = tmp_path / "coll"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lookalike",
+            "index",
+            str(images),
+            "-c",
+            str(coll),
+            "--attributes",
+            "color,deep",
+            "--deep-model",
+            str(model),
+            "--deep-pooling",
+            "gem",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with Collection.open(coll) as opened:
+        assert opened.info()["attributes"]["deep"]["dim"] == 12
+        assert opened.attributes["deep"] == {"model": str(model), "pooling": "gem"}
+        hit = opened.search(images / "photos" / "rocket.png", weights="deep=1", top_k=1)[0]
+        assert Path(hit.path).name == "rocket.png" and hit.score == pytest.approx(0, abs=1e-3)
+        assert not any(s == "auto" for _, s, _ in opened.get(hit.id).keywords)  # no classifier
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a model")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lookalike",
+            "index",
+            str(images),
+            "-c",
+            str(tmp_path / "c2"),
+            "--deep-model",
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "broken.pt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tag_floor_is_a_collection_setting(tmp_path):
+    images = tmp_path / "imgs"
+    write_samples(images, variants=(), names=("coffee",))
+    with Collection.create(tmp_path / "strict", attributes=["deep"], tag_floor=0.99) as strict:
+        strict.add([images])
+        assert not [k for k in strict.get(1).keywords if k[1] == "auto"]
+    with Collection.create(tmp_path / "loose", attributes=["deep"], tag_floor=0.05) as loose:
+        loose.add([images])
+        tags_ = {k: s for k, src, s in loose.get(1).keywords if src == "auto"}
+        assert "espresso" in tags_ and min(tags_.values()) >= 0.05

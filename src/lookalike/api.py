@@ -9,6 +9,7 @@ with Collection.open_or_create("photos.lookalike") as coll:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
@@ -26,6 +27,7 @@ from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
 from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
+from lookalike.features.whitening import Whitening, fit_pca_whitening, whitened_distance
 from lookalike.index.exact import ExactIndex
 from lookalike.scoring import check_threshold, fuse, is_similar, normalise_weights
 from lookalike.store.catalog import Catalog, ImageRecord, NewImage
@@ -45,9 +47,10 @@ class SearchHit:
     breakdown: dict[str, float]
     similar: bool | None
     metadata: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. sketch Jaccard
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "path": self.path,
             "score": round(self.score, 3),
@@ -55,6 +58,9 @@ class SearchHit:
             "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
             "metadata": self.metadata,
         }
+        if self.details:
+            out["details"] = self.details
+        return out
 
 
 @dataclass
@@ -105,6 +111,8 @@ class Collection:
                 "installed (deep needs: pip install 'lookalike[deep]')"
             )
         self._indexes: dict[str, ExactIndex] = {}
+        self._whitenings: dict[str, tuple[float, Whitening]] = {}
+        self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -117,6 +125,7 @@ class Collection:
         preprocess: Preprocess | None = None,
         default_weights: Mapping[str, float] | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        tag_floor: float = ingest.TAG_FLOOR,
     ) -> Collection:
         """Make a new collection folder. Attributes default to the classic set, plus `deep`
         when PyTorch and the packaged model are installed."""
@@ -142,6 +151,7 @@ class Collection:
         catalog.set_meta("preprocess", (preprocess or Preprocess()).to_dict())
         catalog.set_meta("attributes", specs)
         catalog.set_meta("max_pixels", int(max_pixels))
+        catalog.set_meta("tag_floor", float(tag_floor))
         weights = dict(default_weights or DEFAULT_WEIGHTS)
         if "deep" in specs and default_weights is None:
             weights["deep"] = 0.5
@@ -238,7 +248,7 @@ class Collection:
         batch: list[ingest.Extracted] = []
 
         def flush() -> None:
-            ingest.finish_batch(batch, self.extractors)
+            ingest.finish_batch(batch, self.extractors, tag_floor=self.tag_floor)
             for item in batch:
                 self._store(item, metadata.get(item.source), report)
             batch.clear()
@@ -350,7 +360,7 @@ class Collection:
     ) -> int:
         """Add an uploaded image (kept in the collection's uploads/ folder); returns its id."""
         item = ingest.describe_bytes(data, name, self._settings())
-        ingest.finish_batch([item], self.extractors)
+        ingest.finish_batch([item], self.extractors, tag_floor=self.tag_floor)
         self._keep_upload(data, name, item)
         meta = {"filename": Path(name).name, **dict(metadata or {})}
         return self._store(item, meta, ingest.IngestReport())
@@ -378,7 +388,7 @@ class Collection:
             )
             data = source if isinstance(source, bytes) else read_source_bytes(label)
             item = ingest.describe_bytes(data, label, self._settings())
-            ingest.finish_batch([item], self.extractors)
+            ingest.finish_batch([item], self.extractors, tag_floor=self.tag_floor)
             if isinstance(source, bytes):
                 self._keep_upload(data, name, item)
             elif not ingest.is_url(label):
@@ -437,14 +447,60 @@ class Collection:
     # -- searching ----------------------------------------------------------------------------
 
     def index_for(self, attribute: str) -> ExactIndex:
+        """The search index of one attribute, rebuilt when the catalog has changed."""
         token = self.catalog.change_token()
         index = self._indexes.get(attribute)
         if index is None or index.token != token:
             extractor = self.extractors[attribute]
             ids, matrix = self.catalog.signature_matrix(attribute, extractor.version, extractor.dim)
-            index = ExactIndex(ids, matrix, extractor.distance, token)
+            whitening = self._whitening(attribute)
+            if whitening is not None and len(ids):
+                index = ExactIndex(ids, whitening.apply(matrix), whitened_distance, token)
+            else:
+                index = ExactIndex(ids, matrix, extractor.distance, token)
             self._indexes[attribute] = index
         return index
+
+    def _whitening(self, attribute: str) -> Whitening | None:
+        stored = self.catalog.get_meta(f"whitening:{attribute}")
+        if stored is None:
+            return None
+        cached = self._whitenings.get(attribute)
+        if cached is None or cached[0] != stored["fitted_at"]:
+            cached = (stored["fitted_at"], Whitening.from_bytes(base64.b64decode(stored["data"])))
+            self._whitenings[attribute] = cached
+        return cached[1]
+
+    def fit_whitening(self, attribute: str = "deep", dim: int | None = None) -> dict[str, Any]:
+        """Learn PCA-whitening of `attribute` from this collection's own vectors and use it for
+        every search from now on (stored signatures are untouched; `clear_whitening` undoes it).
+
+        Whitening decorrelates the embedding's dimensions and damps the few directions that
+        dominate every image, which usually sharpens nearest neighbours; it needs many more
+        images than dimensions (pass `dim` to reduce, e.g. 128)."""
+        if attribute not in self.attributes:
+            raise CollectionError(f"this collection has no {attribute!r} attribute")
+        extractor = self.extractors[attribute]
+        _, matrix = self.catalog.signature_matrix(attribute, extractor.version, extractor.dim)
+        whitening = fit_pca_whitening(matrix, dim=dim)
+        info = {"images": len(matrix), "dim": whitening.dim, "input_dim": whitening.input_dim}
+        self.catalog.set_meta(
+            f"whitening:{attribute}",
+            {
+                **info,
+                "fitted_at": time.time(),
+                "data": base64.b64encode(whitening.to_bytes()).decode("ascii"),
+            },
+        )
+        self._indexes.pop(attribute, None)
+        return info
+
+    def clear_whitening(self, attribute: str = "deep") -> bool:
+        """Stop whitening `attribute`; True if it was whitened."""
+        was = self.catalog.get_meta(f"whitening:{attribute}") is not None
+        self.catalog.delete_meta(f"whitening:{attribute}")
+        self._indexes.pop(attribute, None)
+        return was
 
     def describe(self, image: ImageQuery) -> dict[str, np.ndarray]:
         """The signature of a query image: a stored image's own, or freshly extracted."""
@@ -531,6 +587,7 @@ class Collection:
             match = text_match(self.catalog, text)
             part_distances["text"] = (match.ids, match.distances)
             explain["text"] = match.explain
+        per_image: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
         visual = {"sketch": sketch, "layout": layout, "colors": colors}
         if any(v is not None and v != "" for v in visual.values()):
             ids, hists, matrices = self._perceptual()
@@ -539,6 +596,8 @@ class Collection:
                     continue
                 distances_, info = query_parts.PART_SCORERS[name](value, hists, matrices)
                 part_distances[name] = (ids, distances_)
+                if query_parts.PER_IMAGE in info:
+                    per_image[name] = (ids, info.pop(query_parts.PER_IMAGE))
                 explain[name] = info
         allowed = self._filter_ids(where) if where else None
         if where:
@@ -571,7 +630,13 @@ class Collection:
         breakdown.update({name: d for name, d in aligned.items() if name != "image"})
         weights_out = {name: w * mix.get("image", 0.0) for name, w in attribute_weights.items()}
         weights_out.update({name: w for name, w in mix.items() if name != "image"})
-        return self._rank(ids, scores, breakdown, weights_out, top_k, threshold, explain)
+        details = {
+            part: {
+                measure: query_parts.align(pid, values, ids) for measure, values in measures.items()
+            }
+            for part, (pid, measures) in per_image.items()
+        }
+        return self._rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""
@@ -599,6 +664,11 @@ class Collection:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Per-attribute distances from `signature` to every image current in all attributes."""
         indexes = {name: self.index_for(name) for name in weights}
+        signature = dict(signature)
+        for name in weights:
+            whitening = self._whitening(name)
+            if whitening is not None:
+                signature[name] = whitening.apply(signature[name][None, :])[0]
         ids = None
         for index in indexes.values():
             ids = index.ids if ids is None else np.intersect1d(ids, index.ids, assume_unique=True)
@@ -615,6 +685,7 @@ class Collection:
         top_k: int | None,
         threshold: float | None,
         explain: dict[str, Any] | None = None,
+        details: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ) -> SearchResults:
         order = np.argsort(scores, kind="stable")
         if threshold is not None:
@@ -630,6 +701,10 @@ class Collection:
                 breakdown={name: float(d[i]) for name, d in distances.items()},
                 similar=is_similar(float(scores[i]), threshold),
                 metadata=records[int(ids[i])].metadata,
+                details={
+                    part: {m: round(float(v[i]), 4) for m, v in measures.items()}
+                    for part, measures in (details or {}).items()
+                },
             )
             for i in order
             if int(ids[i]) in records  # removed between ranking and fetching

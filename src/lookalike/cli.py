@@ -67,10 +67,26 @@ def _progress_bar(description: str) -> Progress:
     )
 
 
-def run_index(collection: Path, sources: list[str], attributes: str | None = None, **options: Any):
+def run_index(
+    collection: Path,
+    sources: list[str],
+    attributes: str | None = None,
+    deep_options: dict[str, Any] | None = None,
+    **options: Any,
+):
     from lookalike.api import Collection
+    from lookalike.features.registry import CLASSIC_ATTRIBUTES
 
-    create = {"attributes": [a.strip() for a in attributes.split(",")]} if attributes else {}
+    create: dict[str, Any] = {}
+    if attributes or deep_options:
+        if attributes:
+            names = [a.strip() for a in attributes.split(",")]
+        else:
+            names = [*CLASSIC_ATTRIBUTES, "deep"]
+        specs: dict[str, dict[str, Any]] = {name: {} for name in names}
+        if deep_options and "deep" in specs:
+            specs["deep"] = deep_options
+        create["attributes"] = specs
     with (
         Collection.open_or_create(collection, **create) as coll,
         _progress_bar("indexing") as bar,
@@ -102,14 +118,31 @@ def index(
         Path | None,
         typer.Option(help="JSON or CSV sidecar with metadata keyed by image path."),
     ] = None,
+    deep_model: Annotated[
+        str | None,
+        typer.Option(
+            help="For a new collection: the CNN for `deep`, a TorchScript, ONNX or checkpoint "
+            "file (default: the packaged EfficientNet-Lite0)."
+        ),
+    ] = None,
+    deep_pooling: Annotated[
+        str | None, typer.Option(help="For a new collection: gap or gem pooling of `deep`.")
+    ] = None,
 ) -> None:
     """Add images to a collection (creating it if needed); only new or changed files are read."""
     from lookalike.sidecar import load_sidecar
 
+    deep_options: dict[str, Any] = {}
+    if deep_model:
+        model = Path(deep_model).expanduser()
+        deep_options["model"] = str(model.resolve()) if model.exists() else deep_model
+    if deep_pooling:
+        deep_options["pooling"] = deep_pooling
     report = run_index(
         collection,
         sources,
         attributes,
+        deep_options,
         prune=prune,
         recursive=recursive,
         jobs=jobs or None,
@@ -397,6 +430,30 @@ def evaluate(
             f"{q.mean_average_precision:.3f}",
         )
     out.print(table)
+
+
+@app.command()
+@friendly_errors
+def whiten(
+    collection: CollectionOption,
+    attribute: Annotated[str, typer.Option(help="The embedding to whiten.")] = "deep",
+    dim: Annotated[int | None, typer.Option(help="Keep this many dimensions.")] = None,
+    off: Annotated[bool, typer.Option("--off", help="Stop whitening.")] = False,
+) -> None:
+    """Learn PCA-whitening of an embedding from the collection itself and use it in searches."""
+    from lookalike.api import Collection
+
+    with Collection.open(collection) as coll:
+        if off:
+            out.print(
+                "whitening removed" if coll.clear_whitening(attribute) else "was not whitened"
+            )
+            return
+        info_ = coll.fit_whitening(attribute, dim=dim)
+    out.print(
+        f"{attribute}: whitened to {info_['dim']} of {info_['input_dim']} dimensions, "
+        f"learned from {info_['images']} images"
+    )
 
 
 app.command()(friendly_errors(serve))

@@ -176,7 +176,11 @@ TAG_FLOOR = 0.1  # a model tag is kept when the classifier gives it at least thi
 
 
 def finish_batch(
-    items: list[Extracted], extractors: Mapping[str, Extractor], *, tags: bool = True
+    items: list[Extracted],
+    extractors: Mapping[str, Extractor],
+    *,
+    tags: bool = True,
+    tag_floor: float = TAG_FLOOR,
 ) -> None:
     """Run batch extractors (the CNN) on items that still carry their prepared image; where
     the model has a classifier, the same forward pass gives the images' automatic tags."""
@@ -194,7 +198,7 @@ def finish_batch(
                 images, top_k=10, min_prob=0.01
             )
             for item, predictions in zip(pending, labels, strict=True):
-                keywords = keywords_from_predictions(predictions, floor=TAG_FLOOR)
+                keywords = keywords_from_predictions(predictions, floor=tag_floor)
                 item.auto_keywords = [(k.text, k.score) for k in keywords]
         else:
             vectors = extractor.extract_batch(images)  # type: ignore[attr-defined]

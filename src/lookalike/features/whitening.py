@@ -124,3 +124,14 @@ def fit_pca_whitening(vectors: np.ndarray, dim: int | None = None, eps: float = 
         raise WhiteningError("all vectors are identical: nothing to whiten")
     projection = eigvecs[:, order] / np.sqrt(eigvals + eps * eigvals[0])
     return Whitening(mean.astype(np.float32), projection.astype(np.float32), float(eps))
+
+
+WHITENED_COS_FLOOR = -0.2  # whitened vectors are centred: cosines go negative
+
+
+def whitened_distance(query: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Cosine distance of whitened vectors on the 0..100 scale, floor -0.2 (see DeepExtractor)."""
+    stored = np.atleast_2d(np.asarray(stored, dtype=np.float64))
+    q = np.asarray(query, dtype=np.float64).ravel()
+    cos = stored @ q / np.maximum(np.linalg.norm(stored, axis=1) * np.linalg.norm(q), 1e-12)
+    return np.clip(100.0 * (1.0 - cos) / (1.0 - WHITENED_COS_FLOOR), 0.0, 100.0)

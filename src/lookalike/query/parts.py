@@ -15,6 +15,7 @@ from lookalike.query.sketch import QueryGrid, match_grid
 from lookalike.scoring import parse_weights
 
 PART_NAMES = ("image", "text", "sketch", "layout", "colors")
+PER_IMAGE = "per_image"  # key of per-image measures in a part's info, moved onto each hit
 
 
 def as_grid(sketch: Any) -> QueryGrid:
@@ -40,6 +41,11 @@ def sketch_part(sketch: Any, hists: np.ndarray, matrices: np.ndarray):
         "grid": grid.to_json(),
         "specified_cells": grid.specified_count,
         "measure": "share of specified cells whose colour term matches the index matrix",
+        PER_IMAGE: {
+            "simple_matching": match.simple_matching,
+            "jaccard": match.jaccard,
+            "specified_share": match.specified_share,
+        },
     }
     return 100.0 * (1.0 - match.specified_share), info
 

@@ -174,6 +174,10 @@ class Catalog:
                 (key, json.dumps(value)),
             )
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- images ---------------------------------------------------------------------------------
 
     def _record(self, row: tuple) -> ImageRecord:
