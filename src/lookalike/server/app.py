@@ -254,9 +254,6 @@ class ServerState:
                 raise ApiError(408, "timeout", str(exc)) from None
             raise ApiError(400, "bad_url", str(exc)) from None
 
-    def has_query(self) -> bool:
-        return callable(getattr(self.collection, "query", None))
-
 
 def _state(request: Request) -> ServerState:
     return request.app.state.lookalike
@@ -520,14 +517,7 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
             image, weights=spec.weights, top_k=spec.top_k, threshold=spec.threshold
         )
     else:
-        if not state.has_query():
-            raise ApiError(
-                501,
-                "not_available",
-                "text, sketch, layout and filter queries need Collection.query, which this "
-                "engine version does not have",
-            )
-        results = coll.query(  # type: ignore[attr-defined]
+        results = coll.query(
             image=image,
             text=spec.text,
             sketch=spec.sketch,
@@ -672,7 +662,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         if any(a.endswith("_location") for a in attributes):
             sliders.append("location")
         sliders += [a for a in ("perceptual", "deep") if a in attributes]
-        query = state.has_query()
+        colour_grid = "perceptual" in attributes  # sketches, layouts and colours need it
         return {
             "collection": data,
             "weights": sliders,
@@ -680,11 +670,11 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 "image": True,
                 "url": True,
                 "id": True,
-                "text": query,
-                "sketch": query,
-                "layout": query,
-                "where": query,
-                "colors": query,
+                "text": True,
+                "sketch": colour_grid,
+                "layout": colour_grid,
+                "where": True,
+                "colors": colour_grid,
             },
             "palette": palette(),
             "server": settings.public(),
