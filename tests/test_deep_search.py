@@ -200,3 +200,20 @@ def test_tag_floor_is_a_collection_setting(tmp_path):
         loose.add([images])
         tags_ = {k: s for k, src, s in loose.get(1).keywords if src == "auto"}
         assert "espresso" in tags_ and min(tags_.values()) >= 0.05
+
+
+def test_vocabulary_vectors_are_kept_in_the_catalog(photos):
+    coll, ids, _ = photos
+    from lookalike import semantic
+    from lookalike.query.expansion import TEMPLATE
+
+    coll.query(text="kitten", top_k=1)
+    vocabulary = coll.catalog.keyword_vocabulary()
+    keys = [TEMPLATE.format(v.lower()) for v in vocabulary]
+    stored = coll.catalog.text_vectors(keys, semantic.MODEL_NAME)
+    assert len(stored) == len(set(keys)) > 10  # every keyword embedded once, and kept
+    assert TEMPLATE.format("kitten") not in coll.catalog.text_vectors(
+        [TEMPLATE.format("kitten")], semantic.MODEL_NAME
+    )  # queries are not stored
+    with Collection.open(coll.directory) as again:  # a new process-like opener reuses them
+        assert again.query(text="kitten", top_k=1)[0].id == ids["chelsea"]

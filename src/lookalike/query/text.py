@@ -11,13 +11,14 @@ no term are 100 away.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lookalike.query.colorwords import synonyms_of_term, terms_for_word
-from lookalike.query.expansion import Expansion, colour_expander, expand
+from lookalike.query.expansion import TEMPLATE, Embedder, Expansion, colour_expander, expand
 from lookalike.store.catalog import Catalog
 
 COLOUR_SYNONYM_WEIGHT = 0.9  # a synonym is nearly, not exactly, what was asked
@@ -38,6 +39,33 @@ def fts_phrase(term: str, prefix: bool = False) -> str:
     return '"' + term.replace('"', '""') + '"' + ("*" if prefix else "")
 
 
+def stored_embedder(catalog: Catalog, vocabulary: list[str]) -> Embedder:
+    """Sentence embeddings that keep the vocabulary's vectors in the catalog: a collection's
+    keywords are embedded once, not by every process that searches it. Query texts are embedded
+    fresh and not stored (they would grow the table without bound)."""
+    keep = {TEMPLATE.format(v.lower()) for v in vocabulary}
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        from lookalike import semantic
+
+        model = semantic.MODEL_NAME
+        found = catalog.text_vectors([t for t in texts if t in keep], model)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            fresh = dict(zip(missing, semantic.embed(missing), strict=True))
+            found.update(fresh)
+            to_store = {t: v for t, v in fresh.items() if t in keep}
+            if to_store:
+                catalog.put_text_vectors(to_store, model)
+        return (
+            np.stack([found[t] for t in texts])
+            if texts
+            else np.zeros((0, semantic.DIM), np.float32)
+        )
+
+    return embed
+
+
 def text_match(catalog: Catalog, text: str, *, semantic: bool = True) -> TextMatch:
     """Distances (0..100) from `text` to every image in the catalog."""
     phrases = _QUOTED.findall(text)
@@ -45,7 +73,12 @@ def text_match(catalog: Catalog, text: str, *, semantic: bool = True) -> TextMat
     plain = _PREFIX.sub(" ", _QUOTED.sub(" ", text))
     vocabulary = catalog.keyword_vocabulary() if semantic else []
     expansion: Expansion = (
-        expand(plain, vocabulary, colour_expander(terms_for_word, synonyms_of_term))
+        expand(
+            plain,
+            vocabulary,
+            colour_expander(terms_for_word, synonyms_of_term),
+            embed=stored_embedder(catalog, vocabulary),
+        )
         if plain.strip()
         else Expansion(text, ())
     )

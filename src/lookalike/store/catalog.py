@@ -376,5 +376,26 @@ class Catalog:
             matrix[i] = np.frombuffer(blob, dtype="<f4")
         return ids, matrix
 
+    def text_vectors(self, texts: Iterable[str], model: str) -> dict[str, np.ndarray]:
+        """Stored sentence vectors of `texts` (those that have one)."""
+        out: dict[str, np.ndarray] = {}
+        texts = list(dict.fromkeys(texts))
+        for start in range(0, len(texts), 500):
+            chunk = texts[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for text, blob in self.query(
+                f"SELECT text, vector FROM text_vectors WHERE model = ? AND text IN ({marks})",
+                [model, *chunk],
+            ):
+                out[text] = np.frombuffer(blob, dtype="<f4").copy()
+        return out
+
+    def put_text_vectors(self, vectors: Mapping[str, np.ndarray], model: str) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO text_vectors(text, model, vector) VALUES (?, ?, ?)",
+                [(t, model, np.asarray(v, "<f4").tobytes()) for t, v in vectors.items()],
+            )
+
     def keyword_vocabulary(self) -> list[str]:
         return [k for (k,) in self.query("SELECT DISTINCT keyword FROM keywords ORDER BY keyword")]

@@ -48,6 +48,16 @@ MIGRATIONS: list[str] = [
         tokenize = 'porter unicode61'
     );                                    -- rowid = images.id
     """,
+    # 2: sentence-model vectors of keywords, so text search does not re-embed the vocabulary
+    # in every process.
+    """
+    CREATE TABLE text_vectors (
+        text   TEXT NOT NULL,
+        model  TEXT NOT NULL,             -- which sentence model made the vector
+        vector BLOB NOT NULL,             -- float32, little-endian, unit length
+        PRIMARY KEY (text, model)
+    );
+    """,
 ]
 
 
