@@ -524,13 +524,13 @@ def test_oversize_uploads_and_pixel_bombs_are_413(tmp_path, tmp_path_factory):
 
 def test_slow_search_answers_408(coll, monkeypatch):
     client = make_client(coll, request_timeout_s=0.2)
-    real = coll.search
+    real = coll.query
 
     def slow(*args, **kwargs):
         time.sleep(0.6)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(coll, "search", slow)
+    monkeypatch.setattr(coll, "query", slow)
     started = time.monotonic()
     response = client.post("/api/search", data={"id": 1})
     assert response.status_code == 408

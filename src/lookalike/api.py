@@ -301,7 +301,7 @@ class Collection:
     @staticmethod
     def _key(source: str | os.PathLike[str]) -> str:
         text = os.fspath(source)
-        if ingest.is_url(text) or text.startswith("upload:"):
+        if ingest.is_url(text):
             return text
         return str(Path(text).expanduser().resolve())
 

@@ -511,24 +511,18 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
     coll = state.collection
     if isinstance(image, int):
         state_get(coll, image)  # 404 for an unknown id, before any work
-    plain = kinds == ["image"] and not spec.where and not spec.part_weights
-    if plain:
-        results = coll.search(
-            image, weights=spec.weights, top_k=spec.top_k, threshold=spec.threshold
-        )
-    else:
-        results = coll.query(
-            image=image,
-            text=spec.text,
-            sketch=spec.sketch,
-            layout=spec.layout,
-            colors=spec.colors,
-            where=spec.where,
-            weights=spec.weights,
-            part_weights=spec.part_weights,
-            top_k=spec.top_k,
-            threshold=spec.threshold,
-        )
+    results = coll.query(
+        image=image,
+        text=spec.text,
+        sketch=spec.sketch,
+        layout=spec.layout,
+        colors=spec.colors,
+        where=spec.where,
+        weights=spec.weights,
+        part_weights=spec.part_weights,
+        top_k=spec.top_k,
+        threshold=spec.threshold,
+    )
     data = public_results(results, settings)
     data["query"] = {"kinds": kinds, "top_k": spec.top_k, "where": spec.where}
     data["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 2)
