@@ -121,3 +121,28 @@ def test_errors_are_one_line_without_traceback(indexed, args, message):
     assert proc.returncode == 1
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_preprocessing_is_chosen_at_creation_and_kept(tmp_path, image_dir):
+    coll = str(tmp_path / "c")
+    run(
+        "index",
+        str(image_dir / "red.png"),
+        "-c",
+        coll,
+        "--attributes",
+        "color",
+        "--frame",
+        "128",
+        "--normalize",
+        "stretch",
+        "--denoise",
+        "3",
+    )
+    info = json.loads(run("info", "-c", coll, "--json").stdout)
+    assert info["preprocess"] == {"frame": 128, "normalize": "stretch", "denoise": 3}
+    again = run("index", str(image_dir / "blue.gif"), "-c", coll, "--frame", "512")
+    assert "fixed when a collection is created" in again.stderr
+    assert json.loads(run("info", "-c", coll, "--json").stdout)["preprocess"]["frame"] == 128
+    bad = run("index", str(image_dir), "-c", str(tmp_path / "d"), "--denoise", "2", check=False)
+    assert bad.returncode == 1 and "denoise" in bad.stderr

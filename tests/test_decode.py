@@ -119,3 +119,18 @@ def test_stretch_normalisation_cancels_brightness():
 def test_invalid_preprocess_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         Preprocess(**kwargs)
+
+
+def test_large_jpeg_decodes_in_draft_but_reports_its_full_size():
+    rng = np.random.default_rng(4)
+    base = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
+    big = Image.fromarray(base).resize((4000, 3000), Image.Resampling.BILINEAR)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(big, "JPEG", quality=90, exif=exif)
+    drafted = decode_bytes(data, "big.jpg", draft=512)
+    full = decode_bytes(data, "big.jpg")
+    assert (drafted.width, drafted.height) == (full.width, full.height) == (3000, 4000)
+    assert 512 <= min(drafted.rgb.shape[:2]) < 1500  # decoded at a reduced scale
+    a, b = prepare(drafted.rgb, Preprocess()), prepare(full.rgb, Preprocess())
+    assert a.shape == b.shape and np.abs(a - b).mean() < 0.02  # the same picture

@@ -72,12 +72,16 @@ def run_index(
     sources: list[str],
     attributes: str | None = None,
     deep_options: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
     **options: Any,
 ):
     from lookalike.api import Collection
+    from lookalike.decode import Preprocess
     from lookalike.features.registry import CLASSIC_ATTRIBUTES
 
     create: dict[str, Any] = {}
+    if preprocess:
+        create["preprocess"] = Preprocess.from_dict(preprocess)
     if attributes or deep_options:
         if attributes:
             names = [a.strip() for a in attributes.split(",")]
@@ -87,6 +91,11 @@ def run_index(
         if deep_options and "deep" in specs:
             specs["deep"] = deep_options
         create["attributes"] = specs
+    if create and (collection / "catalog.sqlite").exists():
+        err.print(
+            "note: attributes and preprocessing are fixed when a collection is created; "
+            f"{collection} keeps its own (see `lookalike info`)"
+        )
     with (
         Collection.open_or_create(collection, **create) as coll,
         _progress_bar("indexing") as bar,
@@ -128,6 +137,18 @@ def index(
     deep_pooling: Annotated[
         str | None, typer.Option(help="For a new collection: gap or gem pooling of `deep`.")
     ] = None,
+    frame: Annotated[
+        int | None,
+        typer.Option(help="For a new collection: longest side of the common frame (pixels)."),
+    ] = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option(help="For a new collection: colour normalisation, none or stretch."),
+    ] = None,
+    denoise: Annotated[
+        int | None,
+        typer.Option(help="For a new collection: median filter size (0 = off, 3, 5)."),
+    ] = None,
 ) -> None:
     """Add images to a collection (creating it if needed); only new or changed files are read."""
     from lookalike.sidecar import load_sidecar
@@ -138,11 +159,17 @@ def index(
         deep_options["model"] = str(model.resolve()) if model.exists() else deep_model
     if deep_pooling:
         deep_options["pooling"] = deep_pooling
+    preprocess = {
+        k: v
+        for k, v in {"frame": frame, "normalize": normalize, "denoise": denoise}.items()
+        if v is not None
+    }
     report = run_index(
         collection,
         sources,
         attributes,
         deep_options,
+        preprocess,
         prune=prune,
         recursive=recursive,
         jobs=jobs or None,
@@ -296,6 +323,16 @@ def tags(
     out.print("keywords: " + ", ".join(f"{k.text} ({k.score:.2f})" for k in keywords))
 
 
+def shown_path(path: str) -> str:
+    """Paths under the current folder are shown relative to it: shorter, same meaning."""
+    if "://" in path:
+        return path
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def print_results(results: Any, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(results.to_dict()))
@@ -318,7 +355,7 @@ def print_results(results: Any, as_json: bool) -> None:
             f"{hit.score:.2f}{mark}",
             *[f"{hit.breakdown[name]:.1f}" for name in attributes],
             str(hit.id),
-            hit.path,
+            shown_path(hit.path),
         )
     out.print(table)
 

@@ -45,18 +45,12 @@ URL_TIMEOUT_S = 20.0
 class Decoded:
     """A decoded image and the facts about its source that the catalog keeps."""
 
-    rgb: np.ndarray  # uint8 (H, W, 3), EXIF orientation applied
+    rgb: np.ndarray  # uint8 (H, W, 3), EXIF orientation applied; maybe reduced (see draft)
     format: str
     size: int  # bytes of the encoded source
     sha256: str
-
-    @property
-    def width(self) -> int:
-        return int(self.rgb.shape[1])
-
-    @property
-    def height(self) -> int:
-        return int(self.rgb.shape[0])
+    width: int  # of the full image, EXIF orientation applied
+    height: int
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -82,8 +76,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, I;16 variants handled above
 
 
-def decode_bytes(data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """Decode encoded image bytes; `label` names the source in error messages."""
+def decode_bytes(
+    data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None
+) -> Decoded:
+    """Decode encoded image bytes; `label` names the source in error messages.
+
+    `draft` lets JPEG decode at a reduced scale (1/2, 1/4, 1/8) whose sides stay at least that
+    many pixels: a 12-megapixel photo that will be described at 256 pixels decodes several
+    times faster. `width` and `height` still report the full image.
+    """
     if not data:
         raise DecodeError(label, "empty file")
     try:
@@ -98,7 +99,12 @@ def decode_bytes(data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXEL
                     "(possible decompression bomb)",
                 )
             img.seek(0)  # GIF, APNG, multi-page TIFF: the first frame
+            full_width, full_height = img.size
+            if draft and fmt == "JPEG" and min(img.size) > 2 * draft:
+                img.draft("RGB", (draft, draft))
             img.load()
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+                full_width, full_height = full_height, full_width
             img = ImageOps.exif_transpose(img) or img
             rgb = np.asarray(_to_rgb(img), dtype=np.uint8)
     except DecodeError:
@@ -114,7 +120,14 @@ def decode_bytes(data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXEL
         raise DecodeError(label, f"corrupt image: {reason}") from None
     if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise DecodeError(label, "image has no pixels")
-    return Decoded(rgb=rgb, format=fmt, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    return Decoded(
+        rgb=rgb,
+        format=fmt,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=full_width,
+        height=full_height,
+    )
 
 
 def read_source_bytes(

@@ -126,8 +126,9 @@ def describe_bytes(
 ) -> Extracted:
     """Decode and extract every per-image attribute; batch attributes are left for
     `finish_batch`, in the parent process, so workers never load the CNN."""
-    decoded = decode_bytes(data, label, max_pixels=settings.max_pixels)
-    prepared = prepare(decoded.rgb, Preprocess.from_dict(settings.preprocess))
+    preprocess = Preprocess.from_dict(settings.preprocess)
+    decoded = decode_bytes(data, label, max_pixels=settings.max_pixels, draft=2 * preprocess.frame)
+    prepared = prepare(decoded.rgb, preprocess)
     image = PreparedImage(prepared)
     signatures: dict[str, tuple[str, np.ndarray]] = {}
     for name, extractor in build_extractors(settings.attributes).items():
