@@ -128,6 +128,18 @@ def test_text_search_matches_keywords_and_colour_synonyms(coll):
     assert names(daisy) == ["green_with_white_centre"]
 
 
+def test_text_prefix_and_phrase_queries(coll):
+    assert names(coll.query(text="dai*", top_k=1)) == ["green_with_white_centre"]
+    assert coll.query(text="dai*", top_k=1).explain["text"]["terms"] == ["dai*"]
+    coll.update(
+        coll.query(text="grass", top_k=1)[0].id, metadata={"title": "green meadow in spring"}
+    )
+    phrase = coll.query(text='"meadow in spring"', top_k=6)
+    assert names(phrase)[0] == "all_green" and phrase[0].score < 50
+    assert all(h.score == 100 for h in phrase[1:])  # no other image holds that phrase
+    assert coll.query(text='"spring in meadow"', top_k=1)[0].score == 100
+
+
 def test_hybrid_explains_each_part(coll, tmp_path):
     example = tmp_path / "q.png"
     scene(BLUE, GREY).save(example)
