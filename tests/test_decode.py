@@ -134,3 +134,13 @@ def test_large_jpeg_decodes_in_draft_but_reports_its_full_size():
     assert 512 <= min(drafted.rgb.shape[:2]) < 1500  # decoded at a reduced scale
     a, b = prepare(drafted.rgb, Preprocess()), prepare(full.rgb, Preprocess())
     assert a.shape == b.shape and np.abs(a - b).mean() < 0.02  # the same picture
+
+
+def test_heic_where_the_codec_is_installed(tmp_path):
+    pytest.importorskip("pillow_heif")
+    from lookalike.decode import IMAGE_SUFFIXES
+
+    assert ".heic" in IMAGE_SUFFIXES  # folders pick HEIC files up
+    decoded = decode_bytes(encode(Image.new("RGB", (64, 48), (200, 30, 30)), "HEIF"), "x.heic")
+    assert decoded.format == "HEIF" and decoded.rgb.shape == (48, 64, 3)
+    assert abs(int(decoded.rgb[10, 10, 0]) - 200) < 12
