@@ -18,9 +18,9 @@ from lookalike.features.base import PreparedImage, block_histogram_distance, nor
 
 SEGMENT_FRAME = 128
 MIN_REGION_SHARE = 0.005
-ECCENTRICITY_EDGES = (0.5, 0.8, 0.95)
-SOLIDITY_EDGES = (0.6, 0.85)
-SIZE_EDGES = (0.01, 0.02, 0.05, 0.10, 0.25)
+ECCENTRICITY_CENTRES = (0.3, 0.7, 0.9, 0.99)  # round ... elongated
+SOLIDITY_CENTRES = (0.5, 0.75, 0.95)  # ragged ... convex
+SIZE_CENTRES = (-2.3, -1.9, -1.5, -1.1, -0.7, -0.3)  # log10 of the share of the image
 EDGE_TYPES = ("none", "vertical", "horizontal", "diagonal", "nondirectional")
 EDGE_BLOCK = 8
 EDGE_THRESHOLD = 0.04
@@ -35,19 +35,32 @@ def segment(rgb: np.ndarray) -> np.ndarray:
     return felzenszwalb(rgb, scale=600, sigma=0.8, min_size=90, channel_axis=-1)
 
 
+def soft_bin(value: float, centres: tuple[float, ...]) -> list[tuple[int, float]]:
+    """The two bins around `value` with triangular weights: a region whose elongation sits on a
+    bin edge counts half in each, so a small change never flips it whole."""
+    if value <= centres[0]:
+        return [(0, 1.0)]
+    if value >= centres[-1]:
+        return [(len(centres) - 1, 1.0)]
+    upper = int(np.searchsorted(centres, value))
+    frac = (value - centres[upper - 1]) / (centres[upper] - centres[upper - 1])
+    return [(upper - 1, 1.0 - frac), (upper, frac)]
+
+
 def region_histograms(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(eccentricity x solidity histogram, size-class histogram), both area-weighted."""
     total = labels.size
-    form = np.zeros((len(ECCENTRICITY_EDGES) + 1) * (len(SOLIDITY_EDGES) + 1))
-    sizes = np.zeros(len(SIZE_EDGES) + 1)
+    form = np.zeros(len(ECCENTRICITY_CENTRES) * len(SOLIDITY_CENTRES))
+    sizes = np.zeros(len(SIZE_CENTRES))
     for region in regionprops(labels + 1):
         share = region.area / total
         if share < MIN_REGION_SHARE:
             continue
-        ecc = np.searchsorted(ECCENTRICITY_EDGES, region.eccentricity)
-        sol = np.searchsorted(SOLIDITY_EDGES, region.solidity)
-        form[ecc * (len(SOLIDITY_EDGES) + 1) + sol] += share
-        sizes[np.searchsorted(SIZE_EDGES, share)] += share
+        for ecc, w_ecc in soft_bin(region.eccentricity, ECCENTRICITY_CENTRES):
+            for sol, w_sol in soft_bin(region.solidity, SOLIDITY_CENTRES):
+                form[ecc * len(SOLIDITY_CENTRES) + sol] += share * w_ecc * w_sol
+        for size, w_size in soft_bin(np.log10(share), SIZE_CENTRES):
+            sizes[size] += share * w_size
     return normalised_histogram(form), normalised_histogram(sizes)
 
 
@@ -83,12 +96,12 @@ def edge_histogram(types: np.ndarray) -> np.ndarray:
 
 class ShapeExtractor:
     name = "shape"
-    version = "2"
+    version = "3"
 
     def __init__(self) -> None:
         self.blocks = [
-            (len(ECCENTRICITY_EDGES) + 1) * (len(SOLIDITY_EDGES) + 1),
-            len(SIZE_EDGES) + 1,
+            len(ECCENTRICITY_CENTRES) * len(SOLIDITY_CENTRES),
+            len(SIZE_CENTRES),
             len(EDGE_TYPES),
         ]
         self.dim = sum(self.blocks)
