@@ -42,11 +42,15 @@ def main() -> None:
             for path in files[:queries]:
                 coll.search(path, top_k=10)
             search_ms = (time.perf_counter() - start) / queries * 1000
+            disk_per_image = coll.info()["bytes_on_disk"] / len(coll)
+            memory_per_image = sum(coll.index_for(a).matrix.nbytes for a in attributes) / len(coll)
     print(f"images: {len(files)}; attributes: {', '.join(attributes)}")
     print(f"decode + resize only : {baseline:8.1f} images/s (1 process)")
     print(f"lookalike index      : {indexing:8.1f} images/s (jobs={args.jobs or 'all cores'})")
     print(f"ratio index/baseline : {indexing / baseline:8.3f}")
     print(f"search by example    : {search_ms:8.1f} ms/query (includes query extraction)")
+    print(f"catalog on disk      : {disk_per_image / 1024:8.1f} KiB/image")
+    print(f"search indexes in RAM: {memory_per_image / 1024:8.1f} KiB/image")
 
 
 if __name__ == "__main__":
