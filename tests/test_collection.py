@@ -231,3 +231,41 @@ def test_search_and_add_by_url_on_loopback(coll, image_dir):
         assert hit.path == f"{base}/red.png" and hit.score == pytest.approx(0, abs=1e-6)
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "attributes,expected",
+    [
+        (["color", "perceptual"], {"color": 1.0}),
+        (["perceptual"], {"perceptual": 1.0}),
+        (["color", "color_location"], {"color": 0.6, "color_location": 0.4}),
+        (["texture", "shape"], {"texture": 0.35 / 0.5, "shape": 0.15 / 0.5}),
+    ],
+)
+def test_any_attribute_set_searches_with_default_weights(tmp_path, image_dir, attributes, expected):
+    with Collection.create(tmp_path / "c", attributes=attributes) as coll:
+        assert len(coll.search(image_dir / "red.png")) == 0  # an empty collection answers
+        coll.add([image_dir])
+        results = coll.search(image_dir / "red.png", top_k=None)
+        assert results.weights == pytest.approx(expected)
+        itself = next(h for h in results if Path(h.path).name == "red.png")
+        assert itself.score == pytest.approx(0, abs=1e-6)  # (flat images tie on texture)
+        assert results[0].score == pytest.approx(0, abs=1e-6)
+
+
+def test_empty_collection_answers_every_query_kind(tmp_path):
+    with Collection.create(tmp_path / "c", attributes=["color", "perceptual"]) as coll:
+        for kind in (
+            {"text": "cat"},
+            {"layout": "top blue"},
+            {"sketch": [["red"]]},
+            {"colors": "red"},
+            {"where": "price < 3"},
+        ):
+            assert len(coll.query(**kind)) == 0
+
+
+def test_bad_default_weights_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(WeightsError, match="unknown attribute"):
+        Collection.create(tmp_path / "c", attributes=["color"], default_weights={"deep": 1})
+    assert not (tmp_path / "c").exists()

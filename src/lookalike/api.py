@@ -29,9 +29,16 @@ from lookalike.features.base import Extractor
 from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
 from lookalike.features.whitening import Whitening, fit_pca_whitening, whitened_distance
 from lookalike.index.exact import ExactIndex
-from lookalike.scoring import check_threshold, fuse, is_similar, normalise_weights
+from lookalike.scoring import (
+    check_threshold,
+    default_weights_for,
+    fuse,
+    is_similar,
+    normalise_weights,
+)
 from lookalike.store.catalog import Catalog, ImageRecord, NewImage
 
+DEEP_DEFAULT_WEIGHT = 0.5  # the CNN is the strongest single attribute on every set measured
 UPLOADS = "uploads"  # folder inside a collection for originals of images added as bytes
 DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
@@ -146,17 +153,23 @@ class Collection:
                 raise CollectionError(
                     f"attribute {name!r} is unknown or its dependencies are missing"
                 )
+        if default_weights is not None:
+            normalise_weights(default_weights, specs, {})  # refuse bad weights before creating
+            weights = dict(default_weights)
+        else:
+            weights = default_weights_for(specs, {**DEFAULT_WEIGHTS, "deep": DEEP_DEFAULT_WEIGHT})
         path.mkdir(parents=True, exist_ok=True)
         catalog = Catalog(path, create=True)
-        catalog.set_meta("preprocess", (preprocess or Preprocess()).to_dict())
-        catalog.set_meta("attributes", specs)
-        catalog.set_meta("max_pixels", int(max_pixels))
-        catalog.set_meta("tag_floor", float(tag_floor))
-        weights = dict(default_weights or DEFAULT_WEIGHTS)
-        if "deep" in specs and default_weights is None:
-            weights["deep"] = 0.5
-        catalog.set_meta("default_weights", weights)
-        catalog.set_meta("created_at", time.time())
+        catalog.set_meta_many(  # one transaction: a collection is made whole or not at all
+            {
+                "preprocess": (preprocess or Preprocess()).to_dict(),
+                "attributes": specs,
+                "default_weights": weights,
+                "max_pixels": int(max_pixels),
+                "tag_floor": float(tag_floor),
+                "created_at": time.time(),
+            }
+        )
         return cls(path, catalog)
 
     @classmethod

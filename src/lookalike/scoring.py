@@ -65,11 +65,15 @@ def normalise_weights(
             raise WeightsError(f"weight for {name!r} must be between 0 and 1, got {value}")
     location = raw.pop("location", 0.0)
     if location > 0:
-        base = {a: raw.get(a, 0.0) for a in CONTENT_ATTRIBUTES if raw.get(a, 0.0) > 0}
+        base = {
+            a: raw.get(a, 0.0)
+            for a in CONTENT_ATTRIBUTES
+            if raw.get(a, 0.0) > 0 and LOCATION_OF[a] in available
+        }
         if not base:
             raise WeightsError(
-                "a location weight needs a colour, texture or shape weight above 0 "
-                "(location says where; they say what)"
+                "a location weight needs a colour, texture or shape weight above 0 whose "
+                "location variant this collection has (location says where; they say what)"
             )
         total_base = sum(base.values())
         for attribute, weight in base.items():
@@ -83,6 +87,22 @@ def normalise_weights(
         )
     total = sum(weights.values())
     return {name: value / total for name, value in weights.items()}
+
+
+def default_weights_for(
+    attributes: Iterable[str], preferred: Mapping[str, float]
+) -> dict[str, float]:
+    """The preferred default weights, cut down to the attributes a collection has (equal
+    weights when none of the preferred ones is there), so a collection of any attribute set
+    can be searched without naming weights."""
+    attributes = list(attributes)
+    kept = {name: w for name, w in preferred.items() if name in attributes and w > 0}
+    has_location = any(
+        base in kept and LOCATION_OF[base] in attributes for base in CONTENT_ATTRIBUTES
+    )
+    if preferred.get("location", 0) > 0 and has_location:
+        kept["location"] = preferred["location"]
+    return kept or {name: 1.0 for name in attributes}
 
 
 def fuse(distances: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:

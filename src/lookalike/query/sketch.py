@@ -288,7 +288,7 @@ def match_grid(grid: QueryGrid | np.ndarray, matrices: np.ndarray) -> GridMatch:
         )
     specified = cells >= 0
     agree = (stack == cells[None]) & specified[None]
-    matches = agree.reshape(len(stack), -1).sum(axis=1).astype(np.int64)
+    matches = agree.reshape(len(stack), cells.size).sum(axis=1).astype(np.int64)
     jaccard = matches / float(cells.size)
     count = int(specified.sum())
     share = matches / count if count else np.zeros(len(stack), dtype=np.float64)

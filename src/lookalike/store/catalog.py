@@ -167,11 +167,14 @@ class Catalog:
         return json.loads(rows[0][0]) if rows else default
 
     def set_meta(self, key: str, value: Any) -> None:
+        self.set_meta_many({key: value})
+
+    def set_meta_many(self, values: Mapping[str, Any]) -> None:
         with self.transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
+                [(key, json.dumps(value)) for key, value in values.items()],
             )
 
     def delete_meta(self, key: str) -> None:
