@@ -633,6 +633,9 @@ class Collection:
         assert ids is not None
         if allowed is not None:
             ids = np.intersect1d(ids, allowed)
+        if list(part_distances) == ["text"]:  # words alone: an image matching none is no answer
+            text_ids, text_distances = part_distances["text"]
+            ids = np.intersect1d(ids, text_ids[text_distances < 100.0])
         aligned = {
             name: query_parts.align(pid, d, ids) for name, (pid, d) in part_distances.items()
         }
