@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lookalike.errors import DecodeError, QueryError
+from lookalike.errors import QueryError
 from lookalike.features.perceptual import (
     MATRIX_SIZE,
     N_TERMS,
@@ -308,29 +308,14 @@ def _load_rgba(image: Any) -> np.ndarray:
             alpha = np.full(array.shape[:2] + (1,), 255, dtype=np.uint8)
             array = np.concatenate([array, alpha], axis=2)
         return np.ascontiguousarray(array)
-    # Pillow is needed only here: decode.py composites transparency onto white, which would
-    # erase the difference between "not drawn" and "drawn white" that a sketch depends on.
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if isinstance(image, str | os.PathLike):
+        from lookalike.decode import decode_rgba, read_source_bytes
+
         label = os.fspath(image)
-        try:
-            with Image.open(label) as opened:
-                opened.load()
-                img = opened.copy()
-        except FileNotFoundError:
-            raise DecodeError(label, "no such file") from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DecodeError(label, f"cannot read the sketch: {exc}") from None
-    elif isinstance(image, Image.Image):
-        img = image
-    else:
-        raise QueryError(
-            f"a drawing is a path, a PIL image or an array, not {type(image).__name__}"
-        )
-    img = ImageOps.exif_transpose(img) or img
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    return np.asarray(img.convert("RGBA" if has_alpha else "RGB").convert("RGBA"), dtype=np.uint8)
+        return decode_rgba(read_source_bytes(label), label)
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image already open
+        return _load_rgba(np.asarray(image.convert("RGBA"), dtype=np.uint8))
+    raise QueryError(f"a drawing is a path, a PIL image or an array, not {type(image).__name__}")
 
 
 __all__ = [
