@@ -156,6 +156,19 @@ def decode_rgba(data: bytes, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
     return _decode(data, label, _to_rgba, max_pixels, None).rgb
 
 
+def probe_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header without decoding its pixels; None if unreadable.
+
+    Lets a server refuse a decompression bomb by its declared size before any decoding."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Image.DecompressionBombError:
+        return (2**31, 1)  # far past any limit: refused as too many pixels
+    except Exception:
+        return None
+
+
 def read_source_bytes(
     source: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> bytes:

@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.api import Collection, SearchResults
+from lookalike.decode import probe_size
 from lookalike.errors import CollectionError, DecodeError, LookalikeError, QueryError
 from lookalike.server import thumbnails
 from lookalike.server.urls import FetchPolicy, UrlFetchError, fetch_url
@@ -323,7 +324,7 @@ async def read_upload(upload: UploadFile, settings: ServerSettings) -> bytes:
 
 def check_pixels(data: bytes, label: str, settings: ServerSettings) -> None:
     """Refuse (413) an image whose header declares more pixels than allowed, before decoding."""
-    size = thumbnails.probe_size(data)
+    size = probe_size(data)
     if size is None:
         return  # not readable as an image: the decoder will say why (400)
     width, height = size

@@ -83,25 +83,14 @@ class ThumbnailCache:
 
     def _make(self, record: ImageRecord, size: int, fetch_url) -> Thumbnail:
         data = read_original(record, fetch_url)
-        decoded = decode_bytes(data, f"image {record.id}", max_pixels=self.max_pixels)
+        decoded = decode_bytes(
+            data, f"image {record.id}", max_pixels=self.max_pixels, draft=2 * size
+        )
         image = Image.fromarray(decoded.rgb)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85, optimize=True)
         return Thumbnail(buffer.getvalue(), "image/jpeg", f'"{record.sha256[:24]}-{size}"')
-
-
-def probe_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from an image's header without decoding its pixels; None if unreadable.
-
-    Lets the server refuse a decompression bomb by its declared size before any decoding."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except Image.DecompressionBombError:
-        return (2**31, 1)  # far past any limit: refused as too many pixels
-    except Exception:
-        return None
 
 
 def is_url(path: str) -> bool:
