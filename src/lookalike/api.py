@@ -10,7 +10,6 @@ with Collection.open_or_create("photos.lookalike") as coll:
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import os
 import time
@@ -235,26 +234,16 @@ class Collection:
         report = ingest.IngestReport()
         states = self.catalog.file_states()
         versions = self.catalog.signature_versions()
-        todo: list[str] = []
-        for source in found:
-            known = states.get(source)
-            if ingest.is_url(source) or known is None:
-                todo.append(source)
-                continue
-            image_id, size, mtime, sha = known
-            try:
-                stat = os.stat(source)
-            except OSError as exc:
-                report.failed.append((source, f"cannot read: {exc.strerror or exc}"))
-                continue
-            current = self._is_current(versions.get(image_id, {}))
-            if current and stat.st_size == size and stat.st_mtime == mtime:
-                self._unchanged(report, source, image_id, metadata)
-            elif current and self._same_content(source, sha):
-                self.catalog.touch(image_id, stat.st_size, stat.st_mtime)
-                self._unchanged(report, source, image_id, metadata)
-            else:
-                todo.append(source)
+        work = ingest.plan(found, states, lambda i: self._is_current(versions.get(i, {})))
+        report.failed.extend(work.failed)
+        for source, image_id, new_facts in work.unchanged:
+            if new_facts is not None:
+                self.catalog.touch(image_id, *new_facts)
+            report.unchanged.append(source)
+            report.ids[source] = image_id
+            if source in metadata:
+                self.catalog.set_metadata(image_id, metadata[source], merge=False)
+        todo = work.todo
 
         total = len(todo)
         settings = self._settings()
@@ -291,25 +280,6 @@ class Collection:
             self.catalog.delete(image_id for image_id, _ in gone)
             report.removed.extend(path for _, path in gone)
         return report
-
-    def _unchanged(
-        self,
-        report: ingest.IngestReport,
-        source: str,
-        image_id: int,
-        metadata: Mapping[str, Mapping[str, Any]],
-    ) -> None:
-        report.unchanged.append(source)
-        report.ids[source] = image_id
-        if source in metadata:
-            self.catalog.set_metadata(image_id, metadata[source], merge=False)
-
-    @staticmethod
-    def _same_content(path: str, sha: str) -> bool:
-        try:
-            return hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
-        except OSError:
-            return False
 
     @staticmethod
     def _key(source: str | os.PathLike[str]) -> str:

@@ -9,6 +9,7 @@ prepared. Each image is committed on its own, so an interrupted run keeps all fi
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -106,6 +107,57 @@ def scan(
         else:
             found.append(str(path.resolve()) if path.exists() else text)
     return list(dict.fromkeys(found)), roots
+
+
+@dataclass
+class Plan:
+    """What a run must do: sources to describe, and known images to keep as they are.
+
+    `unchanged` holds (source, image id, new (size, mtime) or None): a file whose size or
+    mtime moved but whose content hash did not only needs its facts refreshed."""
+
+    todo: list[str] = field(default_factory=list)
+    unchanged: list[tuple[str, int, tuple[int, float] | None]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def plan(
+    found: Iterable[str],
+    states: Mapping[str, tuple[int, int, float, str]],
+    is_current: Callable[[int], bool],
+) -> Plan:
+    """Compare sources with the catalog (path -> (id, size, mtime, sha256)).
+
+    Unchanged = same size and mtime, or same content hash; and every signature current
+    (`is_current(id)`), else the image is described again. URLs are always fetched again."""
+    result = Plan()
+    for source in found:
+        known = states.get(source)
+        if is_url(source) or known is None:
+            result.todo.append(source)
+            continue
+        image_id, size, mtime, sha = known
+        try:
+            stat = os.stat(source)
+        except OSError as exc:
+            result.failed.append((source, f"cannot read: {exc.strerror or exc}"))
+            continue
+        if not is_current(image_id):
+            result.todo.append(source)
+        elif stat.st_size == size and stat.st_mtime == mtime:
+            result.unchanged.append((source, image_id, None))
+        elif _content_hash(source) == sha:
+            result.unchanged.append((source, image_id, (stat.st_size, stat.st_mtime)))
+        else:
+            result.todo.append(source)
+    return result
+
+
+def _content_hash(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 _WORKER_EXTRACTORS: dict[tuple, dict[str, Extractor]] = {}
