@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -93,15 +91,12 @@ def test_uint8_and_float_input_agree():
     assert np.array_equal(name_pixels(u8), name_pixels(u8.astype(np.float32) / 255.0))
 
 
-def test_naming_is_fast():
+def test_naming_of_a_full_frame_is_int8_terms():
+    # (speed lives in bench/bench_index.py, not in a timed unit test)
     image = np.random.default_rng(0).random((256, 256, 3), dtype=np.float32)
-    name_pixels(image)  # builds the lookup table once
-    start = time.perf_counter()
-    for _ in range(5):
-        names = name_pixels(image)
-    per_image = (time.perf_counter() - start) / 5
+    names = name_pixels(image)
     assert names.shape == (256, 256) and names.dtype == np.int8
-    assert per_image < 0.05, f"{per_image * 1000:.1f} ms per 256x256 image"
+    assert names.min() >= 0 and names.max() < len(TERMS)
 
 
 def test_histogram_shares_sum_to_one():

@@ -527,7 +527,7 @@ def test_slow_search_answers_408(coll, monkeypatch):
     real = coll.query
 
     def slow(*args, **kwargs):
-        time.sleep(0.6)
+        time.sleep(1.5)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(coll, "query", slow)
@@ -535,7 +535,7 @@ def test_slow_search_answers_408(coll, monkeypatch):
     response = client.post("/api/search", data={"id": 1})
     assert response.status_code == 408
     assert "longer than the limit of 0.2 s" in response.json()["detail"]
-    assert time.monotonic() - started < 0.55
+    assert time.monotonic() - started < 1.2  # answered without waiting for the slow search
 
 
 def test_collection_opens_once(shared_dir, monkeypatch):
