@@ -217,3 +217,86 @@ def test_vocabulary_vectors_are_kept_in_the_catalog(photos):
     )  # queries are not stored
     with Collection.open(coll.directory) as again:  # a new process-like opener reuses them
         assert again.query(text="kitten", top_k=1)[0].id == ids["chelsea"]
+
+
+def test_a_clip_style_text_tower_joins_text_search(tmp_path):
+    """A random 'CLIP' (image tower + text tower of the same width) proves the plumbing."""
+    import warnings
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from lookalike import semantic
+    from lookalike.errors import LookalikeError
+
+    class Text(nn.Module):
+        def __init__(self, width: int):
+            super().__init__()
+            self.embed = nn.Embedding(30522, width)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.embed(ids) * mask.unsqueeze(-1).float()  # (n, L, d): pooled by us
+
+    torch.manual_seed(0)
+    image_tower = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(
+            torch.jit.trace(image_tower.eval(), torch.rand(1, 3, 64, 64)),
+            str(tmp_path / "image.pt"),
+        )
+        torch.jit.save(torch.jit.script(Text(8).eval()), str(tmp_path / "text.pt"))
+        torch.jit.save(torch.jit.script(Text(5).eval()), str(tmp_path / "narrow.pt"))
+    images = tmp_path / "imgs"
+    write_samples(images, variants=(), names=("coffee", "rocket", "chelsea"))
+    cli = [sys.executable, "-m", "lookalike"]
+    coll_dir = str(tmp_path / "coll")
+    subprocess.run(
+        [
+            *cli,
+            "index",
+            str(images),
+            "-c",
+            coll_dir,
+            "--attributes",
+            "deep",
+            "--deep-model",
+            str(tmp_path / "image.pt"),
+        ],
+        check=True,
+        timeout=300,
+    )
+    tokenizer = str(semantic.model_path())
+    proc = subprocess.run(
+        [
+            *cli,
+            "text-tower",
+            "-c",
+            coll_dir,
+            "--model",
+            str(tmp_path / "text.pt"),
+            "--tokenizer",
+            tokenizer,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with Collection.open(coll_dir) as coll:
+        results = coll.query(text="a rocket on its launch pad", top_k=None)
+        assert results.explain["text"]["text_tower"].endswith("text.pt")
+        tower_vector = coll._text_tower().embed(["a rocket on its launch pad"])[0]
+        index = coll.index_for("deep")
+        cosines = index.matrix @ tower_vector / np.linalg.norm(index.matrix, axis=1)
+        pairs = zip(index.ids, cosines, strict=True)
+        expected = {int(i): 100 * (1 - c) for i, c in pairs if c > 0}
+        assert expected  # no image has a keyword here: whatever matches, the tower found it
+        assert {h.id: h.breakdown["text"] for h in results} == pytest.approx(expected, abs=1e-3)
+        with pytest.raises(LookalikeError, match="must come from one model"):
+            coll.set_text_tower(tmp_path / "narrow.pt", tokenizer)
+        with pytest.raises(LookalikeError, match="not found"):
+            coll.set_text_tower(tmp_path / "missing.pt", tokenizer)
+        assert coll.clear_text_tower() is True
+        assert "text_tower" not in coll.query(text="rocket", top_k=1).explain["text"]

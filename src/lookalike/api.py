@@ -26,6 +26,7 @@ from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
 from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
+from lookalike.features.text_tower import TextTower
 from lookalike.features.whitening import Whitening, fit_pca_whitening, whitened_distance
 from lookalike.index.exact import ExactIndex
 from lookalike.scoring import (
@@ -118,6 +119,7 @@ class Collection:
             )
         self._indexes: dict[str, ExactIndex] = {}
         self._whitenings: dict[str, tuple[float, Whitening]] = {}
+        self._tower: TextTower | None = None
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -485,6 +487,52 @@ class Collection:
         self._indexes.pop(attribute, None)
         return was
 
+    def set_text_tower(self, model: str | os.PathLike[str], tokenizer: str | os.PathLike[str]):
+        """Use a CLIP-style text tower (matching this collection's `deep` image tower) so that
+        text queries also match what images show; checked by embedding a word before saving."""
+        if "deep" not in self.attributes:
+            raise CollectionError("a text tower needs the 'deep' attribute (its image tower)")
+        tower = TextTower(str(Path(model).resolve()), str(Path(tokenizer).resolve()))
+        width = tower.embed(["a photo"]).shape[1]
+        if width != self.extractors["deep"].dim:
+            raise CollectionError(
+                f"the text tower gives {width}-d vectors but the deep attribute has "
+                f"{self.extractors['deep'].dim}: they must come from one model"
+            )
+        self.catalog.set_meta(
+            "text_tower", {"model": str(tower.model_path), "tokenizer": str(tower.tokenizer_path)}
+        )
+        self._tower = tower
+
+    def clear_text_tower(self) -> bool:
+        was = self.catalog.get_meta("text_tower") is not None
+        self.catalog.delete_meta("text_tower")
+        self._tower = None
+        return was
+
+    def _text_tower(self) -> TextTower | None:
+        spec = self.catalog.get_meta("text_tower")
+        if spec is None:
+            return None
+        if self._tower is None or str(self._tower.model_path) != spec["model"]:
+            self._tower = TextTower(spec["model"], spec["tokenizer"])
+        return self._tower
+
+    def _with_text_tower(
+        self, tower: TextTower, text: str, ids: np.ndarray, keyword_distances: np.ndarray
+    ) -> np.ndarray:
+        """Text distance = the nearer of keyword match and text-tower-to-image distance."""
+        vector = tower.embed([text])[0]
+        whitening = self._whitening("deep")
+        if whitening is not None:
+            vector = whitening.apply(vector[None, :])[0]
+        index = self.index_for("deep")
+        visual = np.full(len(ids), 100.0)
+        present = np.isin(ids, index.ids)
+        if present.any():
+            visual[present] = index.distances(vector, ids[present])
+        return np.minimum(keyword_distances, visual)
+
     def describe(self, image: ImageQuery) -> dict[str, np.ndarray]:
         """The signature of a query image: a stored image's own, or freshly extracted."""
         if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
@@ -568,7 +616,12 @@ class Collection:
             from lookalike.query.text import text_match
 
             match = text_match(self.catalog, text)
-            part_distances["text"] = (match.ids, match.distances)
+            text_distances = match.distances
+            tower = self._text_tower()
+            if tower is not None:
+                text_distances = self._with_text_tower(tower, text, match.ids, text_distances)
+                match.explain["text_tower"] = str(tower.model_path)
+            part_distances["text"] = (match.ids, text_distances)
             explain["text"] = match.explain
         per_image: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
         visual = {"sketch": sketch, "layout": layout, "colors": colors}

@@ -493,6 +493,31 @@ def whiten(
     )
 
 
+@app.command("text-tower")
+@friendly_errors
+def text_tower(
+    collection: CollectionOption,
+    model: Annotated[
+        Path | None, typer.Option(help="The text tower: a TorchScript or ONNX file.")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Its tokenizer: a local Hugging Face tokenizer folder.")
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="Stop using a text tower.")] = False,
+) -> None:
+    """Let text queries use a CLIP-style text tower that matches the collection's deep model."""
+    from lookalike.api import Collection
+
+    with Collection.open(collection) as coll:
+        if off:
+            out.print("text tower removed" if coll.clear_text_tower() else "none was set")
+            return
+        if model is None or tokenizer is None:
+            raise LookalikeError("give --model and --tokenizer (or --off)")
+        coll.set_text_tower(model, tokenizer)
+    out.print(f"text queries now also use {model}")
+
+
 app.command()(friendly_errors(serve))
 
 

@@ -18,8 +18,8 @@ Other models are given by path:
 
 Outputs of shape (n, c, h, w) are pooled; (n, d) are used as they are; anything else is refused.
 A CLIP-style *image tower* exported to TorchScript or ONNX works this way (choose
-`normalisation="clip"`); text towers are out of scope: text search goes through keywords and the
-sentence model in `lookalike.semantic`. No CLIP weights ship with lookalike; the loading code is
+`normalisation="clip"`); its text tower is loaded by `features/text_tower.py` and joins text
+search (`Collection.set_text_tower`). No CLIP weights ship with lookalike; the loading code is
 tested on small randomly initialised networks, so retrieval quality depends on the user's weights.
 
 Threads: torch is set, once per process, to `LOOKALIKE_TORCH_THREADS` if given, else left alone
