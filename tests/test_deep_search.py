@@ -298,5 +298,22 @@ def test_a_clip_style_text_tower_joins_text_search(tmp_path):
             coll.set_text_tower(tmp_path / "narrow.pt", tokenizer)
         with pytest.raises(LookalikeError, match="not found"):
             coll.set_text_tower(tmp_path / "missing.pt", tokenizer)
+        onnx = tmp_path / "text.onnx"  # the same tower as ONNX gives the same distances
+        pytest.importorskip("onnx")
+        ids = torch.ones((2, 5), dtype=torch.long)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                torch.jit.load(str(tmp_path / "text.pt")),
+                (ids, ids),
+                str(onnx),
+                input_names=["input_ids", "attention_mask"],
+                dynamo=False,
+                dynamic_axes={"input_ids": {0: "n", 1: "l"}, "attention_mask": {0: "n", 1: "l"}},
+            )
+        coll.set_text_tower(onnx, tokenizer)
+        again = coll.query(text="a rocket on its launch pad", top_k=None)
+        assert again.explain["text"]["text_tower"].endswith("text.onnx")
+        assert {h.id: h.breakdown["text"] for h in again} == pytest.approx(expected, abs=1e-2)
         assert coll.clear_text_tower() is True
         assert "text_tower" not in coll.query(text="rocket", top_k=1).explain["text"]
