@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import ingest
-from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, read_source_bytes
+from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, is_url, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
 from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
@@ -286,7 +286,7 @@ class Collection:
     @staticmethod
     def _key(source: str | os.PathLike[str]) -> str:
         text = os.fspath(source)
-        if ingest.is_url(text):
+        if is_url(text):
             return text
         return str(Path(text).expanduser().resolve())
 
@@ -376,7 +376,7 @@ class Collection:
             ingest.finish_batch([item], self.extractors, tag_floor=self.tag_floor)
             if isinstance(source, bytes):
                 self._keep_upload(data, name, item)
-            elif not ingest.is_url(label):
+            elif not is_url(label):
                 stat = os.stat(label)
                 item.size, item.mtime = stat.st_size, stat.st_mtime
             self.catalog.put_image(self._new_image(item, None), image_id=record.id)

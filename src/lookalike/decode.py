@@ -169,12 +169,17 @@ def probe_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+def is_url(source: str) -> bool:
+    """Whether a source names an http(s) URL rather than a file."""
+    return source.startswith(("http://", "https://"))
+
+
 def read_source_bytes(
     source: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> bytes:
     """Read a file path or an http(s) URL, bounded in size."""
     text = os.fspath(source)
-    if text.startswith(("http://", "https://")):
+    if is_url(text):
         return fetch_url(text, max_bytes=max_bytes)
     path = Path(text)
     try:
@@ -198,7 +203,7 @@ def fetch_url(
     url: str, *, max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = URL_TIMEOUT_S
 ) -> bytes:
     """Download an http(s) URL, refusing anything larger than `max_bytes`."""
-    if not url.startswith(("http://", "https://")):
+    if not is_url(url):
         raise DecodeError(url, "only http and https URLs can be fetched")
     request = urllib.request.Request(url, headers={"User-Agent": "lookalike/0.1"})
     try:

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.decode import IMAGE_SUFFIXES, Preprocess, decode_bytes, prepare, read_source_bytes
+from lookalike.decode import (
+    IMAGE_SUFFIXES,
+    Preprocess,
+    decode_bytes,
+    is_url,
+    prepare,
+    read_source_bytes,
+)
 from lookalike.errors import DecodeError
 from lookalike.features.base import Extractor, PreparedImage
 from lookalike.features.registry import create_extractor
@@ -71,10 +78,6 @@ class Extracted:
     signatures: dict[str, tuple[str, np.ndarray]]
     prepared: np.ndarray | None = None  # kept only when a batch extractor still needs it
     auto_keywords: list[tuple[str, float]] | None = None  # model tags, when a classifier ran
-
-
-def is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
 
 
 def scan(

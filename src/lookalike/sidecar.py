@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lookalike.decode import is_url
 from lookalike.errors import LookalikeError
 
 
@@ -64,7 +65,7 @@ def load_sidecar(file: str | Path) -> dict[str, dict[str, Any]]:
         if not path:
             raise LookalikeError(f"{file}: a metadata entry has no 'path'")
         text_path = str(path)
-        if not text_path.startswith(("http://", "https://")):
+        if not is_url(text_path):
             text_path = str((file.parent / text_path).resolve())
         out[text_path] = row
     return out

@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.api import Collection, SearchResults
-from lookalike.decode import probe_size
+from lookalike.decode import is_url, probe_size
 from lookalike.errors import CollectionError, DecodeError, LookalikeError, QueryError
 from lookalike.server import thumbnails
 from lookalike.server.urls import FetchPolicy, UrlFetchError, fetch_url
@@ -405,7 +405,7 @@ def parse_sketch(raw: Any) -> list[list[str | None]] | None:
 def public_record(record: ImageRecord, settings: ServerSettings) -> dict[str, Any]:
     """A record as clients see it: links instead of server paths (unless expose_paths)."""
     data = record.to_dict()
-    source = "url" if thumbnails.is_url(record.path) else "file"
+    source = "url" if is_url(record.path) else "file"
     if not settings.expose_paths and source == "file":
         data.pop("path")
     data["name"] = record.metadata.get("filename") or _basename(record.path)
@@ -423,7 +423,7 @@ def public_results(results: SearchResults, settings: ServerSettings) -> dict[str
     data = results.to_dict()
     for hit in data["results"]:
         path = hit.pop("path", "") if not settings.expose_paths else hit.get("path", "")
-        if thumbnails.is_url(path):
+        if is_url(path):
             hit["url"] = path
         hit["name"] = hit.get("metadata", {}).get("filename") or _basename(path)
         hit["thumbnail"] = f"/api/images/{hit['id']}/thumbnail"
@@ -811,7 +811,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
     )
     def original(image_id: int) -> Response:
         record = state_get(coll, image_id)
-        if thumbnails.is_url(record.path):
+        if is_url(record.path):
             return RedirectResponse(record.path, status_code=307)
         try:
             path, media_type = thumbnails.original_file(record)

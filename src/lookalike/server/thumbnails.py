@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lookalike.decode import decode_bytes, read_source_bytes
+from lookalike.decode import decode_bytes, is_url, read_source_bytes
 from lookalike.errors import DecodeError
 from lookalike.store.catalog import ImageRecord
 
@@ -91,10 +91,6 @@ class ThumbnailCache:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85, optimize=True)
         return Thumbnail(buffer.getvalue(), "image/jpeg", f'"{record.sha256[:24]}-{size}"')
-
-
-def is_url(path: str) -> bool:
-    return path.startswith(("http://", "https://"))
 
 
 def read_original(record: ImageRecord, fetch_url=None) -> bytes:
