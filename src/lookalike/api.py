@@ -120,6 +120,7 @@ class Collection:
         self._indexes: dict[str, ExactIndex] = {}
         self._whitenings: dict[str, tuple[float, Whitening]] = {}
         self._tower: TextTower | None = None
+        self._perceptual_split: tuple[ExactIndex, np.ndarray, np.ndarray] | None = None
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -687,8 +688,11 @@ class Collection:
         from lookalike.features.perceptual import split_perceptual
 
         index = self.index_for("perceptual")
-        hists, matrices = split_perceptual(index.matrix)
-        return index.ids, hists, matrices
+        cached = self._perceptual_split
+        if cached is None or cached[0] is not index:  # split once per index snapshot
+            cached = (index, *split_perceptual(index.matrix))
+            self._perceptual_split = cached
+        return index.ids, cached[1], cached[2]
 
     def _filter_ids(self, where: str) -> np.ndarray:
         """Ids of images passing a filter, compiled to parameterised SQL."""
