@@ -210,6 +210,12 @@ class Collection:
     def extractors(self) -> dict[str, Extractor]:
         return ingest.build_extractors(self.attributes)
 
+    def _describe_one(self, data: bytes, label: str, *, tags: bool = True) -> ingest.Extracted:
+        """Every attribute of one image, in this process (batch ones included)."""
+        item = ingest.describe_bytes(data, label, self._settings())
+        ingest.finish_batch([item], self.extractors, tags=tags, tag_floor=self.tag_floor)
+        return item
+
     def _is_current(self, versions: Mapping[str, str]) -> bool:
         return all(versions.get(name) == ex.version for name, ex in self.extractors.items())
 
@@ -345,8 +351,7 @@ class Collection:
         self, data: bytes, name: str, *, metadata: Mapping[str, Any] | None = None
     ) -> int:
         """Add an uploaded image (kept in the collection's uploads/ folder); returns its id."""
-        item = ingest.describe_bytes(data, name, self._settings())
-        ingest.finish_batch([item], self.extractors, tag_floor=self.tag_floor)
+        item = self._describe_one(data, name)
         self._keep_upload(data, name, item)
         meta = {"filename": Path(name).name, **dict(metadata or {})}
         return self._store(item, meta, ingest.IngestReport())
@@ -373,8 +378,7 @@ class Collection:
                 else self._key(name if isinstance(source, bytes) else source)
             )
             data = source if isinstance(source, bytes) else read_source_bytes(label)
-            item = ingest.describe_bytes(data, label, self._settings())
-            ingest.finish_batch([item], self.extractors, tag_floor=self.tag_floor)
+            item = self._describe_one(data, label)
             if isinstance(source, bytes):
                 self._keep_upload(data, name, item)
             elif not is_url(label):
@@ -558,8 +562,7 @@ class Collection:
         else:
             label = os.fspath(image)
             data = read_source_bytes(label)
-        item = ingest.describe_bytes(data, label, self._settings())
-        ingest.finish_batch([item], self.extractors, tags=False)
+        item = self._describe_one(data, label, tags=False)
         return {name: vec for name, (_, vec) in item.signatures.items()}
 
     def search(
