@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_image_dir
+from conftest import CLASSIC, make_image_dir
 
 from lookalike.api import Collection
 
@@ -28,17 +28,7 @@ def indexed(tmp_path_factory):
     image_dir = make_image_dir(tmp_path / "images")
     coll = tmp_path / "coll"
     (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    Collection.create(
-        coll,
-        attributes=[
-            "color",
-            "texture",
-            "shape",
-            "color_location",
-            "texture_location",
-            "shape_location",
-        ],
-    ).close()
+    Collection.create(coll, attributes=CLASSIC).close()
     proc = run("index", str(image_dir), "-c", str(coll))
     return coll, image_dir, proc
 
