@@ -55,10 +55,6 @@ class PreparedImage:
     def gray(self) -> np.ndarray:
         return skcolor.rgb2gray(self.rgb).astype(np.float32)
 
-    @cached_property
-    def gray_u8(self) -> np.ndarray:
-        return np.clip(self.gray * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
 
 @runtime_checkable
 class Extractor(Protocol):

@@ -42,10 +42,6 @@ LOCATION_OF = {
 }
 
 
-def known_attributes() -> list[str]:
-    return list(_FACTORIES)
-
-
 def _factory(name: str) -> Callable[..., Extractor]:
     try:
         module_name, attr = _FACTORIES[name].split(":")

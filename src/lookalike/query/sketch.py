@@ -122,11 +122,6 @@ class QueryGrid:
         return cls(resized)
 
     @classmethod
-    def from_terms(cls, rows: list[list[str | None]], size: int = MATRIX_SIZE) -> QueryGrid:
-        """From rows of colour words (any synonym or one-letter code) or None for open cells."""
-        return cls.from_json(rows, size)
-
-    @classmethod
     def from_text(cls, text: str, size: int = MATRIX_SIZE) -> QueryGrid:
         """From rows of colour words; '.', '-', '?' or '_' leave a cell open.
 
