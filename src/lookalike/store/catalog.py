@@ -183,34 +183,45 @@ class Catalog:
 
     # -- images ---------------------------------------------------------------------------------
 
-    def _record(self, row: tuple) -> ImageRecord:
-        keywords = self.query(
-            "SELECT keyword, source, score FROM keywords WHERE image_id = ? "
-            "ORDER BY source DESC, score DESC, keyword",
-            (row[0],),
-        )
-        return ImageRecord(
-            id=row[0],
-            path=row[1],
-            size=row[2],
-            mtime=row[3],
-            sha256=row[4],
-            width=row[5],
-            height=row[6],
-            format=row[7],
-            metadata=json.loads(row[8]),
-            added_at=row[9],
-            updated_at=row[10],
-            keywords=[(k, s, float(c)) for k, s, c in keywords],
-        )
+    def _records(self, where: str, params: list[Any]) -> list[ImageRecord]:
+        """Images matching `where`, with their keywords fetched in one more query (not one per
+        image), both under the lock so no write of this process lands between them."""
+        with self._lock:
+            rows = self.query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE {where}", params)
+            keywords: dict[int, list[tuple[str, str, float]]] = {r[0]: [] for r in rows}
+            if rows:
+                marks = ",".join("?" * len(rows))
+                for image_id, keyword, source, score in self.query(
+                    "SELECT image_id, keyword, source, score FROM keywords"
+                    f" WHERE image_id IN ({marks}) ORDER BY source DESC, score DESC, keyword",
+                    list(keywords),
+                ):
+                    keywords[image_id].append((keyword, source, float(score)))
+        return [
+            ImageRecord(
+                id=row[0],
+                path=row[1],
+                size=row[2],
+                mtime=row[3],
+                sha256=row[4],
+                width=row[5],
+                height=row[6],
+                format=row[7],
+                metadata=json.loads(row[8]),
+                added_at=row[9],
+                updated_at=row[10],
+                keywords=keywords[row[0]],
+            )
+            for row in rows
+        ]
 
     def get(self, image_id: int) -> ImageRecord | None:
-        rows = self.query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id = ?", (image_id,))
-        return self._record(rows[0]) if rows else None
+        found = self._records("id = ?", [image_id])
+        return found[0] if found else None
 
     def get_by_path(self, path: str) -> ImageRecord | None:
-        rows = self.query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE path = ?", (path,))
-        return self._record(rows[0]) if rows else None
+        found = self._records("path = ?", [path])
+        return found[0] if found else None
 
     def get_many(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         ids = list(ids)
@@ -218,10 +229,7 @@ class Catalog:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.query(
-                f"SELECT {_IMAGE_COLUMNS} FROM images WHERE id IN ({marks})", chunk
-            ):
-                out[row[0]] = self._record(row)
+            out.update((r.id, r) for r in self._records(f"id IN ({marks})", chunk))
         return out
 
     def count(self) -> int:
