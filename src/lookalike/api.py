@@ -13,7 +13,7 @@ import base64
 import io
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,7 @@ class Collection:
                 "installed (deep needs: pip install 'lookalike[deep]')"
             )
         self._indexes: dict[str, ExactIndex] = {}
-        self._whitenings: dict[str, tuple[float, Whitening]] = {}
+        self._whitenings: dict[str, tuple[Hashable, Whitening | None]] = {}
         self._tower: TextTower | None = None
         self._perceptual_split: tuple[ExactIndex, np.ndarray, np.ndarray] | None = None
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
@@ -452,12 +452,16 @@ class Collection:
         return index
 
     def _whitening(self, attribute: str) -> Whitening | None:
-        stored = self.catalog.get_meta(f"whitening:{attribute}")
-        if stored is None:
-            return None
+        """The attribute's whitening, re-read from the catalog only after it has changed (the
+        stored matrix is megabytes of JSON: not something to parse on every query)."""
+        token = self.catalog.change_token()
         cached = self._whitenings.get(attribute)
-        if cached is None or cached[0] != stored["fitted_at"]:
-            cached = (stored["fitted_at"], Whitening.from_bytes(base64.b64decode(stored["data"])))
+        if cached is None or cached[0] != token:
+            stored = self.catalog.get_meta(f"whitening:{attribute}")
+            whitening = (
+                None if stored is None else Whitening.from_bytes(base64.b64decode(stored["data"]))
+            )
+            cached = (token, whitening)
             self._whitenings[attribute] = cached
         return cached[1]
 
