@@ -89,6 +89,7 @@ def test_sketch_with_unspecified_cells(coll):
     results = coll.query(sketch=sketch, top_k=6)
     assert names(results)[0] == "yellow_left_red_right"
     assert results.explain["sketch"]["specified_cells"] == 128
+    assert results[0].score == pytest.approx(0, abs=1e-6)  # every drawn cell is there
     best = results[0].details["sketch"]  # both of the paper's coefficients, per image
     assert best["simple_matching"] == 128 and best["jaccard"] == pytest.approx(0.5)
     assert best["specified_share"] == pytest.approx(1.0)
