@@ -227,12 +227,13 @@ class UploadsCheck:
         from lookalike.api import UPLOADS
 
         folder = (coll.directory / UPLOADS).resolve()
-        images = coll.catalog.upload_images(str(folder))
+        images = coll.catalog.upload_images()
         findings = [
             Finding(self.name, f"image {image_id}", f"stored upload {path} is gone", image_id)
             for image_id, path in images
-            if not Path(path).is_file()
+            if Path(path).parent == folder and not Path(path).is_file()
         ]
+        # by name, wherever the uploads folder was: a moved collection's files are not orphans
         referenced = {Path(path).name for _, path in images}
         if folder.is_dir():
             findings += [

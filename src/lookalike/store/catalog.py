@@ -560,15 +560,15 @@ class Catalog:
             )
             conn.execute("INSERT INTO search_text(search_text) VALUES ('rebuild')")
 
-    def upload_images(self, folder: str) -> list[tuple[int, str]]:
-        """(id, path) of images whose file lies directly in `folder` (the uploads folder)."""
-        prefix = folder.rstrip("/") + "/"
+    def upload_images(self) -> list[tuple[int, str]]:
+        """(id, path) of images whose file lies in a folder named `uploads` (the collection's,
+        or, for a collection that was moved, the one it was in)."""
         return [
             (image_id, path)
             for image_id, path in self.query(
-                "SELECT id, path FROM images WHERE substr(path, 1, ?) = ?", (len(prefix), prefix)
+                "SELECT id, path FROM images WHERE instr(path, '/uploads/') > 0"
             )
-            if "/" not in path[len(prefix) :]
+            if Path(path).parent.name == "uploads"
         ]
 
     def images_with_hash(self, sha256: str) -> list[tuple[int, str]]:
