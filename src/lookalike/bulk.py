@@ -93,7 +93,8 @@ def _matrix(name: str, values: Any, count: int, dim: int) -> np.ndarray:
         )
     if array.shape[0] != count:
         raise LookalikeError(f"{name}: {array.shape[0]} rows for {count} paths")
-    matrix = np.ascontiguousarray(array, dtype=np.float32)
+    with np.errstate(over="ignore"):  # an overflow becomes infinity, refused just below
+        matrix = np.ascontiguousarray(array, dtype=np.float32)
     finite = np.isfinite(matrix).all(axis=1)  # after the cast: 1e300 overflows float32
     if not finite.all():
         raise LookalikeError(
