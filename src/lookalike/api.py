@@ -10,13 +10,14 @@ with Collection.open_or_create("photos.lookalike") as coll:
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import os
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -38,10 +39,32 @@ from lookalike.scoring import (
 )
 from lookalike.store.catalog import Catalog, ImageRecord, NewImage
 
+if TYPE_CHECKING:
+    from lookalike.check import CheckReport
+
 DEEP_DEFAULT_WEIGHT = 0.5  # the CNN is the strongest single attribute on every set measured
 UPLOADS = "uploads"  # folder inside a collection for originals of images added as bytes
 DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
+
+
+ON_DUPLICATE = ("keep", "replace-metadata")  # what add_bytes does with an identical upload
+
+
+class AddedImage(int):
+    """The id of an added image (an int: callers that want only the id use it as one) that
+    also says whether the call created it (False: identical bytes were already stored)."""
+
+    created: bool
+
+    def __new__(cls, image_id: int, *, created: bool) -> AddedImage:
+        added = super().__new__(cls, image_id)
+        added.created = created
+        return added
+
+    @property
+    def id(self) -> int:
+        return int(self)
 
 
 @dataclass(frozen=True)
@@ -348,13 +371,67 @@ class Collection:
             file.unlink(missing_ok=True)
 
     def add_bytes(
-        self, data: bytes, name: str, *, metadata: Mapping[str, Any] | None = None
-    ) -> int:
-        """Add an uploaded image (kept in the collection's uploads/ folder); returns its id."""
-        item = self._describe_one(data, name)
-        self._keep_upload(data, name, item)
+        self,
+        data: bytes,
+        name: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        on_duplicate: str = "keep",
+    ) -> AddedImage:
+        """Add an uploaded image (kept in the collection's uploads/ folder, named by its content
+        hash); returns its id, an int that also says whether this call `created` the image.
+
+        Bytes identical to a stored upload are never stored twice: the existing image's id
+        comes back with `created=False`. Its metadata stays as it is (`on_duplicate="keep"`,
+        the default) or is replaced by this call's (`on_duplicate="replace-metadata"`)."""
+        if on_duplicate not in ON_DUPLICATE:
+            raise LookalikeError(f"on_duplicate must be one of {', '.join(ON_DUPLICATE)}")
         meta = {"filename": Path(name).name, **dict(metadata or {})}
-        return self._store(item, meta, ingest.IngestReport())
+        image_id = self._stored_upload(hashlib.sha256(data).hexdigest())
+        if image_id is None:
+            item = self._describe_one(data, name)
+            self._keep_upload(data, name, item)
+            image_id, created = self.catalog.put_image(
+                self._new_image(item, meta), only_if_new=True
+            )
+            if created:
+                return AddedImage(image_id, created=True)
+        if on_duplicate == "replace-metadata":
+            self.catalog.set_metadata(image_id, meta, merge=False)
+        return AddedImage(image_id, created=False)
+
+    def _stored_upload(self, sha256: str) -> int | None:
+        """The id of the upload whose bytes hash to `sha256`, if there is one."""
+        folder = (self.directory / UPLOADS).resolve()
+        for image_id, path in self.catalog.images_with_hash(sha256):
+            if Path(path).parent == folder:
+                return image_id
+        return None
+
+    def add_vectors(
+        self,
+        paths: Sequence[str],
+        vectors: Mapping[str, np.ndarray],
+        metadata: Sequence[Mapping[str, Any] | str | None] | None = None,
+    ) -> list[int]:
+        """Add images whose signatures were computed elsewhere, without decoding anything.
+
+        `vectors` maps every attribute of the collection to a matrix with one row per path
+        (searches need each image's signature in every attribute, so a subset is refused);
+        `metadata` gives each image a dict (or its JSON text). Paths need no file on disk;
+        paths already in the collection are refused. Everything is validated before anything
+        is written, then written in one transaction: all images are added, or none.
+        Returns the new ids, in the order of `paths`."""
+        from lookalike.bulk import validate_vectors
+
+        rows = validate_vectors(paths, vectors, metadata, self.extractors)
+        return self.catalog.put_imported(rows.paths, rows.signatures, rows.metadata)
+
+    def check(self, *, repair: bool = False) -> CheckReport:
+        """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
+        from lookalike.check import run_checks
+
+        return run_checks(self, repair=repair)
 
     def update(
         self,

@@ -518,6 +518,108 @@ def text_tower(
     out.print(f"text queries now also use {model}")
 
 
+CHECK_PROBLEMS_EXIT = 2  # `check`: problems found (or, with --repair, left); 1 = could not run
+
+
+@app.command()
+@friendly_errors
+def check(
+    collection: CollectionOption,
+    repair: Annotated[
+        bool, typer.Option(help="Repair what can be: re-extract, rebuild, drop orphans.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify a collection: the SQLite file, signatures, full text, uploads, settings, derived
+    files. Exit code 0: healthy; 2: problems found (with --repair: problems that remain)."""
+    import sqlite3
+
+    from lookalike.api import Collection
+
+    try:
+        with Collection.open(collection) as coll:
+            report = coll.check(repair=repair)
+    except sqlite3.DatabaseError as exc:
+        err.print(f"[red]error:[/red] {collection}: catalog too damaged to open ({exc})")
+        raise typer.Exit(CHECK_PROBLEMS_EXIT) from None
+    if as_json:
+        out.print_json(data=report.to_dict())
+    else:
+        print_check_report(report)
+    if not report.healthy:
+        raise typer.Exit(CHECK_PROBLEMS_EXIT)
+
+
+def print_check_report(report: Any) -> None:
+    for finding in report.found:
+        line = f"  {finding.check:<10} {finding.subject}: {finding.problem}"
+        if finding.action:
+            line += f"\n  {'':<10} -> {finding.action}"
+        out.print(line, highlight=False)
+    summary = f"{len(report.found)} problem(s) found"
+    if report.repaired:
+        fixed = sum(f.repaired for f in report.found)
+        summary += f", {fixed} repaired, {len(report.remaining)} remain"
+    out.print(f"checked {', '.join(report.checks)}: {summary}", highlight=False)
+    if report.repaired and report.remaining:
+        for finding in report.remaining:
+            out.print(f"  still: {finding.subject}: {finding.problem}", highlight=False)
+
+
+@app.command("import")
+@friendly_errors
+def import_vectors(
+    file: Annotated[Path, typer.Argument(help=".npz or .parquet: path, one column per attribute.")],
+    collection: CollectionOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the new ids as JSON.")] = False,
+) -> None:
+    """Add precomputed signatures without decoding images; all rows or none. A missing
+    collection is created with the file's attributes."""
+    from lookalike.api import Collection
+    from lookalike.bulk import check_versions, read_vector_file
+
+    found = read_vector_file(file)
+    created = not (collection / "catalog.sqlite").exists()
+    folder_existed = collection.exists()
+    try:
+        with Collection.open_or_create(collection, attributes=list(found.vectors)) as coll:
+            check_versions(found, coll.extractors)
+            ids = coll.add_vectors(found.paths, found.vectors, found.metadata)
+    except BaseException:
+        if created:  # a refused import leaves no empty collection behind
+            _remove_new_collection(collection, keep_folder=folder_existed)
+        raise
+    if as_json:
+        out.print_json(data={"added": len(ids), "ids": ids})
+    else:
+        out.print(f"{len(ids)} added (ids {ids[0]}..{ids[-1]})")
+
+
+def _remove_new_collection(collection: Path, *, keep_folder: bool) -> None:
+    import shutil
+
+    if keep_folder:
+        for name in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"):
+            (collection / name).unlink(missing_ok=True)
+    else:
+        shutil.rmtree(collection, ignore_errors=True)
+
+
+@app.command()
+@friendly_errors
+def export(
+    file: Annotated[Path, typer.Argument(help="Where to write: .npz or .parquet.")],
+    collection: CollectionOption,
+) -> None:
+    """Write every image's signatures, path and metadata, for `lookalike import` elsewhere."""
+    from lookalike.api import Collection
+    from lookalike.bulk import export_vectors
+
+    with Collection.open(collection) as coll:
+        count = export_vectors(coll.catalog, coll.extractors, file)
+    out.print(f"{count} images exported to {file}")
+
+
 app.command()(friendly_errors(serve))
 
 

@@ -111,6 +111,13 @@ def _metadata_text(metadata: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def search_text_of(keywords: Iterable[str], metadata: Mapping[str, Any]) -> str:
+    """The full-text row of one image: its keywords (user and model) and metadata strings."""
+    return " ; ".join(
+        [*keywords, *_metadata_text({k: v for k, v in metadata.items() if k != "keywords"})]
+    )
+
+
 class Catalog:
     """Typed access to catalog.sqlite."""
 
@@ -252,15 +259,21 @@ class Catalog:
             out.setdefault(image_id, {})[attribute] = version
         return out
 
-    def put_image(self, image: NewImage, *, image_id: int | None = None) -> tuple[int, bool]:
+    def put_image(
+        self, image: NewImage, *, image_id: int | None = None, only_if_new: bool = False
+    ) -> tuple[int, bool]:
         """Insert or replace the image at `image.path` with its signatures; (id, was_new).
 
-        With `image_id`, that image is replaced in place (same id, possibly a new path)."""
+        With `image_id`, that image is replaced in place (same id, possibly a new path).
+        With `only_if_new`, an image already at `image.path` is left untouched (decided in the
+        same transaction, so two identical uploads at once cannot both write)."""
         now = time.time()
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT id, metadata FROM images WHERE path = ?", (image.path,)
             ).fetchone()
+            if only_if_new and row is not None:
+                return int(row[0]), False
             if image_id is not None:
                 if row is not None and row[0] != image_id:
                     raise CollectionError(f"{image.path} is already image {row[0]}")
@@ -285,7 +298,8 @@ class Catalog:
                 image_id = row[0]
                 conn.execute(
                     "UPDATE images SET path = ?, size = ?, mtime = ?, sha256 = ?, width = ?,"
-                    " height = ?, format = ?, metadata = ?, updated_at = ? WHERE id = ?",
+                    " height = ?, format = ?, metadata = ?, updated_at = ?, origin = 'decoded'"
+                    " WHERE id = ?",
                     (image.path, *facts, metadata_json, now, image_id),
                 )
             for attribute, (version, vector) in image.signatures.items():
@@ -341,9 +355,7 @@ class Catalog:
             k
             for (k,) in conn.execute("SELECT keyword FROM keywords WHERE image_id = ?", (image_id,))
         ]
-        text = " ; ".join(
-            words + _metadata_text({k: v for k, v in metadata.items() if k != "keywords"})
-        )
+        text = search_text_of(words, metadata)
         conn.execute("DELETE FROM search_text WHERE rowid = ?", (image_id,))
         conn.execute("INSERT INTO search_text(rowid, text) VALUES (?, ?)", (image_id, text))
 
@@ -410,3 +422,160 @@ class Catalog:
 
     def keyword_vocabulary(self) -> list[str]:
         return [k for (k,) in self.query("SELECT DISTINCT keyword FROM keywords ORDER BY keyword")]
+
+    # -- bulk import ------------------------------------------------------------------------------
+
+    def put_imported(
+        self,
+        paths: list[str],
+        signatures: Mapping[str, tuple[str, np.ndarray]],
+        metadata: list[dict[str, Any]],
+    ) -> list[int]:
+        """Insert images whose signatures were computed elsewhere (attribute -> (version,
+        matrix), one row per path): all of them or, on any error, none (one transaction).
+
+        Ids are assigned above the high-water mark inside the transaction, so the rows go in
+        with `executemany` instead of one statement and one id lookup per image."""
+        now = time.time()
+        with self.transaction() as conn:
+            for start in range(0, len(paths), 500):
+                chunk = paths[start : start + 500]
+                taken = conn.execute(
+                    f"SELECT path FROM images WHERE path IN ({','.join('?' * len(chunk))}) LIMIT 1",
+                    chunk,
+                ).fetchone()
+                if taken is not None:
+                    raise CollectionError(f"{taken[0]} is already in the collection")
+            first = 1 + max(
+                conn.execute("SELECT coalesce(max(id), 0) FROM images").fetchone()[0],
+                conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'images'"
+                ).fetchone()[0],
+            )
+            ids = list(range(first, first + len(paths)))
+            texts = [json.dumps(m, ensure_ascii=False, sort_keys=True) for m in metadata]
+            conn.executemany(
+                "INSERT INTO images(id, path, size, mtime, sha256, width, height, format,"
+                " metadata, added_at, updated_at, origin)"
+                " VALUES (?, ?, 0, 0, '', 0, 0, '', ?, ?, ?, 'imported')",
+                zip(ids, paths, texts, [now] * len(ids), [now] * len(ids), strict=True),
+            )
+            for attribute, (version, matrix) in signatures.items():
+                rows = np.ascontiguousarray(matrix, dtype="<f4")
+                conn.executemany(
+                    "INSERT INTO signatures(image_id, attribute, version, vector)"
+                    " VALUES (?, ?, ?, ?)",
+                    (
+                        (image_id, attribute, version, rows[i].tobytes())
+                        for i, image_id in enumerate(ids)
+                    ),
+                )
+            conn.executemany(
+                "INSERT INTO keywords(image_id, keyword, source, score) VALUES (?, ?, 'user', 1)",
+                (
+                    (image_id, keyword)
+                    for image_id, meta in zip(ids, metadata, strict=True)
+                    for keyword in dict.fromkeys(_user_keywords(meta))
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO search_text(rowid, text) VALUES (?, ?)",
+                (
+                    (image_id, search_text_of(dict.fromkeys(_user_keywords(meta)), meta))
+                    for image_id, meta in zip(ids, metadata, strict=True)
+                ),
+            )
+        return ids
+
+    # -- checking and repair (see lookalike.check) -------------------------------------------------
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own verdict on the file, then rows whose image is gone; [] when sound."""
+        found = [r[0] for r in self.query("PRAGMA integrity_check") if r[0] != "ok"]
+        found += [
+            f"{table} row {rowid} points at missing {parent}"
+            for table, rowid, parent, _ in self.query("PRAGMA foreign_key_check")
+        ]
+        return found
+
+    def reindex_and_drop_dangling(self) -> None:
+        """Rebuild every index (corrupt index pages are the repairable kind of damage) and
+        delete signature and keyword rows whose image is gone."""
+        with self.transaction() as conn:
+            conn.execute("REINDEX")
+            for table in ("signatures", "keywords"):
+                conn.execute(f"DELETE FROM {table} WHERE image_id NOT IN (SELECT id FROM images)")
+
+    def signature_facts(self, after_id: int, limit: int) -> list[tuple[int, str, str, bytes]]:
+        """(image id, attribute, version, vector) of images with ids in (after_id, ...], in id
+        order, `limit` images at most: a check streams the signatures instead of loading all."""
+        return self.query(
+            "SELECT s.image_id, s.attribute, s.version, s.vector FROM signatures s"
+            " WHERE s.image_id IN (SELECT id FROM images WHERE id > ? ORDER BY id LIMIT ?)"
+            " ORDER BY s.image_id",
+            (after_id, limit),
+        )
+
+    def image_ids_after(self, after_id: int, limit: int) -> list[tuple[int, str, str]]:
+        """(id, path, origin) of the next `limit` images after `after_id`, in id order."""
+        return self.query(
+            "SELECT id, path, origin FROM images WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+
+    def search_text_problems(self) -> tuple[dict[int, str], list[int], bool]:
+        """(expected text of images whose full-text row is missing or differs, rowids with no
+        image, whether FTS5's own integrity-check passes)."""
+        expected: dict[int, list[str]] = {}
+        with self._lock:
+            for image_id, metadata in self.query("SELECT id, metadata FROM images"):
+                expected[image_id] = [metadata]
+            for image_id, keyword in self.query(
+                "SELECT image_id, keyword FROM keywords ORDER BY image_id"
+            ):
+                if image_id in expected:
+                    expected[image_id].append(keyword)
+            stored = dict(self.query("SELECT rowid, text FROM search_text"))
+        wrong: dict[int, str] = {}
+        for image_id, (metadata, *keywords) in expected.items():
+            text = search_text_of(keywords, json.loads(metadata))
+            have = stored.get(image_id)
+            if have is None or sorted(have.split(" ; ")) != sorted(text.split(" ; ")):
+                wrong[image_id] = text
+        extra = sorted(set(stored) - set(expected))
+        try:
+            self.query("INSERT INTO search_text(search_text) VALUES ('integrity-check')")
+            sound = True
+        except sqlite3.DatabaseError:
+            sound = False
+        return wrong, extra, sound
+
+    def rewrite_search_text(self, texts: Mapping[int, str], extra: Iterable[int]) -> None:
+        """Put the given full-text rows in place, delete rows of no image, rebuild FTS5's index."""
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM search_text WHERE rowid = ?", [(i,) for i in extra])
+            conn.executemany("DELETE FROM search_text WHERE rowid = ?", [(i,) for i in texts])
+            conn.executemany(
+                "INSERT INTO search_text(rowid, text) VALUES (?, ?)", list(texts.items())
+            )
+            conn.execute("INSERT INTO search_text(search_text) VALUES ('rebuild')")
+
+    def upload_images(self) -> list[tuple[int, str]]:
+        """(id, path) of images whose file lies in a folder named `uploads` (the collection's,
+        or, for a collection that was moved, the one it was in)."""
+        return [
+            (image_id, path)
+            for image_id, path in self.query(
+                "SELECT id, path FROM images WHERE instr(path, '/uploads/') > 0"
+            )
+            if Path(path).parent.name == "uploads"
+        ]
+
+    def images_with_hash(self, sha256: str) -> list[tuple[int, str]]:
+        """(id, path) of images whose source bytes hash to `sha256`."""
+        return self.query("SELECT id, path FROM images WHERE sha256 = ?", (sha256,))
+
+    def origin_of(self, image_id: int) -> str | None:
+        """'decoded' (signatures extracted from its pixels) or 'imported' (given as vectors)."""
+        rows = self.query("SELECT origin FROM images WHERE id = ?", (image_id,))
+        return rows[0][0] if rows else None

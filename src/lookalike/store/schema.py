@@ -58,6 +58,41 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (text, model)
     );
     """,
+    # 3: ids are never reused (AUTOINCREMENT: a deleted id is not handed to the next image, so
+    # a stale bookmark or DELETE cannot reach another image), and each image records where its
+    # signatures came from: 'decoded' (extracted here from its pixels) or 'imported' (vectors
+    # given by the user, no pixels to re-read). SQLite cannot add AUTOINCREMENT to a table, so
+    # `images` is rebuilt with the same ids (signatures, keywords and the full-text rowids keep
+    # pointing at them); foreign keys are off meanwhile (see `migrate`).
+    """
+    CREATE TABLE images_v3 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        path       TEXT NOT NULL UNIQUE,  -- absolute file path, URL, or a file under uploads/
+        size       INTEGER NOT NULL,      -- bytes of the source file (0 when imported)
+        mtime      REAL NOT NULL,         -- source modification time (0 for URLs and uploads)
+        sha256     TEXT NOT NULL,         -- content hash of the source bytes ('' when imported)
+        width      INTEGER NOT NULL,      -- pixels after EXIF orientation (0 when imported)
+        height     INTEGER NOT NULL,
+        format     TEXT NOT NULL,         -- Pillow's format name, e.g. 'JPEG'
+        metadata   TEXT NOT NULL DEFAULT '{}',  -- JSON object given by the user
+        added_at   REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        origin     TEXT NOT NULL DEFAULT 'decoded'  -- 'decoded' or 'imported'
+    );
+    INSERT INTO images_v3(id, path, size, mtime, sha256, width, height, format, metadata,
+                          added_at, updated_at)
+        SELECT id, path, size, mtime, sha256, width, height, format, metadata,
+               added_at, updated_at FROM images;
+    -- the high-water mark: the largest id ever seen, the full-text rowids included (an image
+    -- deleted before this migration may have left the newest id behind nowhere else)
+    DELETE FROM sqlite_sequence WHERE name = 'images_v3';
+    INSERT INTO sqlite_sequence(name, seq) SELECT 'images_v3', max(
+        coalesce((SELECT max(id) FROM images), 0),
+        coalesce((SELECT max(rowid) FROM search_text), 0));
+    DROP TABLE images;
+    ALTER TABLE images_v3 RENAME TO images;
+    CREATE INDEX images_sha256 ON images(sha256);
+    """,
 ]
 
 
@@ -72,9 +107,28 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"({len(MIGRATIONS)}): upgrade lookalike"
         )
     for number in range(current, len(MIGRATIONS)):
+        _apply(conn, number)
+    return len(MIGRATIONS)
+
+
+def _apply(conn: sqlite3.Connection, number: int) -> None:
+    """Apply migration `number` (0-based) as one atomic step; if another process applied it
+    meanwhile, this one's attempt fails on the existing tables and is rolled back.
+
+    Foreign keys are switched off meanwhile (rebuilding a table would otherwise cascade-delete
+    every signature; the pragma is a no-op inside a transaction)."""
+    enforced = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+    conn.execute("PRAGMA foreign_keys = OFF")
+    try:
         # executescript runs outside Python's implicit transactions: BEGIN/COMMIT make each
         # migration and its version bump one atomic step.
         conn.executescript(
-            f"BEGIN; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+            f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
         )
-    return len(MIGRATIONS)
+    except sqlite3.DatabaseError:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if conn.execute("PRAGMA user_version").fetchone()[0] <= number:
+            raise
+    finally:
+        conn.execute(f"PRAGMA foreign_keys = {'ON' if enforced else 'OFF'}")
