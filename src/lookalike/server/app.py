@@ -214,10 +214,11 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^/\s'\"]+/)+([^/\s'\"]*)")
 def scrub(message: str, directory: Path | None = None) -> str:
     """A message without absolute server paths: the collection folder and any other absolute
     path are reduced to their last component (URLs are left alone)."""
+    message = _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", message)
     if directory is not None:
         for form in {str(directory), str(directory.resolve())}:
             message = message.replace(form, "<collection>")
-    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", message)
+    return message
 
 
 def _too_large(message: str) -> ApiError:
