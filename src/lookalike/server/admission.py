@@ -150,3 +150,19 @@ def budget_threads(*, torch_needed: bool = False) -> dict[str, Any]:
         torch.set_num_threads(1)
         done["torch"] = torch.get_num_threads()
     return done
+
+
+def thread_report() -> dict[str, int | None]:
+    """Threads each native pool would use now (for /api/info): the budget, as measured."""
+    import sys
+
+    blas = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [pool["num_threads"] for pool in threadpool_info()]
+        blas = max(pools) if pools else None
+    except ImportError:
+        pass
+    torch = sys.modules.get("torch")
+    return {"blas": blas, "torch": torch.get_num_threads() if torch is not None else None}

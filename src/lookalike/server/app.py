@@ -56,6 +56,7 @@ from lookalike.server.admission import (
     allowed_host,
     allowed_host_names,
     budget_threads,
+    thread_report,
 )
 from lookalike.server.inputs import (
     MAX_ID,
@@ -923,7 +924,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 "colors": colour_grid,
             },
             "palette": palette(),
-            "server": settings.public(),
+            "server": {**settings.public(), "threads": thread_report()},
         }
 
     # -- images ---------------------------------------------------------------------------
