@@ -1,13 +1,15 @@
-"""Search load over HTTP on loopback, against the same searches called in-process.
+"""Search load over HTTP on loopback while images are added and deleted, against the same
+searches called in-process.
 
-Starts `lookalike`'s server in a subprocess on 127.0.0.1 (a free port), sends a bounded number
-of searches from a bounded number of concurrent clients, and prints throughput and p50/p99
-latency. The baseline runs the very same searches through `Collection.search` in this process
-with the same number of threads, so the ratio is what HTTP, multipart parsing, JSON and the
-server's thread hand-off cost on top of the engine.
-
-Two kinds of search: by the id of a stored image (ranking only) and by an uploaded image
-(decoding and feature extraction too).
+Starts `lookalike serve -c COLL --port P` as a subprocess on 127.0.0.1 (the command users run),
+sends a bounded number of searches from a bounded number of concurrent clients, by stored id
+and by uploaded image, while one more client keeps adding images and deleting the ones it added.
+It checks every answer: no 5xx (a 503 with Retry-After is load shedding: counted, waited for and
+retried), no torn result (every hit's id is fetchable, or a clean 404 for an image deleted
+meanwhile), no hit for an image whose deletion finished before the search started, no id twice.
+It prints throughput and p50/p99 latency per kind. The baseline runs the same searches through
+`Collection.search` in this process with the same number of threads, so the ratio is what HTTP,
+multipart parsing, JSON and the server's gates cost on top of the engine.
 
     .venv/bin/python bench/bench_load.py [--collection DIR] [--requests 200] [--concurrency 8]
 """
@@ -15,48 +17,61 @@ Two kinds of search: by the id of a stored image (ranking only) and by an upload
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
 
 from lookalike.api import Collection
 from lookalike.samples import TRANSFORMS, sample_photo, write_samples
 
 MAX_REQUESTS = 10_000
 MAX_CONCURRENCY = 64
+API_KEY = "bench-load-key"
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 ATTRIBUTES = [
     "color", "texture", "shape", "color_location", "texture_location", "shape_location",
     "perceptual",
 ]  # fmt: skip
 
 
-def build_collection(folder: Path) -> Path:
+def build_collection(folder: Path, variants: tuple[str, ...] = tuple(TRANSFORMS)) -> Path:
     """The sample photos and their transformed copies (about 140 images), classic attributes."""
-    originals, copies = write_samples(folder / "images", variants=tuple(TRANSFORMS))
+    originals, copies = write_samples(folder / "images", variants=variants)
     with Collection.create(folder / "coll", attributes=ATTRIBUTES) as coll:
         coll.add([str(p) for p in originals + copies])
     return folder / "coll"
 
 
-def query_images() -> list[bytes]:
-    import io
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
-    out = []
-    for name in ("chelsea", "coffee", "astronaut", "rocket"):
-        buffer = io.BytesIO()
-        TRANSFORMS["rotate5"](sample_photo(name)).save(buffer, format="JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
+
+def query_images() -> list[bytes]:
+    return [jpeg(TRANSFORMS["rotate5"](sample_photo(name))) for name in PHOTOS]
+
+
+def new_image(rng: random.Random) -> bytes:
+    """A small image nobody stored yet (noise over a sample photo), for the writer client."""
+    base = np.asarray(sample_photo(rng.choice(PHOTOS)).resize((160, 120)), dtype=np.int16)
+    noise = np.random.default_rng(rng.getrandbits(32)).integers(-20, 21, base.shape)
+    return jpeg(Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)))
 
 
 def free_port() -> int:
@@ -65,44 +80,58 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-SERVER = textwrap.dedent(
-    """
-    import sys, uvicorn
-    from lookalike.server.app import ServerSettings, create_app
-    app = create_app(sys.argv[1], ServerSettings(max_top_k=1000))
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
-                access_log=False)
-    """
-)
-
-
-def start_server(collection: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", SERVER, str(collection), str(port)])
-    deadline = time.monotonic() + 60
+def start_server(collection: Path, port: int, env: dict[str, str] | None = None):
+    """`python -m lookalike serve` on 127.0.0.1:port, once /api/health answers."""
+    environ = {**os.environ, "LOOKALIKE_API_KEY": API_KEY, **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lookalike", "serve", "-c", str(collection), "--port", str(port)],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit("the server exited at start-up")
+            raise RuntimeError(f"the server exited at start-up:\n{process.stderr.read()}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
                 return process
         except httpx.HTTPError:
             time.sleep(0.1)
     process.kill()
-    raise SystemExit("the server did not answer within 60 s")
+    raise RuntimeError("the server did not answer within 120 s")
 
 
-def run(jobs: list[Callable[[], None]], concurrency: int) -> tuple[float, list[float]]:
-    """Run every job on `concurrency` threads; (wall seconds, per-job latencies in ms)."""
+def stop_server(process: subprocess.Popen) -> str:
+    """Stop the server (SIGTERM, as Ctrl-C would) and return what it logged."""
+    process.terminate()
+    try:
+        _, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    return err or ""
 
-    def timed(job: Callable[[], None]) -> float:
-        start = time.perf_counter()
-        job()
-        return (time.perf_counter() - start) * 1000
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        latencies = list(pool.map(timed, jobs))
-    return time.perf_counter() - start, latencies
+@dataclass
+class LoadReport:
+    """What a load run saw: latencies per kind and every kind of failure, by count."""
+
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    server_errors: list[str] = field(default_factory=list)  # 5xx other than shedding
+    client_errors: list[str] = field(default_factory=list)  # unexpected 4xx
+    torn: list[str] = field(default_factory=list)  # hits that should not exist
+    shed: int = 0  # 503 + Retry-After, retried
+    reused_ids: int = 0  # a deleted id handed to a later upload (the catalog reuses rowids)
+    added: int = 0
+    deleted: int = 0
+    hits_checked: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def failures(self) -> int:
+        return len(self.server_errors) + len(self.client_errors) + len(self.torn)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -110,13 +139,170 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
-def report(label: str, wall: float, latencies: list[float]) -> float:
-    rate = len(latencies) / wall
+def run_load(
+    base: str,
+    ids: list[int],
+    *,
+    requests: int,
+    concurrency: int,
+    top_k: int = 10,
+    writes: bool = True,
+    seed: int = 0,
+) -> LoadReport:
+    """`requests` searches of each kind from `concurrency` clients, with a writer adding and
+    deleting images meanwhile (if `writes`); every answer checked."""
+    report = LoadReport()
+    images = query_images()
+    deleted_at: dict[int, float] = {}  # id -> when its DELETE had answered
+    deleting: set[int] = set()
+    reused: set[int] = set()  # ids that named a deleted image, then a new one: not checkable
+    stop = threading.Event()
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=base, timeout=120)
+        return local.client
+
+    def send(method: str, url: str, **kwargs) -> httpx.Response:
+        """One request, retried after Retry-After while the server sheds load."""
+        for _ in range(50):
+            response = client().request(method, url, **kwargs)
+            if response.status_code == 503 and "retry-after" in response.headers:
+                with report.lock:
+                    report.shed += 1
+                time.sleep(min(float(response.headers["retry-after"]), 2) * random.random())
+                continue
+            if response.status_code >= 500:
+                with report.lock:
+                    report.server_errors.append(f"{method} {url}: {response.status_code}")
+            return response
+        return response
+
+    def search(kind: str, what: str, **kwargs) -> None:
+        """One timed search (the fetches that check its hits are not part of its latency)."""
+        started = time.monotonic()
+        start = time.perf_counter()
+        response = send("POST", "/api/search", **kwargs)
+        with report.lock:
+            report.latencies.setdefault(kind, []).append((time.perf_counter() - start) * 1000)
+        check_hits(response, started, what)
+
+    def check_hits(response: httpx.Response, started: float, what: str) -> None:
+        if response.status_code != 200:
+            if response.status_code < 500:
+                with report.lock:
+                    report.client_errors.append(f"{what}: {response.status_code} {response.text}")
+            return
+        hit_ids = [hit["id"] for hit in response.json()["results"]]
+        problems = []
+        if len(set(hit_ids)) != len(hit_ids):
+            problems.append(f"{what}: an id twice in {hit_ids}")
+        for image_id in hit_ids:
+            if image_id in reused:
+                continue
+            gone = deleted_at.get(image_id)
+            if gone is not None and gone < started:
+                problems.append(f"{what}: hit {image_id} was deleted before the search began")
+            record = send("GET", f"/api/images/{image_id}")
+            if record.status_code == 404 and (image_id in deleted_at or image_id in deleting):
+                continue
+            if record.status_code != 200:
+                problems.append(f"{what}: hit {image_id} answers {record.status_code}")
+        with report.lock:
+            report.hits_checked += len(hit_ids)
+            report.torn.extend(problems)
+
+    def by_id(i: int) -> None:
+        data = {"id": str(ids[i % len(ids)]), "top_k": str(top_k)}
+        search("by id", f"id {data['id']}", data=data)
+
+    def by_upload(i: int) -> None:
+        files = {"image": ("q.jpg", images[i % len(images)], "image/jpeg")}
+        search("by upload", "upload", files=files, data={"top_k": str(top_k)})
+
+    def writer() -> None:
+        rng = random.Random(seed)
+        mine: list[int] = []
+        key = {"X-API-Key": API_KEY}
+        while not stop.is_set():
+            if len(mine) < 4 or rng.random() < 0.5:
+                files = {"files": (f"w{rng.getrandbits(32)}.jpg", new_image(rng), "image/jpeg")}
+                response = send("POST", "/api/images", files=files, headers=key)
+                if response.status_code == 201:
+                    new = [r["id"] for r in response.json()["added"]]
+                    mine.extend(new)
+                    with report.lock:
+                        report.added += 1
+                        for image_id in new:  # a reused id names a new image from now on
+                            if deleted_at.pop(image_id, None) is not None:
+                                deleting.discard(image_id)
+                                reused.add(image_id)
+                                report.reused_ids += 1
+                elif response.status_code < 500:
+                    report.client_errors.append(f"add: {response.status_code} {response.text}")
+            else:
+                victim = mine.pop(rng.randrange(len(mine)))
+                deleting.add(victim)
+                response = send("DELETE", f"/api/images/{victim}", headers=key)
+                if response.status_code == 200:
+                    deleted_at[victim] = time.monotonic()
+                    with report.lock:
+                        report.deleted += 1
+                elif response.status_code < 500:
+                    report.client_errors.append(f"delete: {response.status_code}")
+
+    jobs = [lambda i=i: by_id(i) for i in range(requests)]
+    jobs += [lambda i=i: by_upload(i) for i in range(requests)]
+    random.Random(seed).shuffle(jobs)
+    writer_thread = threading.Thread(target=writer, daemon=True)
+    if writes:
+        writer_thread.start()
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(lambda job: job(), jobs))
+    finally:
+        stop.set()
+        if writes:
+            writer_thread.join(timeout=60)
+    return report
+
+
+def print_report(report: LoadReport, wall: float) -> None:
+    for kind, values in sorted(report.latencies.items()):
+        print(
+            f"  {kind:<10} {len(values) / wall:7.1f} req/s   p50 {percentile(values, 50):7.1f} ms"
+            f"   p99 {percentile(values, 99):7.1f} ms   mean {statistics.fmean(values):7.1f} ms"
+        )
     print(
-        f"  {label:<22} {rate:8.1f} req/s   p50 {percentile(latencies, 50):7.1f} ms   "
-        f"p99 {percentile(latencies, 99):7.1f} ms   mean {statistics.fmean(latencies):7.1f} ms"
+        f"  writes meanwhile: {report.added} added, {report.deleted} deleted; "
+        f"{report.hits_checked} hits fetched back; {report.shed} answers 503 + Retry-After "
+        f"(retried); 5xx: {len(report.server_errors)}; unexpected 4xx: "
+        f"{len(report.client_errors)}; torn or deleted results: {len(report.torn)}; "
+        f"deleted ids reused by a later upload: {report.reused_ids}"
     )
-    return rate
+    for line in (report.server_errors + report.client_errors + report.torn)[:10]:
+        print("    " + line)
+
+
+def baseline(coll: Collection, ids: list[int], requests: int, concurrency: int, top_k: int):
+    """The same searches in-process, with the same number of threads: (wall s, kind -> ms)."""
+    images = query_images()
+    jobs: list[tuple[str, Callable[[], object]]] = []
+    for i in range(requests):
+        jobs.append(("by id", lambda i=i: coll.search(ids[i % len(ids)], top_k=top_k)))
+        jobs.append(("by upload", lambda i=i: coll.search(images[i % len(images)], top_k=top_k)))
+    out: dict[str, list[float]] = {}
+
+    def timed(item: tuple[str, Callable[[], object]]) -> None:
+        start = time.perf_counter()
+        item[1]()
+        out.setdefault(item[0], []).append((time.perf_counter() - start) * 1000)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(timed, jobs))
+    return time.perf_counter() - start, out
 
 
 def main() -> None:
@@ -125,75 +311,47 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="searches per kind")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--no-writes", action="store_true", help="searches only")
     args = parser.parse_args()
     requests = max(1, min(args.requests, MAX_REQUESTS))
     concurrency = max(1, min(args.concurrency, MAX_CONCURRENCY))
 
     with tempfile.TemporaryDirectory() as tmp:
         collection = args.collection or build_collection(Path(tmp))
-        coll = Collection.open(collection)
-        ids = [int(i) for (i,) in coll.catalog.query("SELECT id FROM images ORDER BY id")]
-        images = query_images()
-        port = free_port()
-        server = start_server(collection, port)
-        url = f"http://127.0.0.1:{port}/api/search"
-        clients: dict[int, httpx.Client] = {}
-
-        def client() -> httpx.Client:
-            import threading
-
-            key = threading.get_ident()
-            if key not in clients:
-                clients[key] = httpx.Client(timeout=60)
-            return clients[key]
-
-        def http_id(i: int) -> Callable[[], None]:
-            def job() -> None:
-                data = {"id": str(ids[i % len(ids)]), "top_k": str(args.top_k)}
-                client().post(url, data=data).raise_for_status()
-
-            return job
-
-        def http_upload(i: int) -> Callable[[], None]:
-            def job() -> None:
-                files = {"image": ("q.jpg", images[i % len(images)], "image/jpeg")}
-                client().post(url, files=files, data={"top_k": str(args.top_k)}).raise_for_status()
-
-            return job
-
-        def direct_id(i: int) -> Callable[[], None]:
-            return lambda: coll.search(ids[i % len(ids)], top_k=args.top_k)
-
-        def direct_upload(i: int) -> Callable[[], None]:
-            return lambda: coll.search(images[i % len(images)], top_k=args.top_k)
-
-        try:
+        with Collection.open(collection) as coll:
+            ids = [int(i) for (i,) in coll.catalog.query("SELECT id FROM images ORDER BY id")]
             print(
-                f"collection: {len(ids)} images; {requests} searches per kind; "
-                f"{concurrency} concurrent clients; top_k {args.top_k}; "
-                f"{os.cpu_count()} CPUs; loopback HTTP"
+                f"collection: {len(ids)} images; {requests} searches per kind; {concurrency} "
+                f"concurrent clients; top_k {args.top_k}; {os.cpu_count()} CPUs; loopback HTTP"
             )
-            for kind, http_job, direct_job in (
-                ("by id", http_id, direct_id),
-                ("by uploaded image", http_upload, direct_upload),
-            ):
-                run([http_job(i) for i in range(min(requests, 2 * concurrency))], concurrency)
-                run([direct_job(i) for i in range(min(requests, 2 * concurrency))], concurrency)
-                print(f"search {kind}:")
-                http_rate = report(
-                    "HTTP (server)", *run([http_job(i) for i in range(requests)], concurrency)
+            port = free_port()
+            server = start_server(collection, port)
+            try:
+                start = time.perf_counter()
+                report = run_load(
+                    f"http://127.0.0.1:{port}",
+                    ids,
+                    requests=requests,
+                    concurrency=concurrency,
+                    top_k=args.top_k,
+                    writes=not args.no_writes,
                 )
-                direct_rate = report(
-                    "in-process (baseline)",
-                    *run([direct_job(i) for i in range(requests)], concurrency),
+                wall = time.perf_counter() - start
+            finally:
+                log = stop_server(server)
+            print(f"HTTP (lookalike serve, {wall:.1f} s):")
+            print_report(report, wall)
+            if "Traceback" in log:
+                print("  the server logged a traceback:\n" + log[-2000:])
+            base_wall, base = baseline(coll, ids, requests, concurrency, args.top_k)
+            print(f"in-process baseline ({base_wall:.1f} s), same searches and threads:")
+            for kind, values in sorted(base.items()):
+                http = report.latencies.get(kind, [0.0])
+                print(
+                    f"  {kind:<10} p50 {percentile(values, 50):7.1f} ms   p99 "
+                    f"{percentile(values, 99):7.1f} ms   ratio of p50 HTTP/in-process "
+                    f"{percentile(http, 50) / max(percentile(values, 50), 1e-9):.2f}"
                 )
-                print(f"  ratio HTTP/in-process throughput: {http_rate / direct_rate:.2f}")
-        finally:
-            for c in clients.values():
-                c.close()
-            server.terminate()
-            server.wait(timeout=10)
-            coll.close()
 
 
 if __name__ == "__main__":

@@ -143,6 +143,14 @@ def ids_by_name(coll: Collection) -> dict[str, int]:
     return {Path(path).stem: int(image_id) for image_id, path in rows}
 
 
+def local_client(app, **options):
+    """A test client that talks to `app` as a browser on this machine would: Host localhost
+    (the server refuses names it was not configured for)."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, base_url="http://localhost", **options)
+
+
 # -- a real server on loopback ---------------------------------------------------------------
 
 

@@ -8,10 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
-
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 from server_fixtures import (  # noqa: E402
@@ -19,6 +15,7 @@ from server_fixtures import (  # noqa: E402
     fresh_collection,
     halves,
     ids_by_name,
+    local_client,
     photo_variant_bytes,
     png_bytes,
     quadrants,
@@ -52,7 +49,7 @@ def names(coll) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def client(coll):
     """Read-only client over the shared collection (writes are tested on private copies)."""
-    return TestClient(create_app(coll, ServerSettings(api_key=API_KEY)))
+    return local_client(create_app(coll, ServerSettings(api_key=API_KEY)))
 
 
 @pytest.fixture
@@ -60,11 +57,11 @@ def writable(tmp_path, tmp_path_factory):
     """(client, collection) over a private copy of the test collection."""
     directory = fresh_collection(tmp_path_factory.getbasetemp(), tmp_path / "coll")
     with Collection.open(directory) as opened:
-        yield TestClient(create_app(opened, ServerSettings(api_key=API_KEY))), opened
+        yield local_client(create_app(opened, ServerSettings(api_key=API_KEY))), opened
 
 
 def make_client(coll: Collection, **settings) -> TestClient:
-    return TestClient(create_app(coll, ServerSettings(**settings)))
+    return local_client(create_app(coll, ServerSettings(**settings)))
 
 
 def upload(name: str, data: bytes, mime: str = "image/png") -> dict:
@@ -80,7 +77,9 @@ def result_names(response) -> list[str]:
 
 
 def test_health_and_info(client, names):
-    assert client.get("/api/health").json() == {"status": "ok", "images": len(names)}
+    health = client.get("/api/health").json()
+    assert {k: health[k] for k in ("status", "images")} == {"status": "ok", "images": len(names)}
+    assert health["busy"] == {"searches": 0, "describes": 0}
     info = client.get("/api/info").json()
     assert info["collection"]["images"] == len(names)
     assert "path" not in info["collection"]  # no server paths unless expose_paths
@@ -548,7 +547,7 @@ def test_collection_opens_once(shared_dir, monkeypatch):
 
     monkeypatch.setattr(Collection, "open", classmethod(counting))
     app = create_app(shared_dir, ServerSettings(warm_up=False))
-    with TestClient(app) as client:  # runs the lifespan: models load at start-up
+    with local_client(app) as client:  # runs the lifespan: models load at start-up
         for _ in range(3):
             assert client.post("/api/search", data={"id": 1}).status_code == 200
         assert client.get("/api/info").status_code == 200
@@ -627,7 +626,7 @@ def test_warm_up_loads_the_text_model_in_the_background(coll, monkeypatch):
     loaded = threading.Event()
     monkeypatch.setattr(semantic, "is_available", lambda: True)
     monkeypatch.setattr(semantic, "load_model", loaded.set)
-    with TestClient(create_app(coll, ServerSettings(warm_up=True))) as client:
+    with local_client(create_app(coll, ServerSettings(warm_up=True))) as client:
         assert client.get("/api/health").status_code == 200
         assert loaded.wait(5)
 

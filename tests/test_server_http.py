@@ -11,11 +11,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx  # the server extras are part of the project's install: no skip
 import pytest
-
-httpx = pytest.importorskip("httpx")
-pytest.importorskip("uvicorn")
-
 from server_fixtures import (  # noqa: E402
     API_KEY,
     fresh_collection,
@@ -162,7 +159,7 @@ def _raw_request(url: str, head: bytes, body: bytes = b"", wait: float = 5.0) ->
 def test_declared_oversize_body_is_refused_before_it_arrives(served):
     url, _, _ = served
     head = (
-        b"POST /api/search HTTP/1.1\r\nHost: test\r\n"
+        b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: multipart/form-data; boundary=xyz\r\n"
         b"Content-Length: 5000000000\r\n\r\n"
     )
@@ -197,7 +194,7 @@ def test_streamed_oversize_body_is_refused(served):
 def test_slow_body_answers_408(served):
     url, _, _ = served
     head = (
-        b"POST /api/search HTTP/1.1\r\nHost: test\r\n"
+        b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Content-Type: multipart/form-data; boundary=xyz\r\n"
         b"Content-Length: 1000\r\n\r\n"
     )

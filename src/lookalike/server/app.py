@@ -6,19 +6,26 @@ transactions, so a search running beside an upload sees an image wholly or not a
 Heavy work (decoding, extraction, ranking) runs in worker threads so that searches proceed
 while uploads are being described.
 
-Safety, in the order a request meets it: body size and body arrival time are bounded before any
-parsing (413, 408); writes need the API key (401 without one, 403 with a wrong one); uploaded
-images are bounded in bytes and pixels (413) and must decode (400); query URLs go through
-`urls.fetch_url` (http(s) only, public addresses only unless allowed, bounded); searches are
-bounded in time (408). Clients name stored images by integer id only: no client string is ever
-used as a file path.
+Safety, in the order a request meets it: the Host header must name this server (400: DNS
+rebinding); body size and body arrival time are bounded before any parsing (413, 408); every
+field is checked against the configured limits before it reaches the engine (400, see
+`inputs`); expensive work waits for a slot of a bounded gate or is answered 503 with
+Retry-After (see `admission`); writes need the API key (401 without one, 403 with a wrong
+one); uploaded images are bounded in bytes and pixels (413) and must decode (400); query URLs
+go through `urls.fetch_url` (http(s) only, public addresses only unless allowed, bounded);
+searches are bounded in time (408). Clients name stored images by integer id only: no client
+string is ever used as a file path. An unexpected exception is logged and answered 500
+without details.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
+import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,22 +36,46 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.api import Collection, SearchResults
 from lookalike.decode import is_url, probe_size
 from lookalike.errors import CollectionError, DecodeError, LookalikeError, QueryError
 from lookalike.server import thumbnails
+from lookalike.server.admission import (
+    Saturated,
+    WorkGate,
+    allowed_host,
+    allowed_host_names,
+    budget_threads,
+    thread_report,
+)
+from lookalike.server.inputs import (
+    MAX_ID,
+    MIN_ID,
+    InputError,
+    check_json_value,
+    check_number,
+    check_text,
+    filter_fields,
+    parse_json_text,
+    safe_filename,
+)
 from lookalike.server.urls import FetchPolicy, UrlFetchError, fetch_url
-from lookalike.store.catalog import ImageRecord
+from lookalike.store.catalog import ImageRecord, StatementTimeout
 
 STATIC_DIR = Path(__file__).with_name("static")
 MiB = 1024 * 1024
+log = logging.getLogger("lookalike.server")
+ImageId = Annotated[int, PathParam(ge=MIN_ID, le=MAX_ID, description="A stored image's id.")]
 
 FALLBACK_PALETTE = {
     "white": "#ffffff",
@@ -80,6 +111,35 @@ class ServerSettings(BaseModel):
         False, description="Let query URLs reach loopback/private/link-local addresses."
     )
     max_top_k: int = Field(500, gt=0, description="Most results one search may ask for.")
+    max_query_pixels: int = Field(
+        25_000_000, gt=0, description="Largest query image (search by upload or URL), in pixels."
+    )
+    max_text_chars: int = Field(1000, gt=0, description="Longest text, layout or colours query.")
+    max_filter_chars: int = Field(2000, gt=0, description="Longest metadata filter.")
+    max_filter_terms: int = Field(32, gt=0, description="Most predicates in one filter.")
+    max_json_depth: int = Field(16, gt=0, description="Deepest nesting of a JSON field.")
+    max_metadata_chars: int = Field(64 * 1024, gt=0, description="Largest metadata, as JSON.")
+    max_sketch_side: int = Field(64, gt=0, description="Largest sketch grid (cells per side).")
+    statement_budget_s: float = Field(
+        10.0, gt=0, description="Longest one catalog read may run before it is stopped (400)."
+    )
+    max_concurrent_searches: int = Field(4, gt=0, description="Searches ranking at once.")
+    max_concurrent_describes: int = Field(
+        2, gt=0, description="Images decoded and described at once (query uploads, adds)."
+    )
+    queue_wait_s: float = Field(
+        5.0, ge=0, description="Longest wait for a free slot before answering 503."
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Host names served (comma-separated, * = any); default: loopback "
+        "names and the bind address.",
+    )
+    bind_host: str = Field("127.0.0.1", description="The address the server listens on.")
+    thread_budget: bool = Field(
+        True, description="One BLAS/OpenMP/torch thread per request (set at start-up)."
+    )
+    warm_indexes: bool = Field(True, description="Build every search index at start-up.")
     thumbnail_cache_bytes: int = Field(64 * MiB, ge=0)
     expose_paths: bool = Field(False, description="Show server file paths in answers.")
     warm_up: bool = Field(
@@ -112,6 +172,10 @@ class ServerSettings(BaseModel):
             "max_pixels": self.max_pixels,
             "request_timeout_s": self.request_timeout_s,
             "max_top_k": self.max_top_k,
+            "max_query_pixels": self.max_query_pixels,
+            "max_text_chars": self.max_text_chars,
+            "max_filter_chars": self.max_filter_chars,
+            "max_filter_terms": self.max_filter_terms,
             "allow_private_urls": self.allow_private_urls,
         }
 
@@ -122,10 +186,40 @@ class ServerSettings(BaseModel):
 class ApiError(HTTPException):
     """An HTTP error whose body says why: {"detail": message, "error": code, ...extra}."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
-        super().__init__(status_code=status, detail=message)
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ):
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.code = code
         self.extra = extra
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: ASCII escapes (a stray surrogate in stored text cannot break
+    the answer) and no NaN (not JSON)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode("ascii")
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^/\s'\"]+/)+([^/\s'\"]*)")
+
+
+def scrub(message: str, directory: Path | None = None) -> str:
+    """A message without absolute server paths: the collection folder and any other absolute
+    path are reduced to their last component (URLs are left alone)."""
+    message = _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "<path>", message)
+    if directory is not None:
+        for form in {str(directory), str(directory.resolve())}:
+            message = message.replace(form, "<collection>")
+    return message
 
 
 def _too_large(message: str) -> ApiError:
@@ -148,6 +242,7 @@ class RequestBounds:
     def __init__(self, app: ASGIApp, settings: ServerSettings):
         self.app = app
         self.settings = settings
+        self.hosts = allowed_host_names(settings.allowed_hosts, settings.bind_host)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,6 +267,16 @@ class RequestBounds:
                 message = {**message, "headers": [*message["headers"], *extra]}
             await send(message)
 
+        host = headers.get(b"host", b"").decode("latin-1")
+        if not allowed_host(host, self.hosts):
+            await self._refuse(
+                send_with_headers,
+                400,
+                "bad_host",
+                f"this server does not answer to the host name {host[:100]!r} "
+                "(allowed_hosts setting, LOOKALIKE_ALLOWED_HOSTS)",
+            )
+            return
         if declared.isdigit() and int(declared) > limit:
             await self._refuse(
                 send_with_headers,
@@ -216,7 +321,7 @@ class RequestBounds:
 
     @staticmethod
     async def _refuse(send: Send, status: int, code: str, message: str) -> None:
-        body = json.dumps({"detail": message, "error": code}).encode()
+        body = json.dumps({"detail": message, "error": code}).encode()  # ASCII escapes
         await send(
             {
                 "type": "http.response.start",
@@ -243,6 +348,9 @@ class ServerState:
     thumbnails: thumbnails.ThumbnailCache
     policy: FetchPolicy
     owns_collection: bool
+    searches: WorkGate
+    describes: WorkGate
+    health_threads: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
 
     def fetch(self, url: str) -> bytes:
         """Download a query or original URL under the server's URL policy."""
@@ -322,70 +430,90 @@ async def read_upload(upload: UploadFile, settings: ServerSettings) -> bytes:
     return data
 
 
-def check_pixels(data: bytes, label: str, settings: ServerSettings) -> None:
-    """Refuse (413) an image whose header declares more pixels than allowed, before decoding."""
+def check_pixels(data: bytes, label: str, limit: int) -> None:
+    """Refuse (413) an image whose header declares more pixels than `limit`, before decoding."""
     size = probe_size(data)
     if size is None:
         return  # not readable as an image: the decoder will say why (400)
     width, height = size
-    if width * height > settings.max_pixels:
+    if width * height > limit:
         raise _too_large(
-            f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of "
-            f"{settings.max_pixels:,}"
+            f"{label}: {width}x{height} = {width * height:,} pixels exceeds the limit of {limit:,}"
         )
 
 
-def parse_json_field(raw: str | None, name: str) -> Any:
-    if raw is None or raw.strip() == "":
+def parse_json_field(raw: str | None, name: str, settings: ServerSettings) -> Any:
+    """A form field holding JSON, bounded in size and depth (400 with the reason)."""
+    return parse_json_text(
+        raw, name, max_depth=settings.max_json_depth, max_chars=settings.max_metadata_chars
+    )
+
+
+def check_metadata(value: Any, settings: ServerSettings) -> dict[str, Any] | None:
+    """Metadata a client wants stored: an object, bounded, storable, with a text filename."""
+    if value is None:
         return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "bad_field", f"{name} is not valid JSON: {exc.msg}") from None
-
-
-def parse_metadata(raw: str | None) -> dict[str, Any] | None:
-    value = parse_json_field(raw, "metadata")
-    if value is not None and not isinstance(value, dict):
+    if not isinstance(value, dict):
         raise ApiError(400, "bad_field", "metadata must be a JSON object")
+    check_json_value(value, "metadata", max_depth=settings.max_json_depth)
+    if len(json.dumps(value)) > settings.max_metadata_chars:
+        raise ApiError(
+            400, "bad_field", f"metadata is larger than {settings.max_metadata_chars:,} characters"
+        )
+    if "filename" in value and not isinstance(value["filename"], str):
+        raise ApiError(400, "bad_field", "metadata.filename must be text")
     return value
 
 
-def parse_weights(raw: str | Mapping[str, Any] | None) -> str | dict[str, float] | None:
+def parse_metadata(raw: str | None, settings: ServerSettings) -> dict[str, Any] | None:
+    return check_metadata(parse_json_field(raw, "metadata", settings), settings)
+
+
+def parse_weights(
+    raw: str | Mapping[str, Any] | None, settings: ServerSettings
+) -> str | dict[str, float] | None:
     """Weights as a JSON object or the CLI's 'color=0.6,texture=0.4'; the engine validates."""
     if raw is None:
         return None
     if isinstance(raw, str):
         if not raw.strip():
             return None
+        check_text(raw, "weights", settings.max_text_chars)
         if not raw.lstrip().startswith("{"):
             return raw
-        raw = parse_json_field(raw, "weights")
+        raw = parse_json_field(raw, "weights", settings)
     if not isinstance(raw, Mapping):
         raise ApiError(400, "bad_weights", "weights must be an object of name: number")
     out: dict[str, float] = {}
     for name, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ApiError(400, "bad_weights", f"weight for {name!r} must be a number")
+        if not math.isfinite(float(value)):
+            raise ApiError(400, "bad_weights", f"weight for {name!r} must be finite")
         out[str(name)] = float(value)
     return out
 
 
-def parse_sketch(raw: Any) -> list[list[str | None]] | None:
-    """A square grid of colour terms (null or "" = unspecified), at most 64 x 64."""
+def parse_sketch(raw: Any, settings: ServerSettings) -> list[list[str | None]] | None:
+    """A square grid of colour terms (null or "" = unspecified), at most max_sketch_side."""
     if raw is None:
         return None
     if isinstance(raw, str):
-        raw = parse_json_field(raw, "sketch")
+        raw = parse_json_field(raw, "sketch", settings)
         if raw is None:
             return None
+    side = settings.max_sketch_side
     if (
         not isinstance(raw, list)
         or not raw
-        or len(raw) > 64
+        or len(raw) > side
         or not all(isinstance(row, list) and len(row) == len(raw) for row in raw)
     ):
-        raise ApiError(400, "bad_sketch", "sketch must be a square grid (list of equal lists)")
+        raise ApiError(
+            400,
+            "bad_sketch",
+            f"sketch must be a square grid (list of equal lists), at most {side} x {side}",
+        )
     grid: list[list[str | None]] = []
     for row in raw:
         cells: list[str | None] = []
@@ -393,7 +521,7 @@ def parse_sketch(raw: Any) -> list[list[str | None]] | None:
             if cell is None or cell == "":
                 cells.append(None)
             elif isinstance(cell, str) and len(cell) <= 32:
-                cells.append(cell.strip().lower())
+                cells.append(check_text(cell, "sketch", 32) or "")
             else:
                 raise ApiError(400, "bad_sketch", "sketch cells must be colour names or null")
         grid.append(cells)
@@ -408,7 +536,7 @@ def public_record(record: ImageRecord, settings: ServerSettings) -> dict[str, An
     source = "url" if is_url(record.path) else "file"
     if not settings.expose_paths and source == "file":
         data.pop("path")
-    data["name"] = record.metadata.get("filename") or _basename(record.path)
+    data["name"] = display_name(record.metadata, record.path)
     data["source"] = source
     data["thumbnail"] = f"/api/images/{record.id}/thumbnail"
     data["original"] = f"/api/images/{record.id}/original"
@@ -419,13 +547,22 @@ def _basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1].rsplit(os.sep, 1)[-1]
 
 
+def display_name(metadata: Mapping[str, Any], path: str) -> str:
+    """The name to show: metadata's filename when it is text (it may be anything a client
+    once stored), else the path's last component."""
+    name = metadata.get("filename")
+    if isinstance(name, str) and name.strip():
+        return safe_filename(name)
+    return safe_filename(_basename(path), default="image")
+
+
 def public_results(results: SearchResults, settings: ServerSettings) -> dict[str, Any]:
     data = results.to_dict()
     for hit in data["results"]:
         path = hit.pop("path", "") if not settings.expose_paths else hit.get("path", "")
         if is_url(path):
             hit["url"] = path
-        hit["name"] = hit.get("metadata", {}).get("filename") or _basename(path)
+        hit["name"] = display_name(hit.get("metadata") or {}, path)
         hit["thumbnail"] = f"/api/images/{hit['id']}/thumbnail"
         hit["original"] = f"/api/images/{hit['id']}/original"
     return data
@@ -467,20 +604,20 @@ class SearchSpec:
 class SearchRequest(BaseModel):
     """A search as JSON. Give at least one of id, url, image_base64, text, sketch, layout."""
 
-    id: int | None = Field(None, description="Search by a stored image.")
+    id: int | None = Field(None, ge=MIN_ID, le=MAX_ID, description="Search by a stored image.")
     url: str | None = Field(None, description="Search by an image at an http(s) URL.")
     image_base64: str | None = Field(None, description="Search by image bytes, base64-encoded.")
-    text: str | None = Field(None, max_length=1000)
+    text: str | None = None
     sketch: list[list[str | None]] | None = Field(
         None, description="Square grid of colour terms; null = unspecified."
     )
-    layout: str | None = Field(None, max_length=1000, description="e.g. 'top blue, bottom grey'")
-    colors: str | None = Field(None, max_length=500, description="e.g. 'blue then white'")
-    where: str | None = Field(None, max_length=2000, description="e.g. \"category = 'shirt'\"")
+    layout: str | None = Field(None, description="e.g. 'top blue, bottom grey'")
+    colors: str | None = Field(None, description="e.g. 'blue then white'")
+    where: str | None = Field(None, description="e.g. \"category = 'shirt'\"")
     weights: dict[str, float] | str | None = None
     part_weights: dict[str, float] | None = None
-    top_k: int = Field(10, ge=1)
-    threshold: float | None = Field(None, ge=0, le=100)
+    top_k: int = Field(10, ge=1, le=MAX_ID)
+    threshold: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
 
 
 class MetadataPatch(BaseModel):
@@ -490,12 +627,47 @@ class MetadataPatch(BaseModel):
     merge: bool = True
 
 
+def check_spec(spec: SearchSpec, settings: ServerSettings) -> SearchSpec:
+    """Refuse (400) a search whose size or cost is past the configured limits, before any work."""
+    if not 1 <= spec.top_k <= settings.max_top_k:
+        raise ApiError(400, "bad_field", f"top_k must be between 1 and {settings.max_top_k}")
+    spec.threshold = check_number(spec.threshold, "threshold", 0, 100)
+    for name in ("text", "layout", "colors"):
+        setattr(spec, name, check_text(getattr(spec, name), name, settings.max_text_chars))
+    spec.where = check_text(spec.where, "where", settings.max_filter_chars)
+    if spec.url is not None:
+        spec.url = check_text(spec.url, "url", 2048)
+    if spec.where:
+        terms, columns = filter_fields(spec.where)
+        if terms > settings.max_filter_terms:
+            raise ApiError(
+                400,
+                "too_costly",
+                f"the filter has {terms} terms, over the limit of {settings.max_filter_terms} "
+                "(max_filter_terms)",
+            )
+        if "path" in columns and not settings.expose_paths:
+            raise ApiError(
+                400,
+                "bad_filter",
+                "filters on 'path' are refused: this server does not expose file paths",
+            )
+    if spec.part_weights:
+        for name, value in spec.part_weights.items():
+            check_text(name, "part_weights", 64)
+            check_number(value, f"part weight {name!r}", 0, 1)
+    if isinstance(spec.weights, dict):
+        for name, value in spec.weights.items():
+            check_text(name, "weights", 64)
+            check_number(value, f"weight {name!r}", -1e9, 1e9)
+    return spec
+
+
 def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
     """Blocking: fetch a query URL, check sizes, rank; called in a worker thread."""
     started = time.perf_counter()
     settings = state.settings
-    if spec.top_k < 1 or spec.top_k > settings.max_top_k:
-        raise ApiError(400, "bad_field", f"top_k must be between 1 and {settings.max_top_k}")
+    check_spec(spec, settings)
     kinds = spec.kinds()
     if not kinds and not spec.where:
         raise ApiError(
@@ -508,7 +680,7 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
     if spec.url is not None:
         image = state.fetch(spec.url)
     if isinstance(image, bytes):
-        check_pixels(image, "query image", settings)
+        check_pixels(image, "query image", min(settings.max_query_pixels, settings.max_pixels))
     coll = state.collection
     if isinstance(image, int):
         state_get(coll, image)  # 404 for an unknown id, before any work
@@ -530,21 +702,31 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
     return data
 
 
-async def bounded(state: ServerState, func: Callable[[], Any], what: str) -> Any:
-    """Run blocking work in a worker thread; answer 408 once it passes request_timeout_s.
+async def bounded(
+    state: ServerState, func: Callable[[], Any], what: str, gate: WorkGate | None = None
+) -> Any:
+    """Run blocking work in a worker thread holding a slot of `gate` (default: searches);
+    503 with Retry-After when no slot frees up in time, 408 once it passes request_timeout_s.
 
-    The thread cannot be killed; it finishes in the background and its answer is dropped."""
+    The thread cannot be killed; it finishes in the background (keeping its slot until then)
+    and its answer is dropped."""
     limit = state.settings.request_timeout_s
     try:
-        with anyio.fail_after(limit):
-            return await anyio.to_thread.run_sync(func, abandon_on_cancel=True)
+        return await (gate or state.searches).run(func, timeout_s=limit)
     except TimeoutError:
         raise ApiError(
             408, "timeout", f"{what} took longer than the limit of {limit:g} s (request_timeout_s)"
         ) from None
 
 
+def gate_for(state: ServerState, spec: SearchSpec) -> WorkGate:
+    """Searches that decode an image take a describe slot; the others a search slot."""
+    return state.describes if isinstance(spec.image, bytes) or spec.url else state.searches
+
+
 def state_get(coll: Collection, image_id: int) -> ImageRecord:
+    if not MIN_ID <= image_id <= MAX_ID:
+        raise ApiError(404, "not_found", f"no image with id {image_id}")
     try:
         return coll.get(int(image_id))
     except CollectionError:
@@ -561,6 +743,7 @@ def create_app(
     settings = settings or ServerSettings.from_env()
     owns = not isinstance(collection, Collection)
     coll = Collection.open(collection) if owns else collection  # type: ignore[arg-type]
+    coll.catalog.statement_budget_s = settings.statement_budget_s
     state = ServerState(
         collection=coll,
         settings=settings,
@@ -573,11 +756,17 @@ def create_app(
             allow_private=settings.allow_private_urls,
         ),
         owns_collection=owns,
+        searches=WorkGate("search", settings.max_concurrent_searches, settings.queue_wait_s),
+        describes=WorkGate("describe", settings.max_concurrent_describes, settings.queue_wait_s),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await run_in_threadpool(lambda: coll.extractors)  # models load now, not on a request
+        if settings.thread_budget:
+            log.info("thread budget: %s", budget_threads(torch_needed="deep" in coll.attributes))
+        if settings.warm_indexes:  # the first search must not pay for loading every signature
+            await run_in_threadpool(warm_indexes, coll)
         if settings.warm_up:
             threading.Thread(
                 target=_warm_up_text_model, name="lookalike-warm-up", daemon=True
@@ -595,16 +784,58 @@ def create_app(
         docs_url=None,  # Swagger UI loads assets from a CDN; the page must work offline
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        default_response_class=SafeJSONResponse,
     )
     app.state.lookalike = state
     app.add_middleware(RequestBounds, settings=settings)
 
+    def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+        body["detail"] = scrub(str(body.get("detail", "")), coll.directory)
+        return SafeJSONResponse(body, status_code=status, headers=headers)
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": exc.detail, "error": exc.code, **exc.extra},
-            status_code=exc.status_code,
-            headers={"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None,
+        headers = dict(exc.headers or {})
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return answer(
+            exc.status_code, {"detail": exc.detail, "error": exc.code, **exc.extra}, headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:  # 404/405
+        return answer(exc.status_code, {"detail": str(exc.detail), "error": "http"}, exc.headers)
+
+    @app.exception_handler(InputError)
+    async def input_error(_: Request, exc: InputError) -> JSONResponse:
+        return answer(400, {"detail": str(exc), "error": "bad_field", "field": exc.field})
+
+    @app.exception_handler(Saturated)
+    async def saturated(_: Request, exc: Saturated) -> JSONResponse:
+        return answer(
+            503,
+            {
+                "detail": f"the server is busy ({exc.gate} slots all taken); retry in "
+                f"{exc.retry_after_s} s",
+                "error": "busy",
+            },
+            {"Retry-After": str(exc.retry_after_s)},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, without echoing the input (it may not even encode)."""
+        problems = [
+            {
+                "loc": [str(part)[:64] for part in error.get("loc", ())],
+                "msg": str(error.get("msg", ""))[:200],
+                "type": str(error.get("type", "")),
+            }
+            for error in exc.errors()[:20]
+        ]
+        summary = "; ".join(f"{'.'.join(p['loc'])}: {p['msg']}" for p in problems)
+        return answer(
+            422, {"detail": summary or "invalid request", "error": "bad_field", "errors": problems}
         )
 
     @app.exception_handler(LookalikeError)
@@ -615,9 +846,17 @@ def create_app(
             body.update(error="bad_image", detail=exc.reason)
         elif isinstance(exc, QueryError):
             body.update(error="bad_query", position=exc.position)
+        elif isinstance(exc, StatementTimeout):
+            body.update(error="too_costly")
         elif isinstance(exc, CollectionError) and "no image" in str(exc):
             status, body["error"] = 404, "not_found"
-        return JSONResponse(body, status_code=status)
+        return answer(status, body)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Last resort: the traceback goes to the server log, the client learns nothing inside."""
+        log.exception("unexpected error answering %s %s", request.method, request.url.path)
+        return answer(500, {"detail": "internal error (logged on the server)", "error": "internal"})
 
     register_routes(app, state)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -639,8 +878,21 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         return Response(status_code=204)
 
     @app.get("/api/health", tags=["collection"], summary="Is the server up")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "images": len(coll)}
+    async def health() -> dict[str, Any]:
+        """Answered on its own two threads with a one-second cap: never behind searches or
+        the catalog's write lock."""
+        images = None
+        if state.health_threads is None:
+            state.health_threads = anyio.CapacityLimiter(2)
+        with anyio.move_on_after(1.0):
+            images = await anyio.to_thread.run_sync(
+                coll.__len__, abandon_on_cancel=True, limiter=state.health_threads
+            )
+        return {
+            "status": "ok",
+            "images": images,
+            "busy": {"searches": state.searches.busy, "describes": state.describes.busy},
+        }
 
     @app.get(
         "/api/info",
@@ -672,7 +924,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 "colors": colour_grid,
             },
             "palette": palette(),
-            "server": settings.public(),
+            "server": {**settings.public(), "threads": thread_report()},
         }
 
     # -- images ---------------------------------------------------------------------------
@@ -690,12 +942,12 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             str | None, Form(description="JSON object stored with each image.")
         ] = None,
     ) -> dict[str, Any]:
-        meta = parse_metadata(metadata)
+        meta = parse_metadata(metadata, settings)
         blobs = []
         for upload in files:
             data = await read_upload(upload, settings)
-            name = _basename(upload.filename or "upload")[:200] or "upload"
-            check_pixels(data, name, settings)
+            name = safe_filename(upload.filename)
+            check_pixels(data, name, settings.max_pixels)
             blobs.append((name, data))
 
         def add_all() -> dict[str, Any]:
@@ -710,7 +962,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 added.append(public_record(coll.get(image_id), settings))
             return {"added": added, "failed": failed}
 
-        result = await run_in_threadpool(add_all)
+        result = await state.describes.run(add_all)
         if not result["added"]:
             reasons = "; ".join(f"{f['filename']}: {f['reason']}" for f in result["failed"])
             raise ApiError(400, "bad_image", reasons, failed=result["failed"])
@@ -719,7 +971,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
     @app.get(
         "/api/images/{image_id}", tags=["images"], summary="One image's record", dependencies=read
     )
-    def get_image(image_id: int) -> dict[str, Any]:
+    def get_image(image_id: ImageId) -> dict[str, Any]:
         return public_record(state_get(coll, image_id), settings)
 
     @app.put(
@@ -729,17 +981,18 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         summary="Replace an image's pixels and/or metadata",
     )
     async def replace_image(
-        image_id: int,
+        image_id: ImageId,
         file: Annotated[UploadFile | None, File(description="New image content.")] = None,
         metadata: Annotated[str | None, Form(description="JSON object.")] = None,
         merge_metadata: Annotated[bool, Form(description="Merge into, not replace.")] = True,
     ) -> dict[str, Any]:
         state_get(coll, image_id)
         data = None
+        name = safe_filename(file.filename if file is not None else None)
         if file is not None:
             data = await read_upload(file, settings)
-            check_pixels(data, file.filename or "upload", settings)
-        meta = parse_metadata(metadata)
+            check_pixels(data, name, settings.max_pixels)
+        meta = parse_metadata(metadata, settings)
         if data is None and meta is None:
             raise ApiError(400, "empty_update", "give a file, metadata or both")
 
@@ -749,10 +1002,14 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 source=data,
                 metadata=meta,
                 merge_metadata=merge_metadata,
-                name=(file.filename if file is not None else None) or "upload",
+                name=name,
             )
 
-        record = await run_in_threadpool(update)
+        record = (
+            await state.describes.run(update)
+            if data is not None
+            else await run_in_threadpool(update)
+        )
         state.thumbnails.forget(image_id)
         return public_record(record, settings)
 
@@ -762,9 +1019,10 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         dependencies=write,
         summary="Change an image's metadata (JSON)",
     )
-    def patch_image(image_id: int, body: MetadataPatch) -> dict[str, Any]:
+    def patch_image(image_id: ImageId, body: MetadataPatch) -> dict[str, Any]:
         state_get(coll, image_id)
-        record = coll.update(image_id, metadata=body.metadata, merge_metadata=body.merge)
+        metadata = check_metadata(body.metadata, settings)
+        record = coll.update(image_id, metadata=metadata, merge_metadata=body.merge)
         return public_record(record, settings)
 
     @app.delete(
@@ -773,7 +1031,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         dependencies=write,
         summary="Remove an image from the collection",
     )
-    def delete_image(image_id: int) -> dict[str, Any]:
+    def delete_image(image_id: ImageId) -> dict[str, Any]:
         state_get(coll, image_id)
         removed = coll.remove(image_id)
         state.thumbnails.forget(image_id)
@@ -787,12 +1045,15 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         response_class=Response,
     )
     async def thumbnail(
-        request: Request, image_id: int, size: Annotated[int, Query(ge=16, le=1024)] = 256
+        request: Request, image_id: ImageId, size: Annotated[int, Query(ge=16, le=1024)] = 256
     ) -> Response:
         record = state_get(coll, image_id)
         try:
             thumb = await bounded(
-                state, lambda: state.thumbnails.get(record, size, state.fetch), "thumbnail"
+                state,
+                lambda: state.thumbnails.get(record, size, state.fetch),
+                "thumbnail",
+                state.describes,
             )
         except DecodeError as exc:  # the original moved, vanished or broke since indexing
             raise ApiError(404, "gone", f"image {image_id}: {exc.reason}") from None
@@ -809,7 +1070,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         summary="The original image file",
         response_class=Response,
     )
-    def original(image_id: int) -> Response:
+    def original(image_id: ImageId) -> Response:
         record = state_get(coll, image_id)
         if is_url(record.path):
             return RedirectResponse(record.path, status_code=307)
@@ -822,7 +1083,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             media_type=media_type,
             headers={"Content-Security-Policy": "default-src 'none'; sandbox"},
             content_disposition_type="inline",
-            filename=_basename(record.metadata.get("filename") or path.name),
+            filename=display_name(record.metadata, str(path)),
         )
 
     # -- searching ------------------------------------------------------------------------
@@ -836,18 +1097,18 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
     async def search_form(
         image: Annotated[UploadFile | None, File(description="Query image upload.")] = None,
         url: Annotated[str | None, Form(description="Query image URL (http/https).")] = None,
-        id: Annotated[int | None, Form(description="Id of a stored image.")] = None,
-        text: Annotated[str | None, Form(max_length=1000)] = None,
-        sketch: Annotated[str | None, Form(description="JSON square grid of terms.")] = None,
-        layout: Annotated[str | None, Form(max_length=1000)] = None,
-        colors: Annotated[
-            str | None, Form(max_length=500, description="Index key: 'blue then white'.")
+        id: Annotated[
+            int | None, Form(ge=MIN_ID, le=MAX_ID, description="Id of a stored image.")
         ] = None,
-        where: Annotated[str | None, Form(max_length=2000)] = None,
+        text: Annotated[str | None, Form()] = None,
+        sketch: Annotated[str | None, Form(description="JSON square grid of terms.")] = None,
+        layout: Annotated[str | None, Form()] = None,
+        colors: Annotated[str | None, Form(description="Index key: 'blue then white'.")] = None,
+        where: Annotated[str | None, Form()] = None,
         weights: Annotated[str | None, Form(description="JSON object or a=0.5,b=0.5")] = None,
         part_weights: Annotated[str | None, Form(description="JSON object.")] = None,
         top_k: Annotated[int, Form()] = 10,
-        threshold: Annotated[float | None, Form(ge=0, le=100)] = None,
+        threshold: Annotated[float | None, Form(ge=0, le=100, allow_inf_nan=False)] = None,
     ) -> dict[str, Any]:
         sources = sum(x is not None and x != "" for x in (image, url, id))
         if sources > 1:
@@ -855,17 +1116,22 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         spec = SearchSpec(
             image=await read_upload(image, settings) if image is not None else id,
             url=url or None,
-            text=(text or "").strip() or None,
-            sketch=parse_sketch(sketch),
-            layout=(layout or "").strip() or None,
-            colors=(colors or "").strip() or None,
-            where=(where or "").strip() or None,
-            weights=parse_weights(weights),
-            part_weights=parse_part_weights(parse_json_field(part_weights, "part_weights")),
+            text=text,
+            sketch=parse_sketch(sketch, settings),
+            layout=layout,
+            colors=colors,
+            where=where,
+            weights=parse_weights(weights, settings),
+            part_weights=parse_part_weights(
+                parse_json_field(part_weights, "part_weights", settings)
+            ),
             top_k=top_k,
             threshold=threshold,
         )
-        return await bounded(state, lambda: run_search(state, spec), "search")
+        check_spec(spec, settings)
+        return await bounded(
+            state, lambda: run_search(state, spec), "search", gate_for(state, spec)
+        )
 
     @app.post(
         "/api/search/json", tags=["search"], dependencies=read, summary="Search with a JSON body"
@@ -880,17 +1146,20 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         spec = SearchSpec(
             image=image,
             url=body.url,
-            text=(body.text or "").strip() or None,
-            sketch=parse_sketch(body.sketch),
-            layout=(body.layout or "").strip() or None,
-            colors=(body.colors or "").strip() or None,
-            where=(body.where or "").strip() or None,
-            weights=parse_weights(body.weights),
+            text=body.text,
+            sketch=parse_sketch(body.sketch, settings),
+            layout=body.layout,
+            colors=body.colors,
+            where=body.where,
+            weights=parse_weights(body.weights, settings),
             part_weights=parse_part_weights(body.part_weights),
             top_k=body.top_k,
             threshold=body.threshold,
         )
-        return await bounded(state, lambda: run_search(state, spec), "search")
+        check_spec(spec, settings)
+        return await bounded(
+            state, lambda: run_search(state, spec), "search", gate_for(state, spec)
+        )
 
     @app.get(
         "/api/images/{image_id}/similar",
@@ -899,19 +1168,20 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         summary="Images like a stored image",
     )
     async def similar(
-        image_id: int,
+        image_id: ImageId,
         weights: str | None = None,
-        top_k: Annotated[int, Query(ge=1)] = 10,
-        threshold: Annotated[float | None, Query(ge=0, le=100)] = None,
-        where: Annotated[str | None, Query(max_length=2000)] = None,
+        top_k: Annotated[int, Query(ge=1, le=MAX_ID)] = 10,
+        threshold: Annotated[float | None, Query(ge=0, le=100, allow_inf_nan=False)] = None,
+        where: str | None = None,
     ) -> dict[str, Any]:
         spec = SearchSpec(
             image=image_id,
-            weights=parse_weights(weights),
+            weights=parse_weights(weights, settings),
             top_k=top_k,
             threshold=threshold,
-            where=(where or "").strip() or None,
+            where=where,
         )
+        check_spec(spec, settings)
         return await bounded(state, lambda: run_search(state, spec), "search")
 
     @app.get(
@@ -920,10 +1190,16 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         dependencies=read,
         summary="The sketch grid a layout sentence produces",
     )
-    async def layout_grid(sentence: Annotated[str, Query(min_length=1, max_length=1000)]):
-        spec = SearchSpec(layout=sentence, top_k=1)
+    async def layout_grid(sentence: Annotated[str, Query(min_length=1)]):
+        spec = check_spec(SearchSpec(layout=sentence, top_k=1), settings)
         data = await bounded(state, lambda: run_search(state, spec), "layout")
         return {"sentence": sentence, **(data.get("explain", {}).get("layout") or {})}
+
+
+def warm_indexes(coll: Collection) -> None:
+    """Build every attribute's search index now (the first request would pay for it)."""
+    for name in coll.extractors:
+        coll.index_for(name)
 
 
 def parse_part_weights(raw: Any) -> dict[str, float] | None:
@@ -934,6 +1210,7 @@ def parse_part_weights(raw: Any) -> dict[str, float] | None:
     out: dict[str, float] = {}
     for name, value in raw.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            # (NaN fails the range test too)
             raise ApiError(400, "bad_weights", f"part weight {name!r} must be a number in 0..1")
         out[str(name)] = float(value)
     return out

@@ -50,8 +50,21 @@ def serve(
     api_key: Annotated[
         str | None,
         typer.Option(
-            help="Key for uploads, replacements and deletions (default: $LOOKALIKE_API_KEY; "
-            "without one, writes are disabled; with --demo a random key is made and printed).",
+            help="Key for uploads, replacements and deletions. Prefer $LOOKALIKE_API_KEY or "
+            "--api-key-file: a key on the command line shows in the process list. Without one, "
+            "writes are disabled; with --demo a random key is made and printed.",
+            show_default=False,
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the API key from this file (first line).", show_default=False),
+    ] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="Host names the server answers to, comma-separated (default: loopback names "
+            "and the bind address; $LOOKALIKE_ALLOWED_HOSTS).",
             show_default=False,
         ),
     ] = None,
@@ -70,6 +83,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the REST API (OpenAPI at /api/openapi.json) and the search page at /."""
+    from lookalike.server.admission import budget_threads_env
+
+    budget_threads_env()  # before numerical libraries start their pools, where still possible
     try:
         import uvicorn
 
@@ -83,7 +99,7 @@ def serve(
         raise LookalikeError("give either --collection or --demo, not both")
     if collection is None and not demo:
         raise LookalikeError("give a collection (-c FOLDER), or --demo for the sample collection")
-    key = api_key or os.environ.get("LOOKALIKE_API_KEY") or None
+    key = resolve_api_key(api_key, api_key_file)
     made_key = False
     if demo:
         collection = build_demo(demo_folder)
@@ -95,6 +111,8 @@ def serve(
         allow_private_urls=allow_private_urls or None,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024) if max_upload_mb else None,
         request_timeout_s=request_timeout,
+        allowed_hosts=allowed_hosts,
+        bind_host=host,
     )
     assert collection is not None
     app = create_app(collection, settings)
@@ -107,3 +125,27 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"lookalike: listening on {host}: reachable from other machines", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5)
+
+
+def resolve_api_key(option: str | None, key_file: Path | None) -> str | None:
+    """The API key from --api-key-file, $LOOKALIKE_API_KEY or --api-key (with a warning: the
+    command line is visible to every user of the machine in the process list)."""
+    if option and key_file:
+        raise LookalikeError("give --api-key or --api-key-file, not both")
+    if key_file is not None:
+        try:
+            lines = key_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LookalikeError(f"cannot read the API key file {key_file}: {exc}") from None
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise LookalikeError(f"the API key file {key_file} is empty")
+        return key
+    if option:
+        print(
+            "lookalike: warning: --api-key is visible to other users in the process list; "
+            "use $LOOKALIKE_API_KEY or --api-key-file instead",
+            file=sys.stderr,
+        )
+        return option
+    return os.environ.get("LOOKALIKE_API_KEY") or None

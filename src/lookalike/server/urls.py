@@ -51,15 +51,50 @@ def default_resolve(host: str, port: int) -> list[str]:
     return out
 
 
+# Ranges that `is_global` let through on some Python versions, or that reach a private host
+# through a translation; named here so the rule does not depend on the interpreter.
+NOT_PUBLIC = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network"; 0.0.0.0 reaches the local host
+        "100.64.0.0/10",  # carrier-grade NAT
+        "192.0.0.0/24",  # IETF protocol assignments (192.0.0.8 passed is_global)
+        "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",  # documentation
+        "198.18.0.0/15",  # benchmarking
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the broadcast address
+        "::/96",  # IPv4-compatible (deprecated)
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard
+        "2001::/23",  # IETF protocol assignments (Teredo, ORCHID, ...)
+        "2001:db8::/32",  # documentation
+        "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+    )
+)  # fmt: skip
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def public_address(ip: IPAddress) -> bool:
-    """True for globally routable unicast addresses; loopback, private (RFC 1918, ULA),
-    link-local, carrier-grade NAT, multicast, reserved and unspecified are all refused."""
+    """True for globally routable unicast addresses only: loopback, private (RFC 1918, ULA),
+    link-local, carrier-grade NAT, multicast, reserved, documentation, unspecified and the
+    IETF blocks are refused, and so is any IPv6 form that carries a refused IPv4 address
+    (IPv4-mapped, NAT64, 6to4)."""
     if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour
-        if mapped is not None:
-            return public_address(mapped)
+        if ip.ipv4_mapped is not None:
+            return public_address(ip.ipv4_mapped)
+        if ip in NAT64:
+            return public_address(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour is not None:
+            return public_address(ip.sixtofour)
+    if any(ip in net for net in NOT_PUBLIC if net.version == ip.version):
+        return False
     return ip.is_global and not (
-        ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local
+        ip.is_multicast
+        or ip.is_reserved
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+        or ip.is_unspecified
     )
 
 

@@ -2,8 +2,10 @@
 
 Every write is one transaction, so a process killed at any moment leaves a catalog that opens
 with every committed image whole: an image row never exists without its signatures.
-A lock serialises use of the single connection across threads (the server searches while it
-ingests); SQLite's WAL lets other processes read while one writes.
+Writes go through one connection under a lock; reads go through a read-only connection per
+thread (WAL lets them run beside a write and beside each other), so a search never waits for an
+upload's transaction nor for another thread's slow read. Every read statement has a time budget
+(a progress handler aborts it past `statement_budget_s`), so no one query holds a worker forever.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.errors import CollectionError
+from lookalike.errors import CollectionError, LookalikeError
 from lookalike.store.schema import migrate
 
 CATALOG_FILE = "catalog.sqlite"
+STATEMENT_BUDGET_S = 10.0  # longest a read statement may run before it is aborted
+PROGRESS_STEPS = 2_000  # SQLite VM steps between two looks at the clock
+
+
+class StatementTimeout(LookalikeError):
+    """A read took longer than the catalog's statement budget and was aborted."""
 
 
 @dataclass(frozen=True)
@@ -118,14 +126,47 @@ def search_text_of(keywords: Iterable[str], metadata: Mapping[str, Any]) -> str:
     )
 
 
+class _Reader:
+    """A read-only connection and the deadline its progress handler enforces."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+        self.deadline: float | None = None
+        self.expired = False
+        self.depth = 0
+
+    def start(self, budget_s: float | None) -> None:
+        self.depth += 1
+        self.expired = False
+        self.deadline = None if budget_s is None else time.monotonic() + budget_s
+
+    def stop(self) -> None:
+        self.depth -= 1
+        self.deadline = None
+
+    def over_budget(self) -> int:
+        """SQLite's progress handler: non-zero aborts the running statement."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.expired = True
+            return 1
+        return 0
+
+
 class Catalog:
     """Typed access to catalog.sqlite."""
 
-    def __init__(self, directory: Path, *, create: bool = False):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        create: bool = False,
+        statement_budget_s: float | None = STATEMENT_BUDGET_S,
+    ):
         self.directory = directory
         self.file = directory / CATALOG_FILE
         if not self.file.exists() and not create:
             raise CollectionError(f"no collection at {directory} (missing {CATALOG_FILE})")
+        self.statement_budget_s = statement_budget_s
         try:
             self._conn = sqlite3.connect(
                 self.file, check_same_thread=False, isolation_level=None, timeout=30.0
@@ -136,12 +177,67 @@ class Catalog:
             migrate(self._conn)
         except sqlite3.DatabaseError as exc:
             raise CollectionError(f"{self.file}: not a usable catalog ({exc})") from None
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the write connection and its transactions
         self._writes = 0
+        self._local = threading.local()  # this thread's read connection, and its open writes
+        self._readers: list[_Reader] = []
+        self._readers_lock = threading.Lock()
+        self._watch = self._open_reader()  # change_token's own connection: never the write lock
+        self._watch_lock = threading.Lock()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._readers_lock:
+            for reader in self._readers:
+                reader.conn.close()
+            self._readers.clear()
             self._conn.close()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _open_reader(self) -> _Reader:
+        conn = sqlite3.connect(
+            self.file, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        conn.execute("PRAGMA query_only = ON")
+        reader = _Reader(conn)
+        conn.set_progress_handler(reader.over_budget, PROGRESS_STEPS)
+        with self._readers_lock:
+            self._readers.append(reader)
+        return reader
+
+    def _reader(self) -> _Reader:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            reader = self._local.reader = self._open_reader()
+        return reader
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """One consistent snapshot for several read statements, on this thread's read
+        connection, within the statement budget. Inside `transaction()` on the same thread
+        it reads through the write connection (so a transaction sees its own writes)."""
+        if getattr(self._local, "writing", 0):
+            yield self._conn
+            return
+        reader = self._reader()
+        if reader.depth:  # nested: already inside this thread's snapshot
+            yield reader.conn
+            return
+        reader.start(self.statement_budget_s)
+        reader.conn.execute("BEGIN")
+        try:
+            yield reader.conn
+        except sqlite3.OperationalError as exc:
+            if reader.expired:
+                raise StatementTimeout(
+                    f"a catalog read took longer than the budget of {self.statement_budget_s:g} s"
+                    " and was stopped"
+                ) from None
+            raise exc
+        finally:
+            reader.stop()
+            if reader.conn.in_transaction:
+                reader.conn.execute("ROLLBACK")
 
     # -- transactions and change tracking ---------------------------------------------------
 
@@ -150,22 +246,27 @@ class Catalog:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
+            self._local.writing = getattr(self._local, "writing", 0) + 1
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._local.writing -= 1
             self._conn.execute("COMMIT")
             self._writes += 1
 
     def change_token(self) -> tuple[int, int]:
-        """Changes whenever this or another process commits: for cache invalidation."""
-        with self._lock:
-            return self._writes, self._conn.execute("PRAGMA data_version").fetchone()[0]
+        """Changes whenever this or another process commits: for cache invalidation. Read on a
+        connection of its own, so it never waits for a write or a slow read."""
+        with self._watch_lock:
+            return self._writes, self._watch.conn.execute("PRAGMA data_version").fetchone()[0]
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, tuple(params)).fetchall()
+        """Rows of one read statement (this thread's read connection, within the budget)."""
+        with self.reading() as conn:
+            return conn.execute(sql, tuple(params)).fetchall()
 
     # -- collection settings ------------------------------------------------------------------
 
@@ -192,8 +293,8 @@ class Catalog:
 
     def _records(self, where: str, params: list[Any]) -> list[ImageRecord]:
         """Images matching `where`, with their keywords fetched in one more query (not one per
-        image), both under the lock so no write of this process lands between them."""
-        with self._lock:
+        image), both in one read snapshot so no write lands between them."""
+        with self.reading():
             rows = self.query(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE {where}", params)
             keywords: dict[int, list[tuple[str, str, float]]] = {r[0]: [] for r in rows}
             if rows:
