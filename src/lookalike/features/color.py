@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.features.base import PreparedImage, block_histogram_distance, normalised_histogram
+from lookalike.features.base import (
+    IndexSpace,
+    PreparedImage,
+    block_histogram_distance,
+    block_l1_space,
+    normalised_histogram,
+)
 
 
 def _soft_weights(values: np.ndarray, centres: np.ndarray, circular: bool = False):
@@ -96,3 +102,7 @@ class ColorExtractor:
         return block_histogram_distance(
             blur_hue(query, *levels)[0], blur_hue(stored, *levels), [self.dim]
         )
+
+    def index_space(self) -> IndexSpace:
+        levels = (self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
+        return block_l1_space([self.dim], prepare=lambda v: blur_hue(v, *levels))

@@ -14,7 +14,13 @@ from skimage.measure import regionprops
 from skimage.segmentation import felzenszwalb
 from skimage.transform import resize
 
-from lookalike.features.base import PreparedImage, block_histogram_distance, normalised_histogram
+from lookalike.features.base import (
+    IndexSpace,
+    PreparedImage,
+    block_histogram_distance,
+    block_l1_space,
+    normalised_histogram,
+)
 
 SEGMENT_FRAME = 128
 MIN_REGION_SHARE = 0.005
@@ -97,6 +103,7 @@ def edge_histogram(types: np.ndarray) -> np.ndarray:
 class ShapeExtractor:
     name = "shape"
     version = "3"
+    BLOCK_WEIGHTS = [0.25, 0.25, 0.5]
 
     def __init__(self) -> None:
         self.blocks = [
@@ -113,4 +120,7 @@ class ShapeExtractor:
 
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
         # Edges are the steadier half under crops and recompression; regions refine them.
-        return block_histogram_distance(query, stored, self.blocks, [0.25, 0.25, 0.5])
+        return block_histogram_distance(query, stored, self.blocks, self.BLOCK_WEIGHTS)
+
+    def index_space(self) -> IndexSpace:
+        return block_l1_space(self.blocks, self.BLOCK_WEIGHTS)
