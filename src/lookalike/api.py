@@ -844,9 +844,8 @@ class Collection:
         )
 
     def merge_indexes(self) -> None:
-        """Fold the live deltas into the main indexes now (otherwise done past a size)."""
-        for name in self.attributes:
-            self.index_for(name)
+        """Fold the live deltas of the indexes in use into their main part now (otherwise
+        done past a size); indexes not loaded have no delta."""
         self.indexes.merge()
 
     def verify_indexes(self) -> dict[str, str]:

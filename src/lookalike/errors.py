@@ -13,6 +13,9 @@ class DecodeError(LookalikeError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self):  # returned from worker processes: must unpickle with both fields
+        return type(self), (self.path, self.reason)
+
 
 class WeightsError(LookalikeError):
     """Attribute weights that cannot be used (unknown name, out of range, nothing to compare)."""

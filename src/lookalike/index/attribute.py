@@ -50,6 +50,11 @@ class AttributeSpec:
     kind: str  # flat | hnsw | ivfpq
     options: dict[str, Any]
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What decides whether files built for one spec serve another."""
+        return self.fingerprint, self.kind, json.dumps(self.options, sort_keys=True)
+
 
 def _write_atomic(path: Path, data: bytes) -> None:
     partial = path.with_name(path.name + ".partial")

@@ -202,7 +202,7 @@ class IndexSet:
             settings = self.settings()
             for name, index in list(self._indexes.items()):
                 spec = self._spec(name, settings, index.spec.kind, recount=False)
-                if spec != index.spec:  # new version, whitening or settings: another index
+                if spec.key != index.spec.key:  # new version, whitening or settings
                     self._indexes[name] = self._open(name)
                     index = self._indexes[name]
                 self._catch_up(index)
