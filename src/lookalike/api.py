@@ -403,6 +403,7 @@ class Collection:
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
+        import lookalike.index.check  # noqa: F401  (registers the index files' check)
         from lookalike.check import run_checks
 
         return run_checks(self, repair=repair)
