@@ -6,6 +6,7 @@ Errors a user can act on are printed as one line on stderr with exit code 1, nev
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lookalike.cli_output import header_lines, hit_lines, is_likely
 from lookalike.errors import LookalikeError
 from lookalike.server.command import serve
 
@@ -26,8 +28,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(width=None if sys.stdout.isatty() else 160)
+# A terminal's own width (or COLUMNS); a pipe or file gets 160 columns unless COLUMNS says.
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"lookalike {version('lookalike')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """lookalike: find the images that look like this one."""
+
 
 CollectionOption = Annotated[
     Path, typer.Option("--collection", "-c", help="Collection folder (created by `index`).")
@@ -191,7 +215,42 @@ def index(
         out.print(f"  skipped {path}: {reason}", highlight=False)
 
 
-@app.command()
+SEARCH_EXAMPLES = """Examples:
+
+  lookalike search query.jpg -c photos.lookalike -k 5
+
+  lookalike search id:42 -c photos.lookalike --details
+
+  lookalike search -c photos.lookalike --text "red car" --where "price < 50"
+
+  lookalike search query.jpg -c photos.lookalike --paths-only | xargs ls -l
+
+  lookalike search query.jpg -c photos.lookalike --json
+"""
+
+
+def search_slip(image: str | None, collection: Path) -> str | None:
+    """A likely mistake in how `search` was called, said as a hint; None when none is seen."""
+    if not (collection / "catalog.sqlite").exists():
+        hint = f"no collection at {collection}"
+        if image and (Path(image) / "catalog.sqlite").exists():
+            return f"{hint}; {image} is one: give it with -c {image}"
+        return f"{hint}; make one with: lookalike index FOLDER -c {collection}"
+    if image is None or "://" in image or image.startswith("id:") or Path(image).exists():
+        if image and Path(image).is_dir():
+            if (Path(image) / "catalog.sqlite").exists():
+                return f"{image} is a collection, not a query image: give it with -c {image}"
+            return (
+                f"{image} is a folder; search takes one query image "
+                f"(to add a folder: lookalike index {image} -c {collection})"
+            )
+        return None
+    if image.strip().isdigit():
+        return f"{image}: no such file; did you mean id:{image.strip()} (a stored image)?"
+    return None
+
+
+@app.command(epilog=SEARCH_EXAMPLES)
 @friendly_errors
 def search(
     collection: CollectionOption,
@@ -229,11 +288,21 @@ def search(
         float | None, typer.Option(help="Only images scoring at most this (0..100).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    details: Annotated[
+        bool, typer.Option("--details", help="Show each hit's distance per attribute.")
+    ] = False,
+    paths_only: Annotated[
+        bool, typer.Option("--paths-only", help="Print only the paths, one per line (for pipes).")
+    ] = False,
 ) -> None:
     """Find images by example, words, sketch, layout or colours (combinable), with a filter.
 
-    Lower score = more alike (0..100)."""
+    One line per hit: rank, score (0 = identical, 100 = nothing alike), id, path."""
     from lookalike.api import Collection
+
+    slip = search_slip(image, collection)
+    if slip:
+        raise LookalikeError(slip)
 
     sketch_value: object = None
     if sketch is not None:
@@ -254,7 +323,7 @@ def search(
             top_k=top,
             threshold=threshold,
         )
-    if not as_json:
+    if not (as_json or paths_only):
         for name in ("layout", "sketch"):
             if name in results.explain and "render" in results.explain[name]:
                 out.print(f"{name} grid:\n{results.explain[name]['render']}", highlight=False)
@@ -265,7 +334,7 @@ def search(
                     "expanded: " + "; ".join(f"{a['term']} ({a['reason']})" for a in added),
                     highlight=False,
                 )
-    print_results(results, as_json)
+    print_results(results, as_json, details=details, paths_only=paths_only)
 
 
 @app.command()
@@ -323,41 +392,26 @@ def tags(
     out.print("keywords: " + ", ".join(f"{k.text} ({k.score:.2f})" for k in keywords))
 
 
-def shown_path(path: str) -> str:
-    """Paths under the current folder are shown relative to it: shorter, same meaning."""
-    if "://" in path:
-        return path
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path
-
-
-def print_results(results: Any, as_json: bool) -> None:
+def print_results(
+    results: Any, as_json: bool, details: bool = False, paths_only: bool = False
+) -> None:
+    """Hits as JSON, as bare paths (for pipes), or one line each that fits the terminal."""
     if as_json:
         out.print_json(json.dumps(results.to_dict()))
+        return
+    if paths_only:
+        for hit in results.hits:  # print(), not Rich: nothing but the path on each line
+            print(hit.path)
         return
     if not results.hits:
         out.print("no results")
         return
-    attributes = list(results.weights)
-    table = Table(title="weights: " + ", ".join(f"{k}={v:.2f}" for k, v in results.weights.items()))
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    for name in attributes:
-        table.add_column(name, justify="right", style="dim")
-    table.add_column("id", justify="right")
-    table.add_column("path", overflow="fold")
-    for rank, hit in enumerate(results.hits, start=1):
-        mark = "" if hit.similar is None else (" *" if hit.similar else "")
-        table.add_row(
-            str(rank),
-            f"{hit.score:.2f}{mark}",
-            *[f"{hit.breakdown[name]:.1f}" for name in attributes],
-            str(hit.id),
-            shown_path(hit.path),
-        )
-    out.print(table)
+    width = out.width
+    marked = any(is_likely(hit) for hit in results.hits)
+    lines = header_lines(results.weights, results.threshold, marked, width)
+    lines += hit_lines(results.hits, width, details=details)
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
