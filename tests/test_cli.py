@@ -29,15 +29,17 @@ def indexed(tmp_path_factory):
     coll = tmp_path / "coll"
     (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     Collection.create(coll, attributes=CLASSIC).close()
-    proc = run("index", str(image_dir), "-c", str(coll))
+    proc = run("index", str(image_dir), "-c", str(coll), check=False)
     return coll, image_dir, proc
 
 
 def test_index_reports_added_and_skipped(indexed):
     coll, image_dir, proc = indexed
+    assert proc.returncode == 3, proc.stderr  # finished, some files skipped
     assert "6 added" in proc.stdout and "1 skipped" in proc.stdout
     assert "broken.png" in proc.stdout
-    again = run("index", str(image_dir), "-c", str(coll), "--json")
+    again = run("index", str(image_dir), "-c", str(coll), "--json", check=False)
+    assert again.returncode == 3
     report = json.loads(again.stdout)
     assert len(report["unchanged"]) == 6 and report["skipped"][0]["path"].endswith("broken.png")
 

@@ -128,6 +128,7 @@ def _decode(
         raise DecodeError(label, "empty file")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged metadata Pillow skips: not the user's news
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"

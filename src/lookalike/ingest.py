@@ -289,8 +289,8 @@ TEST_FAULTS_ENV = "LOOKALIKE_TEST_WORKER_FAULTS"  # tests only: "crash=a.jpg;han
 
 
 def _test_fault(source: str) -> None:
-    """Test hook: make a worker crash or hang on a named file, as a codec bug could. Set only
-    by the test suite; a no-op unless the variable names this file."""
+    """Test hook: make a worker crash, hang or raise on a named file, as a codec bug could.
+    Set only by the test suite; a no-op unless the variable names this file."""
     for rule in os.environ.get(TEST_FAULTS_ENV, "").split(";"):
         action, _, name = rule.partition("=")
         if name and os.path.basename(source) == name:
@@ -298,6 +298,8 @@ def _test_fault(source: str) -> None:
                 os._exit(70)
             if action == "hang":
                 time.sleep(3600)
+            if action == "raise":
+                raise MemoryError("test fault")  # not an Exception: escapes describe_source
 
 
 def _describe_in_worker(source: str) -> Extracted | DecodeError:

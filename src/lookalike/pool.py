@@ -63,6 +63,8 @@ def _worker_main(
             reply = (number, "error", f"{type(exc).__name__}: {exc}")
         try:
             conn.send(reply)
+        except OSError:  # the parent is gone (killed): nothing left to do
+            return
         except Exception as exc:  # a result that cannot be pickled
             conn.send((number, "error", f"result could not be sent back: {exc}"))
 
