@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lookalike.api import Collection
+from lookalike.errors import CollectionError
 
 KILLS = int(os.environ.get("LOOKALIKE_KILLS", "50"))
 CLI = [sys.executable, "-m", "lookalike", "index"]
@@ -33,8 +35,10 @@ def make_images(folder: Path, count: int) -> None:
 
 
 def index(folder: Path, collection: Path) -> subprocess.Popen:
+    """`lookalike index` with the default attributes (the CNN on) and job count; a small frame
+    keeps each run short, so the kills are many."""
     return subprocess.Popen(
-        [*CLI, str(folder), "-c", str(collection)],
+        [*CLI, str(folder), "-c", str(collection), "--frame", "64"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -72,9 +76,10 @@ def same_answers(got: list[dict[str, float]], expected: list[dict[str, float]]) 
     )
 
 
+@pytest.mark.timeout(1800)  # 50 runs of `index`: minutes on a busy machine
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     folder = tmp_path / "images"
-    make_images(folder, 12)
+    make_images(folder, 16)
     clean = tmp_path / "clean"
     started = time.monotonic()
     assert index(folder, clean).wait() == 0
@@ -106,7 +111,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         progressed += stored != kept
         kept = stored
     assert index(folder, collection).wait() == 0
-    assert len(check_invariants(collection)) == 12
+    assert len(check_invariants(collection)) == 16
     assert same_answers(answers(collection, queries), expected)
     assert not list(collection.glob(".creating-*"))
     assert progressed > 0  # some kills landed after commits, not all during start-up
@@ -114,3 +119,47 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         f"{kills} kills survived ({progressed} after new commits), {cycles} runs finished "
         f"between kills; a clean run took {full_run:.1f} s"
     )
+
+
+def test_creation_interrupted_before_its_settings_leaves_no_collection(tmp_path, monkeypatch):
+    """Settings are written before the catalog appears under its name: a creation stopped
+    half-way (here by an error where a kill could land) leaves nothing to open."""
+    from lookalike.store.catalog import Catalog
+
+    def interrupted(self, values):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Catalog, "set_meta_many", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Collection.create(tmp_path / "c", attributes=["color"])
+    assert not (tmp_path / "c" / "catalog.sqlite").exists()
+    monkeypatch.undo()
+    with Collection.open_or_create(tmp_path / "c", attributes=["color"]) as coll:
+        assert coll.attributes == {"color": {}}
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["catalog.sqlite"]
+
+
+def test_a_collection_left_unfinished_is_reported_and_created_again(tmp_path):
+    """A catalog without settings (what a kill left before creation was atomic) is named as
+    such, and `index` creates the collection again."""
+    from lookalike.store.catalog import Catalog
+
+    (tmp_path / "c").mkdir()
+    Catalog(tmp_path / "c", create=True).close()
+    with pytest.raises(CollectionError, match="never fully created"):
+        Collection.open(tmp_path / "c")
+    search = subprocess.run(
+        [sys.executable, "-m", "lookalike", "search", "-c", str(tmp_path / "c"), "--text", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert search.returncode == 1 and "never fully created" in search.stderr
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "red.png")
+    proc = subprocess.run(
+        [*CLI, str(tmp_path / "red.png"), "-c", str(tmp_path / "c"), "--attributes", "color"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with Collection.open(tmp_path / "c") as coll:
+        assert len(coll) == 1 and list(coll.attributes) == ["color"]

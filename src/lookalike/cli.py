@@ -127,7 +127,8 @@ def check_sources_exist(sources: list[str]) -> None:
 
 @app.command(
     epilog="Exit status: 0 all files indexed; 3 finished, but some files were skipped (each "
-    "listed with its reason); 1 error (the run stopped; finished images are kept); 130 interrupted (finished images kept)."
+    "listed with its reason); 1 error (the run stopped; finished images are kept); "
+    "130 interrupted (finished images kept)."
 )
 @friendly_errors
 def index(
