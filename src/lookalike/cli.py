@@ -1,6 +1,8 @@
 """The `lookalike` command: index, search, remove, info, demo.
 
 Errors a user can act on are printed as one line on stderr with exit code 1, never a traceback.
+Exit codes: 0 done; 1 error (nothing more was done); 3 `index` finished but skipped some files
+(listed with their reasons); 130 interrupted (what was committed is kept).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.table import Table
 
 from lookalike.cli_output import header_lines, hit_lines, is_likely
 from lookalike.errors import LookalikeError
+from lookalike.ingest import FILE_BUDGET_S
 from lookalike.server.command import serve
 
 app = typer.Typer(
@@ -31,6 +34,8 @@ app = typer.Typer(
 # A terminal's own width (or COLUMNS); a pipe or file gets 160 columns unless COLUMNS says.
 out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err = Console(stderr=True, soft_wrap=True)
+
+EXIT_SKIPPED = 3  # `index` finished, but some files were skipped (each reported with a reason)
 
 
 def _version(value: bool) -> None:
@@ -132,7 +137,22 @@ def run_index(
         return coll.add(sources, progress=progress, **options)
 
 
-@app.command()
+def check_sources_exist(sources: list[str]) -> None:
+    """A named folder or file that does not exist is a mistake to stop at (before a collection
+    is created), not a skipped image."""
+    from lookalike.decode import is_url
+    from lookalike.ingest import printable_path
+
+    for source in sources:
+        if not is_url(source) and not os.path.lexists(Path(source).expanduser()):
+            raise LookalikeError(f"no such file or folder: {printable_path(source)}")
+
+
+@app.command(
+    epilog="Exit status: 0 all files indexed; 3 finished, but some files were skipped (each "
+    "listed with its reason); 1 error (the run stopped; finished images are kept); "
+    "130 interrupted (finished images kept)."
+)
 @friendly_errors
 def index(
     sources: Annotated[list[str], typer.Argument(help="Folders, image files or http(s) URLs.")],
@@ -143,6 +163,12 @@ def index(
         int, typer.Option("--jobs", "-j", help="Worker processes (0 = all cores).")
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    file_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds allowed to read and describe one file; a file over it is skipped."
+        ),
+    ] = FILE_BUDGET_S,
     attributes: Annotated[
         str | None,
         typer.Option(help="For a new collection: attributes to extract, e.g. color,texture."),
@@ -174,8 +200,16 @@ def index(
         typer.Option(help="For a new collection: median filter size (0 = off, 3, 5)."),
     ] = None,
 ) -> None:
-    """Add images to a collection (creating it if needed); only new or changed files are read."""
+    """Add images to a collection (creating it if needed); only new or changed files are read.
+
+    Every file that cannot be indexed (not an image, damaged, too big, not a regular file, a
+    name that is not UTF-8, over the time budget) is skipped with its reason; the rest goes on.
+    """
     from lookalike.sidecar import load_sidecar
+
+    check_sources_exist(sources)
+    if file_timeout <= 0:
+        raise LookalikeError("--file-timeout must be a positive number of seconds")
 
     deep_options: dict[str, Any] = {}
     if deep_model:
@@ -198,6 +232,7 @@ def index(
         recursive=recursive,
         jobs=jobs or None,
         metadata=load_sidecar(metadata) if metadata else None,
+        file_budget_s=file_timeout,
     )
     if as_json:
         out.print_json(
@@ -209,10 +244,12 @@ def index(
                 "skipped": [{"path": p, "reason": r} for p, r in report.failed],
             }
         )
-        return
-    out.print(report.summary())
-    for path, reason in report.failed:
-        out.print(f"  skipped {path}: {reason}", highlight=False)
+    else:
+        out.print(report.summary())
+        for path, reason in report.failed:
+            out.print(f"  skipped {path}: {reason}", highlight=False)
+    if report.failed:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 SEARCH_EXAMPLES = """Examples:
