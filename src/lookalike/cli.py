@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.cli_output import header_lines, hit_lines, is_likely
+from lookalike.cli_output import header_lines, hit_lines, is_likely, shown_path
 from lookalike.errors import LookalikeError
 from lookalike.ingest import FILE_BUDGET_S
 from lookalike.server.command import serve
