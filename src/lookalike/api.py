@@ -10,14 +10,16 @@ with Collection.open_or_create("photos.lookalike") as coll:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +32,17 @@ from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
 from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
 from lookalike.features.text_tower import TextTower
-from lookalike.features.whitening import Whitening, fit_pca_whitening, whitened_distance
-from lookalike.index.exact import ExactIndex
-from lookalike.scoring import (
-    check_threshold,
-    default_weights_for,
-    fuse,
-    is_similar,
-    normalise_weights,
+from lookalike.features.whitening import (
+    Whitening,
+    fit_pca_whitening,
+    whitened_distance,
+    whitened_space,
 )
+from lookalike.index.attribute import AttributeIndex
+from lookalike.index.manager import AttributeSource, IndexSet
+from lookalike.query.plan import Planner, PlanSources, SearchResults
+from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
+from lookalike.scoring import default_weights_for, normalise_weights
 from lookalike.store.catalog import CATALOG_FILE, Catalog, ImageRecord, NewImage
 
 if TYPE_CHECKING:
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
 DEEP_DEFAULT_WEIGHT = 0.5  # the CNN is the strongest single attribute on every set measured
 UPLOADS = "uploads"  # folder inside a collection for originals of images added as bytes
 DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
+FILTER_CACHE = 16  # filters whose matching ids are kept until the catalog changes
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
 
 
@@ -67,61 +72,6 @@ class AddedImage(int):
     @property
     def id(self) -> int:
         return int(self)
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """One result: lower score = more alike; `breakdown` holds each attribute's distance."""
-
-    id: int
-    path: str
-    score: float
-    breakdown: dict[str, float]
-    similar: bool | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. sketch Jaccard
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "id": self.id,
-            "path": self.path,
-            "score": round(self.score, 3),
-            "similar": self.similar,
-            "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
-            "metadata": self.metadata,
-        }
-        if self.details:
-            out["details"] = self.details
-        return out
-
-
-@dataclass
-class SearchResults:
-    """Ranked hits plus what was asked: normalised weights, threshold, how many were compared."""
-
-    hits: list[SearchHit]
-    weights: dict[str, float]
-    threshold: float | None
-    considered: int
-    explain: dict[str, Any] = field(default_factory=dict)
-
-    def __iter__(self):
-        return iter(self.hits)
-
-    def __len__(self) -> int:
-        return len(self.hits)
-
-    def __getitem__(self, index: int) -> SearchHit:
-        return self.hits[index]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "weights": {k: round(v, 4) for k, v in self.weights.items()},
-            "threshold": self.threshold,
-            "considered": self.considered,
-            "explain": self.explain,
-            "results": [hit.to_dict() for hit in self.hits],
-        }
 
 
 STAGING_PREFIX = ".creating-"  # a collection being created, inside its folder: pid-random
@@ -184,10 +134,23 @@ class Collection:
                 f"this collection uses {', '.join(missing)}, whose dependencies are not "
                 "installed (deep needs: pip install 'lookalike[deep]')"
             )
-        self._indexes: dict[str, ExactIndex] = {}
+        self._extractors = ingest.build_extractors(self.attributes)
         self._whitenings: dict[str, tuple[Hashable, Whitening | None]] = {}
         self._tower: TextTower | None = None
-        self._perceptual_split: tuple[ExactIndex, np.ndarray, np.ndarray] | None = None
+        self._perceptual_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.indexes = IndexSet(directory, catalog, self._attribute_source)
+        self._filters: OrderedDict[str, tuple[Hashable, np.ndarray]] = OrderedDict()
+        self._filters_lock = threading.Lock()
+        self.planner = Planner(
+            PlanSources(
+                catalog=catalog,
+                index=self.index_for,
+                prepare_query=self._prepare_query,
+                candidates=self.indexes.candidates,
+                perceptual=self._perceptual,
+                text_distances=self._text_distances,
+            )
+        )
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -290,12 +253,28 @@ class Collection:
 
     @property
     def extractors(self) -> dict[str, Extractor]:
-        return ingest.build_extractors(self.attributes)
+        return self._extractors
 
-    def _describe_one(self, data: bytes, label: str, *, tags: bool = True) -> ingest.Extracted:
-        """Every attribute of one image, in this process (batch ones included)."""
-        item = ingest.describe_bytes(data, label, self._settings())
-        ingest.finish_batch([item], self.extractors, tags=tags, tag_floor=self.tag_floor)
+    def _describe_one(
+        self,
+        data: bytes,
+        label: str,
+        *,
+        tags: bool = True,
+        attributes: Sequence[str] | None = None,
+    ) -> ingest.Extracted:
+        """Every attribute of one image (or just `attributes`), in this process."""
+        settings = self._settings()
+        extractors = self.extractors
+        if attributes is not None:
+            extractors = {n: e for n, e in extractors.items() if n in attributes}
+            settings = dataclasses.replace(
+                settings,
+                attributes={n: o for n, o in settings.attributes.items() if n in attributes},
+                keep_prepared=any(hasattr(e, "extract_batch") for e in extractors.values()),
+            )
+        item = ingest.describe_bytes(data, label, settings)
+        ingest.finish_batch([item], extractors, tags=tags, tag_floor=self.tag_floor)
         return item
 
     def _is_current(self, versions: Mapping[str, str]) -> bool:
@@ -502,6 +481,7 @@ class Collection:
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
+        import lookalike.index.check  # noqa: F401  (registers the index files' check)
         from lookalike.check import run_checks
 
         return run_checks(self, repair=repair)
@@ -586,20 +566,46 @@ class Collection:
 
     # -- searching ----------------------------------------------------------------------------
 
-    def index_for(self, attribute: str) -> ExactIndex:
-        """The search index of one attribute, rebuilt when the catalog has changed."""
-        token = self.catalog.change_token()
-        index = self._indexes.get(attribute)
-        if index is None or index.token != token:
-            extractor = self.extractors[attribute]
-            ids, matrix = self.catalog.signature_matrix(attribute, extractor.version, extractor.dim)
-            whitening = self._whitening(attribute)
-            if whitening is not None and len(ids):
-                index = ExactIndex(ids, whitening.apply(matrix), whitened_distance, token)
-            else:
-                index = ExactIndex(ids, matrix, extractor.distance, token)
-            self._indexes[attribute] = index
-        return index
+    def index_for(self, attribute: str) -> AttributeIndex:
+        """The search index of one attribute, caught up with every committed write."""
+        if attribute not in self.attributes:
+            raise CollectionError(f"this collection has no {attribute!r} attribute")
+        return self.indexes.get(attribute)
+
+    def _attribute_source(self, attribute: str) -> AttributeSource:
+        """What the index of `attribute` is built from: the extractor, or its whitening."""
+        extractor = self.extractors[attribute]
+        whitening = self._whitening(attribute)
+        if whitening is None:
+            distance, space, prepare, dim, tag = (
+                extractor.distance,
+                extractor.index_space(),
+                None,
+                extractor.dim,
+                "raw",
+            )
+        else:
+            distance, space, prepare, dim = (
+                whitened_distance,
+                whitened_space(whitening.dim),
+                whitening.apply,
+                whitening.dim,
+            )
+            tag = "whitened:" + hashlib.sha256(whitening.to_bytes()).hexdigest()[:16]
+        return AttributeSource(
+            name=attribute,
+            version=extractor.version,
+            stored_dim=extractor.dim,
+            dim=dim,
+            distance=distance,
+            space=space,
+            prepare=prepare,
+            fingerprint=f"{extractor.version}|{extractor.dim}|{tag}",
+        )
+
+    def _prepare_query(self, attribute: str, vector: np.ndarray) -> np.ndarray:
+        whitening = self._whitening(attribute)
+        return vector if whitening is None else whitening.apply(vector[None, :])[0]
 
     def _whitening(self, attribute: str) -> Whitening | None:
         """The attribute's whitening, re-read from the catalog only after it has changed (the
@@ -636,14 +642,12 @@ class Collection:
                 "data": base64.b64encode(whitening.to_bytes()).decode("ascii"),
             },
         )
-        self._indexes.pop(attribute, None)
         return info
 
     def clear_whitening(self, attribute: str = "deep") -> bool:
         """Stop whitening `attribute`; True if it was whitened."""
         was = self.catalog.get_meta(f"whitening:{attribute}") is not None
         self.catalog.delete_meta(f"whitening:{attribute}")
-        self._indexes.pop(attribute, None)
         return was
 
     def set_text_tower(self, model: str | os.PathLike[str], tokenizer: str | os.PathLike[str]):
@@ -677,34 +681,47 @@ class Collection:
             self._tower = TextTower(spec["model"], spec["tokenizer"])
         return self._tower
 
-    def _with_text_tower(
-        self, tower: TextTower, text: str, ids: np.ndarray, keyword_distances: np.ndarray
-    ) -> np.ndarray:
-        """Text distance = the nearer of keyword match and text-tower-to-image distance."""
-        vector = tower.embed([text])[0]
-        whitening = self._whitening("deep")
-        if whitening is not None:
-            vector = whitening.apply(vector[None, :])[0]
-        index = self.index_for("deep")
-        visual = np.full(len(ids), 100.0)
-        present = np.isin(ids, index.ids)
-        if present.any():
-            visual[present] = index.distances(vector, ids[present])
-        return np.minimum(keyword_distances, visual)
+    def _text_distances(self, text: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The text part: keyword match, or with a text tower the nearer of keyword match and
+        tower-to-image distance."""
+        from lookalike.query.text import text_match
 
-    def describe(self, image: ImageQuery) -> dict[str, np.ndarray]:
-        """The signature of a query image: a stored image's own, or freshly extracted."""
+        match = text_match(self.catalog, text)
+        distances = match.distances
+        tower = self._text_tower()
+        if tower is not None:
+            vector = self._prepare_query("deep", tower.embed([text])[0])
+            index = self.index_for("deep")
+            visual = np.full(len(match.ids), 100.0)
+            present = index.contains(match.ids)
+            if present.any():
+                visual[present] = index.distances(vector, match.ids[present])
+            distances = np.minimum(distances, visual)
+            match.explain["text_tower"] = str(tower.model_path)
+        return match.ids, distances, match.explain
+
+    def describe(
+        self, image: ImageQuery, attributes: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The signature of a query image (only `attributes`, default all): a stored image's
+        own, or freshly extracted."""
+        wanted = list(self.extractors) if attributes is None else list(attributes)
         if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
+            from lookalike.index.source import current_vectors
+
             image_id = int(str(image).removeprefix("id:"))
-            record = self.get(image_id)
+            versions = {name: self.extractors[name].version for name in wanted}
+            found = current_vectors(self.catalog, [image_id], versions)  # one read
+            if all(found[name][image_id] is None for name in wanted):
+                self.get(image_id)  # says "no image 42" when there is none
             out = {}
-            for name, extractor in self.extractors.items():
-                stored = self.catalog.signature(record.id, name)
-                if stored is None or stored[0] != extractor.version:
+            for name in wanted:
+                vector = found[name][image_id]
+                if vector is None:
                     raise CollectionError(
                         f"image {image_id} has no current {name} signature; re-index it"
                     )
-                out[name] = stored[1]
+                out[name] = vector
             return out
         if isinstance(image, np.ndarray | Image.Image):
             pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
@@ -716,8 +733,8 @@ class Collection:
         else:
             label = os.fspath(image)
             data = read_source_bytes(label)
-        item = self._describe_one(data, label, tags=False)
-        return {name: vec for name, (_, vec) in item.signatures.items()}
+        item = self._describe_one(data, label, tags=False, attributes=wanted)
+        return {name: vec for name, (_, vec) in item.signatures.items() if name in wanted}
 
     def search(
         self,
@@ -746,6 +763,7 @@ class Collection:
         part_weights: str | Mapping[str, float] | None = None,
         top_k: int | None = 10,
         threshold: float | None = None,
+        exact: bool = False,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered by metadata.
 
@@ -754,86 +772,26 @@ class Collection:
         a list of rows, grid text, or a drawing image), `layout` (a sentence such as "top
         blue and bottom grey"), `colors` (an index key such as "blue then white"). Each part
         gives a distance 0..100; `part_weights` (0..1, normalised; default equal) fuse them.
-        `explain` says what each part understood and weighed.
+        `explain` says what each part understood and weighed. `exact` scores every image
+        instead of the index's candidates (the reference `tune` measures against).
         """
-        from lookalike.query import parts as query_parts
-
-        check_threshold(threshold)
-        if top_k is not None and top_k < 1:
-            raise LookalikeError("top_k must be at least 1")
-        explain: dict[str, Any] = {}
-        part_distances: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        breakdown_parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         attribute_weights: dict[str, float] = {}
         if image is not None:
             attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
-            distances, ids = self.distances(self.describe(image), attribute_weights)
-            part_distances["image"] = (ids, fuse(distances, attribute_weights))
-            breakdown_parts.update({name: (ids, d) for name, d in distances.items()})
-        if text is not None and text.strip():
-            from lookalike.query.text import text_match
-
-            match = text_match(self.catalog, text)
-            text_distances = match.distances
-            tower = self._text_tower()
-            if tower is not None:
-                text_distances = self._with_text_tower(tower, text, match.ids, text_distances)
-                match.explain["text_tower"] = str(tower.model_path)
-            part_distances["text"] = (match.ids, text_distances)
-            explain["text"] = match.explain
-        per_image: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
-        visual = {"sketch": sketch, "layout": layout, "colors": colors}
-        if any(v is not None and v != "" for v in visual.values()):
-            ids, hists, matrices = self._perceptual()
-            for name, value in visual.items():
-                if value is None or value == "":
-                    continue
-                distances_, info = query_parts.PART_SCORERS[name](value, hists, matrices)
-                part_distances[name] = (ids, distances_)
-                if query_parts.PER_IMAGE in info:
-                    per_image[name] = (ids, info.pop(query_parts.PER_IMAGE))
-                explain[name] = info
-        allowed = self._filter_ids(where) if where else None
-        if where:
-            explain["where"] = where
-        if not part_distances:
-            if allowed is None:
-                raise LookalikeError(
-                    "nothing to search for: give an image, text, a sketch, a layout, colours "
-                    "or a filter"
-                )
-            ids = np.sort(allowed)
-            scores = np.zeros(len(ids))
-            explain["parts"] = {}
-            return self._rank(ids, scores, {}, {}, top_k, threshold, explain)
-        mix = query_parts.normalise_part_weights(part_weights, list(part_distances))
-        explain["parts"] = mix
-        ids = None
-        for part_ids, _ in part_distances.values():
-            ids = part_ids if ids is None else np.intersect1d(ids, part_ids)
-        assert ids is not None
-        if allowed is not None:
-            ids = np.intersect1d(ids, allowed)
-        if list(part_distances) == ["text"]:  # words alone: an image matching none is no answer
-            text_ids, text_distances = part_distances["text"]
-            ids = np.intersect1d(ids, text_ids[text_distances < 100.0])
-        aligned = {
-            name: query_parts.align(pid, d, ids) for name, (pid, d) in part_distances.items()
-        }
-        scores = fuse(aligned, mix)
-        breakdown = {
-            name: query_parts.align(pid, d, ids) for name, (pid, d) in breakdown_parts.items()
-        }
-        breakdown.update({name: d for name, d in aligned.items() if name != "image"})
-        weights_out = {name: w * mix.get("image", 0.0) for name, w in attribute_weights.items()}
-        weights_out.update({name: w for name, w in mix.items() if name != "image"})
-        details = {
-            part: {
-                measure: query_parts.align(pid, values, ids) for measure, values in measures.items()
-            }
-            for part, (pid, measures) in per_image.items()
-        }
-        return self._rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
+        return self.planner.run(
+            signature=None if image is None else (lambda names: self.describe(image, names)),
+            attribute_weights=attribute_weights,
+            text=text,
+            sketch=sketch,
+            layout=layout,
+            colors=colors,
+            allowed=self._filter_ids(where) if where else None,
+            where=where,
+            part_weights=part_weights,
+            top_k=top_k,
+            threshold=threshold,
+            exact=exact,
+        )
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""
@@ -846,67 +804,149 @@ class Collection:
 
         index = self.index_for("perceptual")
         cached = self._perceptual_split
-        if cached is None or cached[0] is not index:  # split once per index snapshot
-            cached = (index, *split_perceptual(index.matrix))
+        if cached is None or cached[0] is not index.ids:  # split once per snapshot
+            cached = (index.ids, *split_perceptual(index.matrix))
             self._perceptual_split = cached
-        return index.ids, cached[1], cached[2]
+        return cached
 
     def _filter_ids(self, where: str) -> np.ndarray:
-        """Ids of images passing a filter, compiled to parameterised SQL."""
+        """Ids of images passing a filter, compiled to parameterised SQL. The SQL scans every
+        image's metadata (0.1-1 s at 100k), so the answer is kept until the catalog changes:
+        a shop that filters by the same category again pays for the scan once."""
         from lookalike.query.filters import compile_filter
 
+        token = self.catalog.change_token()
+        with self._filters_lock:
+            cached = self._filters.get(where)
+        if cached is not None and cached[0] == token:
+            return cached[1]
         sql, params = compile_filter(where, table="images")
         rows = self.catalog.query(f"SELECT images.id FROM images WHERE {sql}", params)
-        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        ids = np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        with self._filters_lock:
+            self._filters[where] = (token, ids)
+            while len(self._filters) > FILTER_CACHE:
+                self._filters.popitem(last=False)
+        return ids
 
     def distances(
         self, signature: Mapping[str, np.ndarray], weights: Mapping[str, float]
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Per-attribute distances from `signature` to every image current in all attributes."""
-        indexes = {name: self.index_for(name) for name in weights}
-        signature = dict(signature)
-        for name in weights:
-            whitening = self._whitening(name)
-            if whitening is not None:
-                signature[name] = whitening.apply(signature[name][None, :])[0]
-        ids = None
-        for index in indexes.values():
-            ids = index.ids if ids is None else np.intersect1d(ids, index.ids, assume_unique=True)
-        assert ids is not None
-        distances = {name: index.distances(signature[name], ids) for name, index in indexes.items()}
-        return distances, ids
+        """Exact per-attribute distances from `signature` to every image current in all
+        weighted attributes: (name -> distances, ids)."""
+        part = self.planner.image_part(signature, weights, k=None)
+        return part.distances, part.ids
 
-    def _rank(
+    # -- indexes: tuning, duplicates, upkeep ------------------------------------------------
+
+    def _stored_signatures(
+        self, ids: list[int], attributes: Sequence[str]
+    ) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Raw stored signatures of many images in one catalog read (images lacking a current
+        vector of any attribute are left out)."""
+        from lookalike.index.source import current_vectors
+
+        versions = {name: self.extractors[name].version for name in attributes}
+        found = current_vectors(self.catalog, ids, versions)
+        out = []
+        for image_id in ids:
+            signature = {name: found[name][image_id] for name in attributes}
+            if all(v is not None for v in signature.values()):
+                out.append((image_id, signature))
+        return out
+
+    def _searchable(self, attributes: Iterable[str]) -> np.ndarray:
+        """Ids of images searchable in every one of `attributes`."""
+        pool = None
+        for name in attributes:
+            ids = self.index_for(name).ids
+            pool = ids if pool is None else np.intersect1d(pool, ids, True)
+        return np.zeros(0, np.int64) if pool is None else pool
+
+    def tune(
         self,
-        ids: np.ndarray,
-        scores: np.ndarray,
-        distances: Mapping[str, np.ndarray],
-        weights: dict[str, float],
-        top_k: int | None,
-        threshold: float | None,
-        explain: dict[str, Any] | None = None,
-        details: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-    ) -> SearchResults:
-        order = np.argsort(scores, kind="stable")
-        if threshold is not None:
-            order = order[scores[order] <= threshold]
-        if top_k is not None:
-            order = order[:top_k]
-        records = self.catalog.get_many(int(ids[i]) for i in order)
-        hits = [
-            SearchHit(
-                id=int(ids[i]),
-                path=records[int(ids[i])].path,
-                score=float(scores[i]),
-                breakdown={name: float(d[i]) for name, d in distances.items()},
-                similar=is_similar(float(scores[i]), threshold),
-                metadata=records[int(ids[i])].metadata,
-                details={
-                    part: {m: round(float(v[i]), 4) for m, v in measures.items()}
-                    for part, measures in (details or {}).items()
-                },
-            )
-            for i in order
-            if int(ids[i]) in records  # removed between ranking and fetching
+        recall: float = 0.95,
+        *,
+        queries: int = 50,
+        k: int = 10,
+        weights: str | Mapping[str, float] | None = None,
+        seed: int = 0,
+    ):
+        """Measure recall@k of the candidate plan against exact search on sampled stored
+        images, keep the cheapest effort that reaches `recall`; returns the curve."""
+        from lookalike.query.tune import tune
+
+        if not 0.0 < recall <= 1.0:
+            raise CollectionError(f"recall must be in (0, 1], got {recall}")
+        attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
+        pool = self._searchable(attribute_weights)
+        if len(pool) == 0:
+            raise CollectionError("the collection has no images to tune on")
+        rng = np.random.default_rng(seed)
+        ids = rng.choice(pool, min(queries, len(pool)), replace=False)
+        signatures = [
+            s for _, s in self._stored_signatures(list(map(int, ids)), list(attribute_weights))
         ]
-        return SearchResults(hits, weights, threshold, len(ids), explain or {})
+        report = tune(
+            self.planner, self.index_for, signatures, attribute_weights, target=recall, k=k
+        )
+        if report.chosen is not None and report.chosen.level:
+            self.indexes.configure(effort=report.chosen.level)
+        return report
+
+    def duplicates(
+        self,
+        *,
+        threshold: float | None = None,
+        weights: str | Mapping[str, float] | None = None,
+        k: int = 10,
+    ):
+        """Groups of near-duplicate images (fused score <= threshold), each pair's score."""
+        from lookalike.query.duplicates import DEFAULT_THRESHOLD, find_duplicates
+        from lookalike.scoring import check_threshold
+
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        check_threshold(threshold)
+        attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
+        return find_duplicates(
+            self.planner,
+            self._searchable(attribute_weights),
+            lambda ids: self._stored_signatures(ids, list(attribute_weights)),
+            attribute_weights,
+            threshold=threshold,
+            k=k,
+        )
+
+    def configure_index(
+        self,
+        attribute: str | None = None,
+        *,
+        kind: str | None = None,
+        pca: int | None = None,
+        effort: Mapping[str, int] | None = None,
+        candidates: int | None = None,
+    ) -> dict[str, Any]:
+        """Choose the index of one attribute (`auto`, `flat`, `hnsw`, `ivfpq`; PCA width for
+        IVF-PQ) or of all (attribute None), the effort per kind, candidates per attribute."""
+        names = list(self.attributes) if attribute is None else [attribute]
+        for name in names:
+            if name not in self.attributes:
+                raise CollectionError(f"this collection has no {name!r} attribute")
+        return self.indexes.configure(
+            kinds={n: kind for n in names} if kind else None,
+            options={n: {"pca": pca} for n in names} if pca else None,
+            effort=dict(effort or {}),
+            candidates=candidates,
+        )
+
+    def merge_indexes(self) -> None:
+        """Fold the live deltas of the indexes in use into their main part now (otherwise
+        done past a size); indexes not loaded have no delta."""
+        self.indexes.merge()
+
+    def verify_indexes(self) -> dict[str, str]:
+        """attribute -> problem with its index files (they would be rebuilt on next use)."""
+        return self.indexes.verify(list(self.attributes))
+
+    def rebuild_indexes(self, attributes: Sequence[str] | None = None) -> None:
+        self.indexes.rebuild(list(attributes or self.attributes))
