@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import ingest
+from lookalike.adapt import ADAPTATION_KEY
 from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, is_url, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
@@ -145,6 +146,7 @@ class Collection:
         self._tower: TextTower | None = None
         self._perceptual_split: tuple[ExactIndex, np.ndarray, np.ndarray] | None = None
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
+        self._zero_shot_cache: tuple[Hashable, Any] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -534,7 +536,8 @@ class Collection:
         token = self.catalog.change_token()
         cached = self._whitenings.get(attribute)
         if cached is None or cached[0] != token:
-            stored = self.catalog.get_meta(f"whitening:{attribute}")
+            stored = self.catalog.get_meta(ADAPTATION_KEY.format(attribute))  # adapt wins
+            stored = stored or self.catalog.get_meta(f"whitening:{attribute}")
             whitening = (
                 None if stored is None else Whitening.from_bytes(base64.b64decode(stored["data"]))
             )
@@ -572,6 +575,49 @@ class Collection:
         self.catalog.delete_meta(f"whitening:{attribute}")
         self._indexes.pop(attribute, None)
         return was
+
+    def adapt(self, labels: str | os.PathLike[str] | Mapping[str, str]) -> dict[str, Any]:
+        """Learn from labelled examples (a folder of class folders, a CSV, or {path or "id:N":
+        label}) a projection of the deep vectors and attribute weights that separate the
+        labels' classes; use both from now on. Returns the held-out report. Reversible with
+        `reset_adaptation`; stored signatures are untouched."""
+        from lookalike.adapt import adaptation_meta, fit_adaptation, labelled_signatures
+
+        signatures, names = labelled_signatures(self, labels)
+        adaptation = fit_adaptation(signatures, names, self.extractors)
+        previous = self.catalog.get_meta(ADAPTATION_KEY.format("deep"))
+        self.catalog.set_meta_many(adaptation_meta(adaptation, self.default_weights, previous))
+        self.default_weights = adaptation.weights
+        self._indexes.clear()
+        return adaptation.report
+
+    def reset_adaptation(self) -> bool:
+        """Forget what `adapt` learned: the previous default weights and projection return."""
+        stored = self.catalog.get_meta(ADAPTATION_KEY.format("deep"))
+        if stored is None:
+            return False
+        self.catalog.set_meta("default_weights", stored["previous_weights"])
+        self.catalog.delete_meta(ADAPTATION_KEY.format("deep"))
+        self.default_weights = stored["previous_weights"]
+        self._indexes.clear()
+        return True
+
+    def _zero_shot(self) -> Any:
+        """The ConSE scorer (over the classes learned by `adapt`, else ImageNet's), rebuilt
+        after a change."""
+        from lookalike.adapt import stored_classes
+        from lookalike.query.zeroshot import labelled_zero_shot, load_zero_shot
+
+        token = self.catalog.change_token()
+        if self._zero_shot_cache is None or self._zero_shot_cache[0] != token:
+            learned = stored_classes(self.catalog.get_meta(ADAPTATION_KEY.format("deep")))
+            if learned is not None:  # the user's own classes know this collection better
+                index = self.index_for("deep")  # adapted vectors, like the centroids
+                scorer = labelled_zero_shot(index.ids, index.matrix, learned[1], learned[0])
+            else:
+                scorer = load_zero_shot(self.catalog, self.extractors.get("deep"))
+            self._zero_shot_cache = (token, scorer)
+        return self._zero_shot_cache[1]
 
     def set_text_tower(self, model: str | os.PathLike[str], tokenizer: str | os.PathLike[str]):
         """Use a CLIP-style text tower (matching this collection's `deep` image tower) so that
@@ -673,6 +719,7 @@ class Collection:
         part_weights: str | Mapping[str, float] | None = None,
         top_k: int | None = 10,
         threshold: float | None = None,
+        expand: bool = False,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered by metadata.
 
@@ -681,7 +728,8 @@ class Collection:
         a list of rows, grid text, or a drawing image), `layout` (a sentence such as "top
         blue and bottom grey"), `colors` (an index key such as "blue then white"). Each part
         gives a distance 0..100; `part_weights` (0..1, normalised; default equal) fuse them.
-        `explain` says what each part understood and weighed.
+        `explain` says what each part understood and weighed. `expand` re-queries the image
+        part with its deep vector moved towards its confident top neighbours (alpha-QE).
         """
         from lookalike.query import parts as query_parts
 
@@ -694,13 +742,17 @@ class Collection:
         attribute_weights: dict[str, float] = {}
         if image is not None:
             attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
-            distances, ids = self.distances(self.describe(image), attribute_weights)
+            signature = self.describe(image)
+            distances, ids = self.distances(signature, attribute_weights)
+            if expand and "deep" in attribute_weights:
+                signature, explain["expand"] = self._expanded(signature, distances, ids)
+                distances, ids = self.distances(signature, attribute_weights)
             part_distances["image"] = (ids, fuse(distances, attribute_weights))
             breakdown_parts.update({name: (ids, d) for name, d in distances.items()})
         if text is not None and text.strip():
             from lookalike.query.text import text_match
 
-            match = text_match(self.catalog, text)
+            match = text_match(self.catalog, text, zero_shot=self._zero_shot())
             text_distances = match.distances
             tower = self._text_tower()
             if tower is not None:
@@ -761,6 +813,21 @@ class Collection:
             for part, (pid, measures) in per_image.items()
         }
         return self._rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
+
+    def _expanded(
+        self, signature: dict[str, np.ndarray], distances: Mapping[str, np.ndarray], ids: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The signature with its deep vector expanded by its nearest stored neighbours."""
+        from lookalike.query.expansion_image import DEFAULT_NEIGHBOURS, expand_query_vector
+
+        nearest = ids[np.argsort(distances["deep"], kind="stable")[:DEFAULT_NEIGHBOURS]]
+        version = self.extractors["deep"].version
+        rows = [self.catalog.signature(int(i), "deep") for i in nearest]
+        vectors = [row[1] for row in rows if row is not None and row[0] == version]
+        if not vectors:
+            return signature, {"neighbours": []}
+        expanded = expand_query_vector(signature["deep"], np.stack(vectors))
+        return {**signature, "deep": expanded}, {"neighbours": [int(i) for i in nearest]}
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""
