@@ -10,12 +10,16 @@ with Collection.open_or_create("photos.lookalike") as coll:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import os
+import shutil
+import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,16 +33,18 @@ from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
 from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
 from lookalike.features.text_tower import TextTower
-from lookalike.features.whitening import Whitening, fit_pca_whitening, whitened_distance
-from lookalike.index.exact import ExactIndex
-from lookalike.scoring import (
-    check_threshold,
-    default_weights_for,
-    fuse,
-    is_similar,
-    normalise_weights,
+from lookalike.features.whitening import (
+    Whitening,
+    fit_pca_whitening,
+    whitened_distance,
+    whitened_space,
 )
-from lookalike.store.catalog import Catalog, ImageRecord, NewImage
+from lookalike.index.attribute import AttributeIndex
+from lookalike.index.manager import AttributeSource, IndexSet
+from lookalike.query.plan import Planner, PlanSources, SearchResults
+from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
+from lookalike.scoring import default_weights_for, normalise_weights
+from lookalike.store.catalog import CATALOG_FILE, Catalog, ImageRecord, NewImage
 
 if TYPE_CHECKING:
     from lookalike.check import CheckReport
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
 DEEP_DEFAULT_WEIGHT = 0.5  # the CNN is the strongest single attribute on every set measured
 UPLOADS = "uploads"  # folder inside a collection for originals of images added as bytes
 DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
+FILTER_CACHE = 16  # filters whose matching ids are kept until the catalog changes
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
 
 
@@ -68,59 +75,46 @@ class AddedImage(int):
         return int(self)
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    """One result: lower score = more alike; `breakdown` holds each attribute's distance."""
-
-    id: int
-    path: str
-    score: float
-    breakdown: dict[str, float]
-    similar: bool | None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. sketch Jaccard
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "id": self.id,
-            "path": self.path,
-            "score": round(self.score, 3),
-            "similar": self.similar,
-            "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
-            "metadata": self.metadata,
-        }
-        if self.details:
-            out["details"] = self.details
-        return out
+STAGING_PREFIX = ".creating-"  # a collection being created, inside its folder: pid-random
 
 
-@dataclass
-class SearchResults:
-    """Ranked hits plus what was asked: normalised weights, threshold, how many were compared."""
+def _create_catalog(path: Path, settings: Mapping[str, Any]) -> None:
+    """Build the catalog and its settings under a staging folder, then link the finished file
+    into place: a kill at any moment leaves no catalog or a whole one, never one without
+    settings (whose every search would fail). Linking never replaces a catalog that another
+    process created meanwhile."""
+    for stale in path.glob(STAGING_PREFIX + "*"):
+        pid = stale.name.removeprefix(STAGING_PREFIX).split("-")[0]
+        if pid.isdigit() and not _is_running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=path))
+    try:
+        catalog = Catalog(staging, create=True)
+        try:
+            catalog.set_meta_many(settings)
+        finally:
+            catalog.close()  # the last connection to close folds the WAL into the file
+        try:
+            os.link(staging / CATALOG_FILE, path / CATALOG_FILE)
+        except FileExistsError:
+            raise CollectionError(f"a collection already exists at {path}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
-    hits: list[SearchHit]
-    weights: dict[str, float]
-    threshold: float | None
-    considered: int
-    explain: dict[str, Any] = field(default_factory=dict)
 
-    def __iter__(self):
-        return iter(self.hits)
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    def __len__(self) -> int:
-        return len(self.hits)
 
-    def __getitem__(self, index: int) -> SearchHit:
-        return self.hits[index]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "weights": {k: round(v, 4) for k, v in self.weights.items()},
-            "threshold": self.threshold,
-            "considered": self.considered,
-            "explain": self.explain,
-            "results": [hit.to_dict() for hit in self.hits],
-        }
+def _is_unfinished(catalog: Catalog) -> bool:
+    """A catalog without settings and without images: its creation was interrupted."""
+    return catalog.get_meta("attributes") is None and catalog.count() == 0
 
 
 class Collection:
@@ -141,10 +135,23 @@ class Collection:
                 f"this collection uses {', '.join(missing)}, whose dependencies are not "
                 "installed (deep needs: pip install 'lookalike[deep]')"
             )
-        self._indexes: dict[str, ExactIndex] = {}
+        self._extractors = ingest.build_extractors(self.attributes)
         self._whitenings: dict[str, tuple[Hashable, Whitening | None]] = {}
         self._tower: TextTower | None = None
-        self._perceptual_split: tuple[ExactIndex, np.ndarray, np.ndarray] | None = None
+        self._perceptual_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.indexes = IndexSet(directory, catalog, self._attribute_source)
+        self._filters: OrderedDict[str, tuple[Hashable, np.ndarray]] = OrderedDict()
+        self._filters_lock = threading.Lock()
+        self.planner = Planner(
+            PlanSources(
+                catalog=catalog,
+                index=self.index_for,
+                prepare_query=self._prepare_query,
+                candidates=self.indexes.candidates,
+                perceptual=self._perceptual,
+                text_distances=self._text_distances,
+            )
+        )
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
         self._zero_shot_cache: tuple[Hashable, Any] | None = None
 
@@ -164,7 +171,7 @@ class Collection:
         """Make a new collection folder. Attributes default to the classic set, plus `deep`
         when PyTorch and the packaged model are installed."""
         path = Path(directory).expanduser()
-        if (path / "catalog.sqlite").exists():
+        if (path / CATALOG_FILE).exists():
             raise CollectionError(f"a collection already exists at {path}")
         if path.exists() and not path.is_dir():
             raise CollectionError(f"{path} exists and is not a folder")
@@ -186,8 +193,8 @@ class Collection:
         else:
             weights = default_weights_for(specs, {**DEFAULT_WEIGHTS, "deep": DEEP_DEFAULT_WEIGHT})
         path.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog(path, create=True)
-        catalog.set_meta_many(  # one transaction: a collection is made whole or not at all
+        _create_catalog(
+            path,
             {
                 "preprocess": (preprocess or Preprocess()).to_dict(),
                 "attributes": specs,
@@ -195,20 +202,35 @@ class Collection:
                 "max_pixels": int(max_pixels),
                 "tag_floor": float(tag_floor),
                 "created_at": time.time(),
-            }
+            },
         )
-        return cls(path, catalog)
+        return cls(path, Catalog(path))
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> Collection:
         path = Path(directory).expanduser()
-        return cls(path, Catalog(path))
+        catalog = Catalog(path)
+        if _is_unfinished(catalog):
+            catalog.close()
+            raise CollectionError(
+                f"the collection at {path} was never fully created (its creation was "
+                "interrupted); run `lookalike index` on it to create it again"
+            )
+        return cls(path, catalog)
 
     @classmethod
     def open_or_create(cls, directory: str | os.PathLike[str], **create_options: Any) -> Collection:
+        """Open the collection, or create it; one left unfinished by an interrupted creation
+        (possible before creation became atomic) is created again."""
         path = Path(directory).expanduser()
-        if (path / "catalog.sqlite").exists():
-            return cls.open(path)
+        if (path / CATALOG_FILE).exists():
+            catalog = Catalog(path)
+            unfinished = _is_unfinished(catalog)
+            catalog.close()
+            if not unfinished:
+                return cls.open(path)
+            for name in (CATALOG_FILE, f"{CATALOG_FILE}-wal", f"{CATALOG_FILE}-shm"):
+                (path / name).unlink(missing_ok=True)
         return cls.create(path, **create_options)
 
     def close(self) -> None:
@@ -233,12 +255,28 @@ class Collection:
 
     @property
     def extractors(self) -> dict[str, Extractor]:
-        return ingest.build_extractors(self.attributes)
+        return self._extractors
 
-    def _describe_one(self, data: bytes, label: str, *, tags: bool = True) -> ingest.Extracted:
-        """Every attribute of one image, in this process (batch ones included)."""
-        item = ingest.describe_bytes(data, label, self._settings())
-        ingest.finish_batch([item], self.extractors, tags=tags, tag_floor=self.tag_floor)
+    def _describe_one(
+        self,
+        data: bytes,
+        label: str,
+        *,
+        tags: bool = True,
+        attributes: Sequence[str] | None = None,
+    ) -> ingest.Extracted:
+        """Every attribute of one image (or just `attributes`), in this process."""
+        settings = self._settings()
+        extractors = self.extractors
+        if attributes is not None:
+            extractors = {n: e for n, e in extractors.items() if n in attributes}
+            settings = dataclasses.replace(
+                settings,
+                attributes={n: o for n, o in settings.attributes.items() if n in attributes},
+                keep_prepared=any(hasattr(e, "extract_batch") for e in extractors.values()),
+            )
+        item = ingest.describe_bytes(data, label, settings)
+        ingest.finish_batch([item], extractors, tags=tags, tag_floor=self.tag_floor)
         return item
 
     def _is_current(self, versions: Mapping[str, str]) -> bool:
@@ -255,17 +293,24 @@ class Collection:
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
         jobs: int | None = None,
         progress: ingest.ProgressCallback | None = None,
+        file_budget_s: float = ingest.FILE_BUDGET_S,
     ) -> ingest.IngestReport:
         """Index folders, files or URLs; only new, changed or stale images are processed.
 
         `metadata` maps a source (as given, or its absolute path) to a metadata dict.
         With `prune`, images that were inside a scanned folder and are gone are removed.
+        `jobs` worker processes (default: all cores; 1 = in this process) describe the files,
+        each within `file_budget_s` seconds; a file that fails, crashes or hangs its worker
+        is reported in `failed` and the run goes on. Finished images are committed at least
+        every `ingest.COMMIT_AFTER_S` seconds, so a killed run keeps them.
         """
         if isinstance(sources, str | os.PathLike):
             sources = [sources]
-        found, roots = ingest.scan(sources, recursive=recursive)
+        scanned = ingest.scan(sources, recursive=recursive)
+        found, roots = scanned.sources, scanned.roots
         metadata = {self._key(k): dict(v) for k, v in (metadata or {}).items()}
         report = ingest.IngestReport()
+        report.failed.extend(scanned.failed)
         states = self.catalog.file_states()
         versions = self.catalog.signature_versions()
         work = ingest.plan(found, states, lambda i: self._is_current(versions.get(i, {})))
@@ -280,24 +325,31 @@ class Collection:
         todo = work.todo
 
         total = len(todo)
-        settings = self._settings()
-        batch: list[ingest.Extracted] = []
+        batch = ingest.CommitBatch()
 
         def flush() -> None:
-            ingest.finish_batch(batch, self.extractors, tag_floor=self.tag_floor)
-            for item in batch:
-                self._store(item, metadata.get(item.source), report)
-            batch.clear()
+            ingest.finish_batch(batch.items, self.extractors, tag_floor=self.tag_floor)
+            for item in batch.take():
+                try:
+                    self._store(item, metadata.get(item.source), report)
+                except (UnicodeError, ValueError, OverflowError) as exc:  # this image alone
+                    report.failed.append(
+                        (ingest.printable_path(item.source), f"cannot be stored: {exc}")
+                    )
 
-        results = ingest.describe_many(todo, settings, jobs or (os.cpu_count() or 1))
-        for done, result in enumerate(results, start=1):
-            if isinstance(result, DecodeError):
-                report.failed.append((result.path, result.reason))
-            else:
-                batch.append(result)
-                if len(batch) >= 32 or result.prepared is None:
-                    flush()
-            if progress:
+        jobs = jobs or (os.cpu_count() or 1)
+        results = ingest.describe_many(todo, self._settings(), jobs, budget_s=file_budget_s)
+        done = 0
+        for result in results:
+            if result is not None:
+                done += 1
+                if isinstance(result, DecodeError):
+                    report.failed.append((result.path, result.reason))
+                else:
+                    batch.add(result)
+            if batch.due():
+                flush()
+            if progress and result is not None:
                 label = result.path if isinstance(result, DecodeError) else result.source
                 progress(done, total, label)
         flush()
@@ -431,6 +483,7 @@ class Collection:
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
+        import lookalike.index.check  # noqa: F401  (registers the index files' check)
         from lookalike.check import run_checks
 
         return run_checks(self, repair=repair)
@@ -515,20 +568,46 @@ class Collection:
 
     # -- searching ----------------------------------------------------------------------------
 
-    def index_for(self, attribute: str) -> ExactIndex:
-        """The search index of one attribute, rebuilt when the catalog has changed."""
-        token = self.catalog.change_token()
-        index = self._indexes.get(attribute)
-        if index is None or index.token != token:
-            extractor = self.extractors[attribute]
-            ids, matrix = self.catalog.signature_matrix(attribute, extractor.version, extractor.dim)
-            whitening = self._whitening(attribute)
-            if whitening is not None and len(ids):
-                index = ExactIndex(ids, whitening.apply(matrix), whitened_distance, token)
-            else:
-                index = ExactIndex(ids, matrix, extractor.distance, token)
-            self._indexes[attribute] = index
-        return index
+    def index_for(self, attribute: str) -> AttributeIndex:
+        """The search index of one attribute, caught up with every committed write."""
+        if attribute not in self.attributes:
+            raise CollectionError(f"this collection has no {attribute!r} attribute")
+        return self.indexes.get(attribute)
+
+    def _attribute_source(self, attribute: str) -> AttributeSource:
+        """What the index of `attribute` is built from: the extractor, or its whitening."""
+        extractor = self.extractors[attribute]
+        whitening = self._whitening(attribute)
+        if whitening is None:
+            distance, space, prepare, dim, tag = (
+                extractor.distance,
+                extractor.index_space(),
+                None,
+                extractor.dim,
+                "raw",
+            )
+        else:
+            distance, space, prepare, dim = (
+                whitened_distance,
+                whitened_space(whitening.dim),
+                whitening.apply,
+                whitening.dim,
+            )
+            tag = "whitened:" + hashlib.sha256(whitening.to_bytes()).hexdigest()[:16]
+        return AttributeSource(
+            name=attribute,
+            version=extractor.version,
+            stored_dim=extractor.dim,
+            dim=dim,
+            distance=distance,
+            space=space,
+            prepare=prepare,
+            fingerprint=f"{extractor.version}|{extractor.dim}|{tag}",
+        )
+
+    def _prepare_query(self, attribute: str, vector: np.ndarray) -> np.ndarray:
+        whitening = self._whitening(attribute)
+        return vector if whitening is None else whitening.apply(vector[None, :])[0]
 
     def _whitening(self, attribute: str) -> Whitening | None:
         """The attribute's whitening, re-read from the catalog only after it has changed (the
@@ -566,14 +645,12 @@ class Collection:
                 "data": base64.b64encode(whitening.to_bytes()).decode("ascii"),
             },
         )
-        self._indexes.pop(attribute, None)
         return info
 
     def clear_whitening(self, attribute: str = "deep") -> bool:
         """Stop whitening `attribute`; True if it was whitened."""
         was = self.catalog.get_meta(f"whitening:{attribute}") is not None
         self.catalog.delete_meta(f"whitening:{attribute}")
-        self._indexes.pop(attribute, None)
         return was
 
     def adapt(self, labels: str | os.PathLike[str] | Mapping[str, str]) -> dict[str, Any]:
@@ -588,7 +665,6 @@ class Collection:
         previous = self.catalog.get_meta(ADAPTATION_KEY.format("deep"))
         self.catalog.set_meta_many(adaptation_meta(adaptation, self.default_weights, previous))
         self.default_weights = adaptation.weights
-        self._indexes.clear()
         return adaptation.report
 
     def reset_adaptation(self) -> bool:
@@ -599,7 +675,6 @@ class Collection:
         self.catalog.set_meta("default_weights", stored["previous_weights"])
         self.catalog.delete_meta(ADAPTATION_KEY.format("deep"))
         self.default_weights = stored["previous_weights"]
-        self._indexes.clear()
         return True
 
     def _zero_shot(self) -> Any:
@@ -613,7 +688,8 @@ class Collection:
             learned = stored_classes(self.catalog.get_meta(ADAPTATION_KEY.format("deep")))
             if learned is not None:  # the user's own classes know this collection better
                 index = self.index_for("deep")  # adapted vectors, like the centroids
-                scorer = labelled_zero_shot(index.ids, index.matrix, learned[1], learned[0])
+                ids = index.ids
+                scorer = labelled_zero_shot(ids, index.rows(ids), learned[1], learned[0])
             else:
                 scorer = load_zero_shot(self.catalog, self.extractors.get("deep"))
             self._zero_shot_cache = (token, scorer)
@@ -650,34 +726,47 @@ class Collection:
             self._tower = TextTower(spec["model"], spec["tokenizer"])
         return self._tower
 
-    def _with_text_tower(
-        self, tower: TextTower, text: str, ids: np.ndarray, keyword_distances: np.ndarray
-    ) -> np.ndarray:
-        """Text distance = the nearer of keyword match and text-tower-to-image distance."""
-        vector = tower.embed([text])[0]
-        whitening = self._whitening("deep")
-        if whitening is not None:
-            vector = whitening.apply(vector[None, :])[0]
-        index = self.index_for("deep")
-        visual = np.full(len(ids), 100.0)
-        present = np.isin(ids, index.ids)
-        if present.any():
-            visual[present] = index.distances(vector, ids[present])
-        return np.minimum(keyword_distances, visual)
+    def _text_distances(self, text: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The text part: keyword match, or with a text tower the nearer of keyword match and
+        tower-to-image distance."""
+        from lookalike.query.text import text_match
 
-    def describe(self, image: ImageQuery) -> dict[str, np.ndarray]:
-        """The signature of a query image: a stored image's own, or freshly extracted."""
+        match = text_match(self.catalog, text, zero_shot=self._zero_shot())
+        distances = match.distances
+        tower = self._text_tower()
+        if tower is not None:
+            vector = self._prepare_query("deep", tower.embed([text])[0])
+            index = self.index_for("deep")
+            visual = np.full(len(match.ids), 100.0)
+            present = index.contains(match.ids)
+            if present.any():
+                visual[present] = index.distances(vector, match.ids[present])
+            distances = np.minimum(distances, visual)
+            match.explain["text_tower"] = str(tower.model_path)
+        return match.ids, distances, match.explain
+
+    def describe(
+        self, image: ImageQuery, attributes: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The signature of a query image (only `attributes`, default all): a stored image's
+        own, or freshly extracted."""
+        wanted = list(self.extractors) if attributes is None else list(attributes)
         if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
+            from lookalike.index.source import current_vectors
+
             image_id = int(str(image).removeprefix("id:"))
-            record = self.get(image_id)
+            versions = {name: self.extractors[name].version for name in wanted}
+            found = current_vectors(self.catalog, [image_id], versions)  # one read
+            if all(found[name][image_id] is None for name in wanted):
+                self.get(image_id)  # says "no image 42" when there is none
             out = {}
-            for name, extractor in self.extractors.items():
-                stored = self.catalog.signature(record.id, name)
-                if stored is None or stored[0] != extractor.version:
+            for name in wanted:
+                vector = found[name][image_id]
+                if vector is None:
                     raise CollectionError(
                         f"image {image_id} has no current {name} signature; re-index it"
                     )
-                out[name] = stored[1]
+                out[name] = vector
             return out
         if isinstance(image, np.ndarray | Image.Image):
             pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
@@ -689,8 +778,8 @@ class Collection:
         else:
             label = os.fspath(image)
             data = read_source_bytes(label)
-        item = self._describe_one(data, label, tags=False)
-        return {name: vec for name, (_, vec) in item.signatures.items()}
+        item = self._describe_one(data, label, tags=False, attributes=wanted)
+        return {name: vec for name, (_, vec) in item.signatures.items() if name in wanted}
 
     def search(
         self,
@@ -719,6 +808,7 @@ class Collection:
         part_weights: str | Mapping[str, float] | None = None,
         top_k: int | None = 10,
         threshold: float | None = None,
+        exact: bool = False,
         expand: bool = False,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered by metadata.
@@ -728,106 +818,55 @@ class Collection:
         a list of rows, grid text, or a drawing image), `layout` (a sentence such as "top
         blue and bottom grey"), `colors` (an index key such as "blue then white"). Each part
         gives a distance 0..100; `part_weights` (0..1, normalised; default equal) fuse them.
-        `explain` says what each part understood and weighed. `expand` re-queries the image
-        part with its deep vector moved towards its confident top neighbours (alpha-QE).
+        `explain` says what each part understood and weighed. `exact` scores every image
+        instead of the index's candidates (the reference `tune` measures against). `expand`
+        searches the image part with its deep vector moved towards its confident top
+        neighbours (alpha-QE, `query/expansion_image.py`).
         """
-        from lookalike.query import parts as query_parts
-
-        check_threshold(threshold)
-        if top_k is not None and top_k < 1:
-            raise LookalikeError("top_k must be at least 1")
-        explain: dict[str, Any] = {}
-        part_distances: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        breakdown_parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         attribute_weights: dict[str, float] = {}
         if image is not None:
             attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
-            signature = self.describe(image)
-            distances, ids = self.distances(signature, attribute_weights)
-            if expand and "deep" in attribute_weights:
-                signature, explain["expand"] = self._expanded(signature, distances, ids)
-                distances, ids = self.distances(signature, attribute_weights)
-            part_distances["image"] = (ids, fuse(distances, attribute_weights))
-            breakdown_parts.update({name: (ids, d) for name, d in distances.items()})
-        if text is not None and text.strip():
-            from lookalike.query.text import text_match
+        expanded_from: list[int] = []
 
-            match = text_match(self.catalog, text, zero_shot=self._zero_shot())
-            text_distances = match.distances
-            tower = self._text_tower()
-            if tower is not None:
-                text_distances = self._with_text_tower(tower, text, match.ids, text_distances)
-                match.explain["text_tower"] = str(tower.model_path)
-            part_distances["text"] = (match.ids, text_distances)
-            explain["text"] = match.explain
-        per_image: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
-        visual = {"sketch": sketch, "layout": layout, "colors": colors}
-        if any(v is not None and v != "" for v in visual.values()):
-            ids, hists, matrices = self._perceptual()
-            for name, value in visual.items():
-                if value is None or value == "":
-                    continue
-                distances_, info = query_parts.PART_SCORERS[name](value, hists, matrices)
-                part_distances[name] = (ids, distances_)
-                if query_parts.PER_IMAGE in info:
-                    per_image[name] = (ids, info.pop(query_parts.PER_IMAGE))
-                explain[name] = info
-        allowed = self._filter_ids(where) if where else None
-        if where:
-            explain["where"] = where
-        if not part_distances:
-            if allowed is None:
-                raise LookalikeError(
-                    "nothing to search for: give an image, text, a sketch, a layout, colours "
-                    "or a filter"
-                )
-            ids = np.sort(allowed)
-            scores = np.zeros(len(ids))
-            explain["parts"] = {}
-            return self._rank(ids, scores, {}, {}, top_k, threshold, explain)
-        mix = query_parts.normalise_part_weights(part_weights, list(part_distances))
-        explain["parts"] = mix
-        ids = None
-        for part_ids, _ in part_distances.values():
-            ids = part_ids if ids is None else np.intersect1d(ids, part_ids)
-        assert ids is not None
-        if allowed is not None:
-            ids = np.intersect1d(ids, allowed)
-        if list(part_distances) == ["text"]:  # words alone: an image matching none is no answer
-            text_ids, text_distances = part_distances["text"]
-            ids = np.intersect1d(ids, text_ids[text_distances < 100.0])
-        aligned = {
-            name: query_parts.align(pid, d, ids) for name, (pid, d) in part_distances.items()
-        }
-        scores = fuse(aligned, mix)
-        breakdown = {
-            name: query_parts.align(pid, d, ids) for name, (pid, d) in breakdown_parts.items()
-        }
-        breakdown.update({name: d for name, d in aligned.items() if name != "image"})
-        weights_out = {name: w * mix.get("image", 0.0) for name, w in attribute_weights.items()}
-        weights_out.update({name: w for name, w in mix.items() if name != "image"})
-        details = {
-            part: {
-                measure: query_parts.align(pid, values, ids) for measure, values in measures.items()
-            }
-            for part, (pid, measures) in per_image.items()
-        }
-        return self._rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
+        def signature(names: list[str]) -> dict[str, np.ndarray]:
+            described = self.describe(image, names)
+            if expand and "deep" in described:
+                described["deep"], neighbours = self._expanded(described["deep"])
+                expanded_from.extend(neighbours)
+            return described
 
-    def _expanded(
-        self, signature: dict[str, np.ndarray], distances: Mapping[str, np.ndarray], ids: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The signature with its deep vector expanded by its nearest stored neighbours."""
+        results = self.planner.run(
+            signature=None if image is None else signature,
+            attribute_weights=attribute_weights,
+            text=text,
+            sketch=sketch,
+            layout=layout,
+            colors=colors,
+            allowed=self._filter_ids(where) if where else None,
+            where=where,
+            part_weights=part_weights,
+            top_k=top_k,
+            threshold=threshold,
+            exact=exact,
+        )
+        if expanded_from:
+            results.explain["expand"] = {"neighbours": expanded_from}
+        return results
+
+    def _expanded(self, vector: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """The deep vector moved towards its nearest stored neighbours (alpha-QE), and their
+        ids; found through the planner, so an ANN index serves it like any query."""
         from lookalike.query.expansion_image import DEFAULT_NEIGHBOURS, expand_query_vector
 
-        nearest = ids[np.argsort(distances["deep"], kind="stable")[:DEFAULT_NEIGHBOURS]]
-        version = self.extractors["deep"].version
-        rows = [self.catalog.signature(int(i), "deep") for i in nearest]
-        vectors = [row[1] for row in rows if row is not None and row[0] == version]
-        if not vectors:
-            return signature, {"neighbours": []}
-        expanded = expand_query_vector(signature["deep"], np.stack(vectors))
-        return {**signature, "deep": expanded}, {"neighbours": [int(i) for i in nearest]}
+        part = self.planner.image_part({"deep": vector}, {"deep": 1.0}, k=DEFAULT_NEIGHBOURS)
+        nearest = part.ids[np.argsort(part.distances["deep"], kind="stable")[:DEFAULT_NEIGHBOURS]]
+        if not len(nearest):
+            return vector, []
+        rows = self._stored_signatures([int(i) for i in nearest], ["deep"])
+        if not rows:
+            return vector, []
+        neighbours = np.stack([signature["deep"] for _, signature in rows])
+        return expand_query_vector(vector, neighbours), [image_id for image_id, _ in rows]
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""
@@ -840,67 +879,149 @@ class Collection:
 
         index = self.index_for("perceptual")
         cached = self._perceptual_split
-        if cached is None or cached[0] is not index:  # split once per index snapshot
-            cached = (index, *split_perceptual(index.matrix))
+        if cached is None or cached[0] is not index.ids:  # split once per snapshot
+            cached = (index.ids, *split_perceptual(index.matrix))
             self._perceptual_split = cached
-        return index.ids, cached[1], cached[2]
+        return cached
 
     def _filter_ids(self, where: str) -> np.ndarray:
-        """Ids of images passing a filter, compiled to parameterised SQL."""
+        """Ids of images passing a filter, compiled to parameterised SQL. The SQL scans every
+        image's metadata (0.1-1 s at 100k), so the answer is kept until the catalog changes:
+        a shop that filters by the same category again pays for the scan once."""
         from lookalike.query.filters import compile_filter
 
+        token = self.catalog.change_token()
+        with self._filters_lock:
+            cached = self._filters.get(where)
+        if cached is not None and cached[0] == token:
+            return cached[1]
         sql, params = compile_filter(where, table="images")
         rows = self.catalog.query(f"SELECT images.id FROM images WHERE {sql}", params)
-        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        ids = np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        with self._filters_lock:
+            self._filters[where] = (token, ids)
+            while len(self._filters) > FILTER_CACHE:
+                self._filters.popitem(last=False)
+        return ids
 
     def distances(
         self, signature: Mapping[str, np.ndarray], weights: Mapping[str, float]
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Per-attribute distances from `signature` to every image current in all attributes."""
-        indexes = {name: self.index_for(name) for name in weights}
-        signature = dict(signature)
-        for name in weights:
-            whitening = self._whitening(name)
-            if whitening is not None:
-                signature[name] = whitening.apply(signature[name][None, :])[0]
-        ids = None
-        for index in indexes.values():
-            ids = index.ids if ids is None else np.intersect1d(ids, index.ids, assume_unique=True)
-        assert ids is not None
-        distances = {name: index.distances(signature[name], ids) for name, index in indexes.items()}
-        return distances, ids
+        """Exact per-attribute distances from `signature` to every image current in all
+        weighted attributes: (name -> distances, ids)."""
+        part = self.planner.image_part(signature, weights, k=None)
+        return part.distances, part.ids
 
-    def _rank(
+    # -- indexes: tuning, duplicates, upkeep ------------------------------------------------
+
+    def _stored_signatures(
+        self, ids: list[int], attributes: Sequence[str]
+    ) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Raw stored signatures of many images in one catalog read (images lacking a current
+        vector of any attribute are left out)."""
+        from lookalike.index.source import current_vectors
+
+        versions = {name: self.extractors[name].version for name in attributes}
+        found = current_vectors(self.catalog, ids, versions)
+        out = []
+        for image_id in ids:
+            signature = {name: found[name][image_id] for name in attributes}
+            if all(v is not None for v in signature.values()):
+                out.append((image_id, signature))
+        return out
+
+    def _searchable(self, attributes: Iterable[str]) -> np.ndarray:
+        """Ids of images searchable in every one of `attributes`."""
+        pool = None
+        for name in attributes:
+            ids = self.index_for(name).ids
+            pool = ids if pool is None else np.intersect1d(pool, ids, True)
+        return np.zeros(0, np.int64) if pool is None else pool
+
+    def tune(
         self,
-        ids: np.ndarray,
-        scores: np.ndarray,
-        distances: Mapping[str, np.ndarray],
-        weights: dict[str, float],
-        top_k: int | None,
-        threshold: float | None,
-        explain: dict[str, Any] | None = None,
-        details: Mapping[str, Mapping[str, np.ndarray]] | None = None,
-    ) -> SearchResults:
-        order = np.argsort(scores, kind="stable")
-        if threshold is not None:
-            order = order[scores[order] <= threshold]
-        if top_k is not None:
-            order = order[:top_k]
-        records = self.catalog.get_many(int(ids[i]) for i in order)
-        hits = [
-            SearchHit(
-                id=int(ids[i]),
-                path=records[int(ids[i])].path,
-                score=float(scores[i]),
-                breakdown={name: float(d[i]) for name, d in distances.items()},
-                similar=is_similar(float(scores[i]), threshold),
-                metadata=records[int(ids[i])].metadata,
-                details={
-                    part: {m: round(float(v[i]), 4) for m, v in measures.items()}
-                    for part, measures in (details or {}).items()
-                },
-            )
-            for i in order
-            if int(ids[i]) in records  # removed between ranking and fetching
+        recall: float = 0.95,
+        *,
+        queries: int = 50,
+        k: int = 10,
+        weights: str | Mapping[str, float] | None = None,
+        seed: int = 0,
+    ):
+        """Measure recall@k of the candidate plan against exact search on sampled stored
+        images, keep the cheapest effort that reaches `recall`; returns the curve."""
+        from lookalike.query.tune import tune
+
+        if not 0.0 < recall <= 1.0:
+            raise CollectionError(f"recall must be in (0, 1], got {recall}")
+        attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
+        pool = self._searchable(attribute_weights)
+        if len(pool) == 0:
+            raise CollectionError("the collection has no images to tune on")
+        rng = np.random.default_rng(seed)
+        ids = rng.choice(pool, min(queries, len(pool)), replace=False)
+        signatures = [
+            s for _, s in self._stored_signatures(list(map(int, ids)), list(attribute_weights))
         ]
-        return SearchResults(hits, weights, threshold, len(ids), explain or {})
+        report = tune(
+            self.planner, self.index_for, signatures, attribute_weights, target=recall, k=k
+        )
+        if report.chosen is not None and report.chosen.level:
+            self.indexes.configure(effort=report.chosen.level)
+        return report
+
+    def duplicates(
+        self,
+        *,
+        threshold: float | None = None,
+        weights: str | Mapping[str, float] | None = None,
+        k: int = 10,
+    ):
+        """Groups of near-duplicate images (fused score <= threshold), each pair's score."""
+        from lookalike.query.duplicates import DEFAULT_THRESHOLD, find_duplicates
+        from lookalike.scoring import check_threshold
+
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        check_threshold(threshold)
+        attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
+        return find_duplicates(
+            self.planner,
+            self._searchable(attribute_weights),
+            lambda ids: self._stored_signatures(ids, list(attribute_weights)),
+            attribute_weights,
+            threshold=threshold,
+            k=k,
+        )
+
+    def configure_index(
+        self,
+        attribute: str | None = None,
+        *,
+        kind: str | None = None,
+        pca: int | None = None,
+        effort: Mapping[str, int] | None = None,
+        candidates: int | None = None,
+    ) -> dict[str, Any]:
+        """Choose the index of one attribute (`auto`, `flat`, `hnsw`, `ivfpq`; PCA width for
+        IVF-PQ) or of all (attribute None), the effort per kind, candidates per attribute."""
+        names = list(self.attributes) if attribute is None else [attribute]
+        for name in names:
+            if name not in self.attributes:
+                raise CollectionError(f"this collection has no {name!r} attribute")
+        return self.indexes.configure(
+            kinds={n: kind for n in names} if kind else None,
+            options={n: {"pca": pca} for n in names} if pca else None,
+            effort=dict(effort or {}),
+            candidates=candidates,
+        )
+
+    def merge_indexes(self) -> None:
+        """Fold the live deltas of the indexes in use into their main part now (otherwise
+        done past a size); indexes not loaded have no delta."""
+        self.indexes.merge()
+
+    def verify_indexes(self) -> dict[str, str]:
+        """attribute -> problem with its index files (they would be rebuilt on next use)."""
+        return self.indexes.verify(list(self.attributes))
+
+    def rebuild_indexes(self, attributes: Sequence[str] | None = None) -> None:
+        self.indexes.rebuild(list(attributes or self.attributes))

@@ -9,6 +9,7 @@ vector means.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
@@ -96,6 +97,64 @@ class Extractor(Protocol):
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
         """Distances from one query vector (dim,) to stored vectors (n, dim), each in [0, 100]."""
         ...
+
+    def index_space(self) -> IndexSpace:
+        """How a vector index reproduces `distance` (see IndexSpace)."""
+        ...
+
+
+@dataclass(frozen=True)
+class IndexSpace:
+    """The space in which a vector index searches one attribute.
+
+    `transform` maps stored vectors (n, dim) to float32 (n, index_dim) where the index metric
+    ("l1": sum of absolute differences, "ip": inner product, larger = nearer) is monotone in the
+    attribute's 0..100 distance, and `to_distance` maps metric values back onto that scale.
+    Indexes then never special-case attributes: each extractor says how its distance is searched.
+    """
+
+    metric: str  # "l1" or "ip"
+    dim: int
+    transform: Callable[[np.ndarray], np.ndarray]
+    to_distance: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, vectors: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.transform(np.atleast_2d(vectors)), dtype=np.float32)
+
+
+def block_l1_space(
+    block_sizes: list[int],
+    block_weights: list[float] | None = None,
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> IndexSpace:
+    """The L1 space of `block_histogram_distance`: each block scaled by 50 * w / sum(w), so the
+    plain L1 norm of a difference *is* the 0..100 distance (before clipping)."""
+    weights = block_weights or [1.0] * len(block_sizes)
+    scale = np.repeat([50.0 * w / sum(weights) for w in weights], block_sizes).astype(np.float32)
+
+    def transform(vectors: np.ndarray) -> np.ndarray:
+        vectors = prepare(vectors) if prepare is not None else vectors
+        return np.asarray(vectors, dtype=np.float32) * scale
+
+    def to_distance(values: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(values, dtype=np.float64), 0.0, 100.0)
+
+    return IndexSpace("l1", len(scale), transform, to_distance)
+
+
+def cosine_space(dim: int, cos_floor: float) -> IndexSpace:
+    """Cosine distance 100 * clip((1 - cos) / (1 - floor), 0, 1) as inner product of unit rows."""
+
+    def transform(vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.maximum(norms, 1e-12)
+
+    def to_distance(values: np.ndarray) -> np.ndarray:
+        cos = np.asarray(values, dtype=np.float64)
+        return np.clip(100.0 * (1.0 - cos) / (1.0 - cos_floor), 0.0, 100.0)
+
+    return IndexSpace("ip", dim, transform, to_distance)
 
 
 def block_histogram_distance(

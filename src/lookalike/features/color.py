@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from lookalike.features.base import (
+    IndexSpace,
     PreparedImage,
     block_histogram_distance,
+    block_l1_space,
     normalised_rows,
 )
 
@@ -123,3 +125,7 @@ class ColorExtractor:
         return block_histogram_distance(
             blur_hue(query, *levels)[0], blur_hue(stored, *levels), [self.dim]
         )
+
+    def index_space(self) -> IndexSpace:
+        levels = (self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
+        return block_l1_space([self.dim], prepare=lambda v: blur_hue(v, *levels))

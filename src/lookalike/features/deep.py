@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lookalike.errors import LookalikeError
-from lookalike.features.base import PreparedImage
+from lookalike.features.base import IndexSpace, PreparedImage, cosine_space
 
 PACKAGED_MODEL = "efficientnet-lite0"
 # Architectures a bare state_dict can be loaded into (efficientnet_lite_pytorch names).
@@ -366,6 +366,9 @@ class DeepExtractor:
         sn = np.linalg.norm(stored, axis=1)
         cos = stored @ q / np.maximum(sn * qn, 1e-12)
         return np.clip(100.0 * (1.0 - cos) / (1.0 - self.cos_floor), 0.0, 100.0)
+
+    def index_space(self) -> IndexSpace:
+        return cosine_space(self.dim, self.cos_floor)
 
 
 def pool_features(fmap: torch.Tensor, pooling: str = "gap", p: float = 3.0) -> torch.Tensor:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from lookalike.features.base import (
+    IndexSpace,
     PreparedImage,
     block_histogram_distance,
+    block_l1_space,
     cell_histograms,
     grid_cell_index,
 )
@@ -42,6 +44,9 @@ class _GridExtractor:
 
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
         return block_histogram_distance(query, stored, [self.cell_dim] * (GRID * GRID))
+
+    def index_space(self) -> IndexSpace:
+        return block_l1_space([self.cell_dim] * (GRID * GRID))
 
 
 class ColorLocationExtractor(_GridExtractor):

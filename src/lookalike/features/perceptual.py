@@ -29,7 +29,12 @@ from functools import cache
 import numpy as np
 from skimage import color as skcolor
 
-from lookalike.features.base import PreparedImage, grid_cell_index, normalised_histogram
+from lookalike.features.base import (
+    IndexSpace,
+    PreparedImage,
+    grid_cell_index,
+    normalised_histogram,
+)
 
 TERMS: tuple[str, ...] = (
     "white",
@@ -254,6 +259,23 @@ class PerceptualColorExtractor:
         hist_tv = 0.5 * np.abs(s_hist.astype(np.float64) - q_hist.astype(np.float64)).sum(axis=1)
         differ = (s_matrices != q_matrix).reshape(len(s_matrices), -1).mean(axis=1)
         return np.clip(50.0 * hist_tv + 50.0 * differ, 0.0, 100.0)
+
+    def index_space(self) -> IndexSpace:
+        """L1 space: the histogram times 25 (50 x total variation) and each cell's term one-hot
+        times 25/256 (a differing cell adds 2 x 25/256 = its 50/256 share), so L1 = distance."""
+        cells = MATRIX_SIZE * MATRIX_SIZE
+
+        def transform(vectors: np.ndarray) -> np.ndarray:
+            hist, matrices = split_perceptual(vectors)
+            onehot = np.zeros((len(vectors), cells, N_TERMS), dtype=np.float32)
+            terms = np.clip(matrices.reshape(len(vectors), cells), 0, N_TERMS - 1)
+            np.put_along_axis(onehot, terms[..., None].astype(np.int64), 25.0 / cells, axis=2)
+            return np.concatenate([25.0 * hist, onehot.reshape(len(vectors), -1)], axis=1)
+
+        def to_distance(values: np.ndarray) -> np.ndarray:
+            return np.clip(np.asarray(values, dtype=np.float64), 0.0, 100.0)
+
+        return IndexSpace("l1", N_TERMS + cells * N_TERMS, transform, to_distance)
 
 
 __all__ = [

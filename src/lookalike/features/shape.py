@@ -14,7 +14,13 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage.segmentation import felzenszwalb
 
-from lookalike.features.base import PreparedImage, block_histogram_distance, normalised_histogram
+from lookalike.features.base import (
+    IndexSpace,
+    PreparedImage,
+    block_histogram_distance,
+    block_l1_space,
+    normalised_histogram,
+)
 
 SEGMENT_FRAME = 128
 SEGMENT_SCALE, SEGMENT_SIGMA, SEGMENT_MIN_SIZE = 600, 0.8, 90  # Felzenszwalb's, for that frame
@@ -180,6 +186,7 @@ def edge_histogram(types: np.ndarray) -> np.ndarray:
 class ShapeExtractor:
     name = "shape"
     version = "4"
+    BLOCK_WEIGHTS = [0.25, 0.25, 0.5]
 
     def __init__(self) -> None:
         self.blocks = [
@@ -196,4 +203,7 @@ class ShapeExtractor:
 
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
         # Edges are the steadier half under crops and recompression; regions refine them.
-        return block_histogram_distance(query, stored, self.blocks, [0.25, 0.25, 0.5])
+        return block_histogram_distance(query, stored, self.blocks, self.BLOCK_WEIGHTS)
+
+    def index_space(self) -> IndexSpace:
+        return block_l1_space(self.blocks, self.BLOCK_WEIGHTS)

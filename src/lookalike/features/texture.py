@@ -14,7 +14,13 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from lookalike.features.base import PreparedImage, block_histogram_distance, normalised_histogram
+from lookalike.features.base import (
+    IndexSpace,
+    PreparedImage,
+    block_histogram_distance,
+    block_l1_space,
+    normalised_histogram,
+)
 
 LBP_SETTINGS = ((8, 1.0), (16, 2.0))
 DIRECTION_BINS = 4
@@ -156,3 +162,6 @@ class TextureExtractor:
 
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
         return block_histogram_distance(query, stored, self.blocks)
+
+    def index_space(self) -> IndexSpace:
+        return block_l1_space(self.blocks)

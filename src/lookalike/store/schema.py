@@ -93,6 +93,25 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images_v3 RENAME TO images;
     CREATE INDEX images_sha256 ON images(sha256);
     """,
+    # 4: a change log for the derived vector indexes: every write to an image or its
+    # signatures appends the image's id, so an index catches up by reading only what changed
+    # since the sequence number it was built at (AUTOINCREMENT: numbers are never reused).
+    """
+    CREATE TABLE index_changes (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        image_id INTEGER NOT NULL
+    );
+    CREATE TRIGGER index_changes_image_insert AFTER INSERT ON images
+        BEGIN INSERT INTO index_changes(image_id) VALUES (new.id); END;
+    CREATE TRIGGER index_changes_image_update AFTER UPDATE ON images
+        BEGIN INSERT INTO index_changes(image_id) VALUES (new.id); END;
+    CREATE TRIGGER index_changes_image_delete AFTER DELETE ON images
+        BEGIN INSERT INTO index_changes(image_id) VALUES (old.id); END;
+    CREATE TRIGGER index_changes_signature_insert AFTER INSERT ON signatures
+        BEGIN INSERT INTO index_changes(image_id) VALUES (new.image_id); END;
+    CREATE TRIGGER index_changes_signature_delete AFTER DELETE ON signatures
+        BEGIN INSERT INTO index_changes(image_id) VALUES (old.image_id); END;
+    """,
 ]
 
 

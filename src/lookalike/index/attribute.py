@@ -1,0 +1,440 @@
+"""One attribute's searchable state: a main part on disk plus a small live delta.
+
+Main: the exact vectors (`vectors.f32`, memory-mapped, append-only) with their image ids
+(`ids.i64`), an optional ANN structure over the same positions, and tombstones (`dead`) for rows
+whose image was changed or removed after they were written. Delta: vectors written since, held
+in memory and searched exactly. A change is visible to the very next query: the row is
+tombstoned in main and (if the image still has a current vector) put in the delta. `merge`
+appends the delta to main; past a share of tombstones the main part is rebuilt from the catalog.
+
+`state.json` (written last, by rename) names the files of the current generation and how many
+rows of the append-only vector and id files belong to it; rows past that count (a merge that
+crashed half-way) are ignored and overwritten. A crash therefore leaves the previous generation
+whole. Writers hold `.lock` (flock) and give up a merge when another process moved on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.features.base import IndexSpace
+from lookalike.index.ann import DEFAULT_EFFORT, AnnIndex, build_ann, read_ann
+
+FORMAT = 1
+CHUNK = 4096  # rows per block of exact distances: bounded temporaries
+DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class IndexFileError(Exception):
+    """An index folder that cannot be used as is (missing, stale, corrupt): rebuild it."""
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """What an attribute index needs to know about its attribute (from the extractor)."""
+
+    name: str
+    dim: int
+    fingerprint: str  # extractor version, width, whitening: a change makes files stale
+    distance: DistanceFn  # exact 0..100 distance on stored (prepared) vectors
+    space: IndexSpace  # how the ANN structure searches those vectors
+    kind: str  # flat | hnsw | ivfpq
+    options: dict[str, Any]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What decides whether files built for one spec serve another."""
+        return self.fingerprint, self.kind, json.dumps(self.options, sort_keys=True)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def _append(path: Path, offset: int, data: bytes) -> None:
+    """Write `data` at byte `offset` (dropping anything past it: rows of a crashed merge)."""
+    with open(path, "r+b" if path.exists() else "wb") as f:
+        f.truncate(offset)
+        f.seek(offset)
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class AttributeIndex:
+    def __init__(self, spec: AttributeSpec, folder: Path):
+        self.spec = spec
+        self.folder = folder
+        self.generation = 0
+        self.mark = 0  # change-log sequence number the main part reflects
+        self.count = 0
+        self.main_ids = np.zeros(0, np.int64)  # position -> image id
+        self.vectors = np.zeros((0, spec.dim), np.float32)  # position -> exact vector (mmap)
+        self.dead = np.zeros(0, bool)
+        self.ann: AnnIndex | None = None
+        self.position = np.zeros(0, np.int64)  # image id -> position in main, -1 if none
+        self.delta: dict[int, np.ndarray] = {}
+        self.effort = DEFAULT_EFFORT.get(spec.kind, 0)
+        self.files: dict[str, str] = {}
+        self._cache: dict[str, Any] = {}
+
+    # -- building, loading, saving ----------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls, spec: AttributeSpec, folder: Path, rows: Iterable[tuple[np.ndarray, np.ndarray]], mark
+    ) -> AttributeIndex:
+        """Write a new main part from (ids, vectors) chunks, in id order, at change `mark`."""
+        index = cls(spec, folder)
+        with index._writing():
+            index._build_locked(rows, mark)
+        return index
+
+    def _build_locked(self, rows: Iterable[tuple[np.ndarray, np.ndarray]], mark: int) -> None:
+        index, spec, folder = self, self.spec, self.folder
+        index.generation = self._next_generation(folder)
+        gen = index.generation
+        index.files = {"vectors": f"vectors.{gen}.f32", "ids": f"ids.{gen}.i64"}
+        count = 0
+        with (
+            open(folder / index.files["vectors"], "wb") as vf,
+            open(folder / index.files["ids"], "wb") as idf,
+        ):
+            for ids, matrix in rows:
+                vf.write(np.ascontiguousarray(matrix, "<f4").tobytes())
+                idf.write(np.ascontiguousarray(ids, "<i8").tobytes())
+                count += len(ids)
+            vf.flush()
+            os.fsync(vf.fileno())
+        index.count, index.mark = count, int(mark)
+        index._map_files()
+        index.dead = np.zeros(count, bool)
+        if spec.kind != "flat" and count:
+            index.ann = build_ann(
+                spec.kind, index._space_rows(0, count), spec.space.metric, dict(spec.options)
+            )
+        index._write_state()
+
+    def _space_rows(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.spec.space.dim), np.float32)
+        for s in range(start, stop, CHUNK):
+            e = min(stop, s + CHUNK)
+            out[s - start : e - start] = self.spec.space(np.asarray(self.vectors[s:e]))
+        return out
+
+    @staticmethod
+    def _next_generation(folder: Path) -> int:
+        try:
+            state = json.loads((folder / "state.json").read_text())
+            return int(state["generation"]) + 1
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1
+
+    @classmethod
+    def load(cls, spec: AttributeSpec, folder: Path) -> AttributeIndex:
+        """Open the current generation; IndexFileError when missing, stale or corrupt."""
+        try:
+            state = json.loads((folder / "state.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise IndexFileError(f"{folder.name}: no readable state ({exc})") from None
+        if state.get("format") != FORMAT or state.get("fingerprint") != spec.fingerprint:
+            raise IndexFileError(f"{folder.name}: built for another version or settings")
+        if state.get("kind") != spec.kind or state.get("options") != spec.options:
+            raise IndexFileError(f"{folder.name}: built as another kind of index")
+        index = cls(spec, folder)
+        try:
+            index.generation, index.count, index.mark = (
+                int(state["generation"]),
+                int(state["count"]),
+                int(state["mark"]),
+            )
+            index.files = {k: str(v) for k, v in state["files"].items()}
+            index._map_files()
+            dead = np.load(folder / index.files["dead"], allow_pickle=False)
+            if dead.shape != (index.count,) or dead.dtype != bool:
+                raise IndexFileError(f"{folder.name}: tombstones do not match the vectors")
+            index.dead = dead.copy()
+            if spec.kind != "flat" and index.count:
+                index.ann = read_ann(spec.kind, folder / index.files["ann"], spec.space.metric)
+                if len(index.ann) != index.count:
+                    raise IndexFileError(f"{folder.name}: ANN structure does not match vectors")
+        except IndexFileError:
+            raise
+        except Exception as exc:  # faiss raises RuntimeError on a corrupt file, numpy ValueError
+            raise IndexFileError(f"{folder.name}: unreadable index files ({exc})") from None
+        if int(state.get("checksum", -1)) != index._checksum():
+            raise IndexFileError(f"{folder.name}: ids do not match the recorded checksum")
+        return index
+
+    def _map_files(self) -> None:
+        vector_file = self.folder / self.files["vectors"]
+        id_file = self.folder / self.files["ids"]
+        need_v, need_i = self.count * self.spec.dim * 4, self.count * 8
+        if not vector_file.exists() or not id_file.exists():
+            raise IndexFileError(f"{self.folder.name}: vector files missing")
+        if vector_file.stat().st_size < need_v or id_file.stat().st_size < need_i:
+            raise IndexFileError(f"{self.folder.name}: vector files are truncated")
+        if self.count:
+            self.vectors = np.memmap(vector_file, "<f4", "r", shape=(self.count, self.spec.dim))
+            self.main_ids = np.fromfile(id_file, "<i8", count=self.count)
+        self._index_positions()
+
+    def _index_positions(self) -> None:
+        alive = ~self.dead if len(self.dead) == self.count else np.ones(self.count, bool)
+        top = int(self.main_ids.max()) + 1 if self.count else 0
+        self.position = np.full(max(top, 1), -1, np.int64)
+        positions = np.flatnonzero(alive)
+        self.position[self.main_ids[positions]] = positions
+        self._cache.clear()
+
+    def _checksum(self) -> int:
+        """Cheap fingerprint of the id file (count, sum, ends): catches a swapped or torn file."""
+        if not self.count:
+            return 0
+        ids = self.main_ids
+        return int((int(ids.sum()) * 1_000_003 + int(ids[0]) * 7919 + int(ids[-1])) % (1 << 61))
+
+    def _write_state(self) -> None:
+        gen = self.generation
+        buffer = _NpyBuffer()
+        np.save(buffer, self.dead)
+        self.files["dead"] = f"dead.{gen}.npy"
+        _write_atomic(self.folder / self.files["dead"], buffer.data)
+        if self.ann is not None:
+            self.files["ann"] = f"ann.{gen}.faiss"
+            self.ann.write(self.folder / self.files["ann"])
+        state = {
+            "format": FORMAT,
+            "attribute": self.spec.name,
+            "fingerprint": self.spec.fingerprint,
+            "kind": self.spec.kind,
+            "options": self.spec.options,
+            "generation": gen,
+            "count": self.count,
+            "mark": self.mark,
+            "checksum": self._checksum(),
+            "files": self.files,
+        }
+        _write_atomic(self.folder / "state.json", json.dumps(state, indent=1).encode())
+        keep = {*self.files.values(), "state.json", ".lock"}
+        for old in self.folder.iterdir():  # files of older generations
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
+    @contextmanager
+    def _writing(self):
+        """Exclusive among processes; yields False when another writer moved the state on."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.folder / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self._next_generation(self.folder) == self.generation + 1
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def apply(self, changes: dict[int, np.ndarray | None], mark: int) -> None:
+        """Images changed since `self.mark`: id -> its current vector, or None (removed or no
+        current signature). Visible to the next search; main rows become tombstones."""
+        delta = dict(self.delta)  # copy on write: searches in other threads iterate the old one
+        for image_id, vector in changes.items():
+            pos = self.position[image_id] if image_id < len(self.position) else -1
+            if pos >= 0:
+                if vector is not None and np.array_equal(self.vectors[pos], vector):
+                    delta.pop(image_id, None)
+                    continue  # e.g. a metadata edit: the vector did not change
+                self.dead[pos] = True
+                self.position[image_id] = -1
+            if vector is None:
+                delta.pop(image_id, None)
+            else:
+                delta[image_id] = np.asarray(vector, np.float32)
+        self.delta = delta
+        self.mark = max(self.mark, int(mark))
+        for key in ("ids", "dead", "matrix"):
+            self._cache.pop(key, None)
+
+    @property
+    def tombstones(self) -> int:
+        if "dead" not in self._cache:
+            self._cache["dead"] = int(self.dead.sum())
+        return self._cache["dead"]
+
+    def merge(self) -> None:
+        """Append the delta to main (vectors, ids, ANN) and write a new generation."""
+        with self._writing() as current:
+            if current:
+                self._merge_locked()
+
+    def _merge_locked(self) -> None:
+        ids = np.array(sorted(self.delta), np.int64)
+        rows = (
+            np.stack([self.delta[i] for i in ids]).astype("<f4")
+            if len(ids)
+            else np.zeros((0, self.spec.dim), "<f4")
+        )
+        _append(self.folder / self.files["vectors"], self.count * self.spec.dim * 4, rows.tobytes())
+        _append(self.folder / self.files["ids"], self.count * 8, ids.tobytes())
+        start = self.count
+        self.generation, self.count = self.generation + 1, self.count + len(ids)
+        self.dead = np.concatenate([self.dead, np.zeros(len(ids), bool)])
+        self._map_files()
+        if self.spec.kind != "flat":
+            if self.ann is None:
+                self.ann = build_ann(
+                    self.spec.kind,
+                    self._space_rows(0, self.count),
+                    self.spec.space.metric,
+                    dict(self.spec.options),
+                )
+            else:
+                self.ann.add(self._space_rows(start, self.count))
+        self.delta = {}
+        self._write_state()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Sorted ids of every image searchable in this attribute (main alive + delta),
+        without sorting the main part again after each write."""
+        if "ids" not in self._cache:
+            if "main_order" not in self._cache:  # positions of main rows in id order
+                self._cache["main_order"] = np.argsort(self.main_ids, kind="stable")
+            order = self._cache["main_order"]
+            alive = self.main_ids[order[~self.dead[order]]] if self.count else self.main_ids
+            delta = np.sort(np.fromiter(self.delta, np.int64, count=len(self.delta)))
+            self._cache["ids"] = np.insert(alive, np.searchsorted(alive, delta), delta)
+        return self._cache["ids"]
+
+    def __len__(self) -> int:
+        """Images searchable here (a changed image's old row is a tombstone, so no overlap)."""
+        return self.count - self.tombstones + len(self.delta)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        in_main = np.zeros(len(ids), bool)
+        small = ids < len(self.position)
+        in_main[small] = self.position[ids[small]] >= 0
+        if self.delta:
+            in_main |= np.isin(ids, np.fromiter(self.delta, np.int64, count=len(self.delta)))
+        return in_main
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Exact vectors of `ids` (all searchable here), from the memory map or the delta."""
+        ids = np.asarray(ids, np.int64)
+        out = np.empty((len(ids), self.spec.dim), np.float32)
+        positions = np.full(len(ids), -1, np.int64)
+        small = ids < len(self.position)
+        positions[small] = self.position[ids[small]]
+        in_main = positions >= 0
+        if in_main.any():
+            order = np.argsort(positions[in_main])  # ascending positions read the map in order
+            picked = positions[in_main][order]
+            target = np.flatnonzero(in_main)[order]
+            out[target] = self.vectors[picked]
+        for i in np.flatnonzero(~in_main):
+            out[i] = self.delta[int(ids[i])]
+        return out
+
+    def distances(self, query: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """Exact 0..100 distances to `ids` (default: every image here, in id order)."""
+        query = np.asarray(query, np.float32)
+        if ids is None or (len(ids) == len(self.ids) and ids is self.ids):
+            return self._distances_to_all(query)
+        ids = np.asarray(ids, np.int64)
+        out = np.empty(len(ids), np.float64)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            out[start : start + len(chunk)] = self.spec.distance(query, self.rows(chunk))
+        return out
+
+    def _distances_to_all(self, query: np.ndarray) -> np.ndarray:
+        """Distances to every image in id order, reading the map front to back (no gather)."""
+        main = np.empty(self.count, np.float64)
+        for start in range(0, self.count, CHUNK):
+            rows = np.asarray(self.vectors[start : start + CHUNK])
+            main[start : start + len(rows)] = self.spec.distance(query, rows)
+        alive = np.flatnonzero(~self.dead)
+        ids = np.concatenate([self.main_ids[alive], np.fromiter(self.delta, np.int64)])
+        values = np.concatenate([main[alive], np.zeros(len(self.delta))])
+        if self.delta:
+            rows = np.stack(list(self.delta.values()))
+            values[len(alive) :] = self.spec.distance(query, rows)
+        return values[np.argsort(ids, kind="stable")]
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """Every searchable vector in id order (for whole-collection scans such as sketches)."""
+        if "matrix" not in self._cache:
+            self._cache["matrix"] = self.rows(self.ids)
+        return self._cache["matrix"]
+
+    def allowed_positions(self, allowed_ids: np.ndarray | None) -> np.ndarray | None:
+        """Bool per main position that may be returned: alive, and allowed by a filter."""
+        if allowed_ids is None:
+            return ~self.dead if self.dead.any() else None
+        mask = np.zeros(self.count, bool)
+        allowed_ids = np.asarray(allowed_ids, np.int64)
+        allowed_ids = allowed_ids[allowed_ids < len(self.position)]
+        positions = self.position[allowed_ids]
+        mask[positions[positions >= 0]] = True
+        return mask
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        allowed_ids: np.ndarray | None = None,
+        effort: int | None = None,
+    ) -> np.ndarray:
+        """Candidate ids near `query` (at most k from main and k from the delta)."""
+        effort = effort or self.effort
+        found: list[np.ndarray] = []
+        if self.ann is None:
+            pool = self.ids if allowed_ids is None else np.intersect1d(self.ids, allowed_ids)
+            d = self.distances(query, pool)
+            found.append(pool[np.argsort(d, kind="stable")[:k]])
+        else:
+            mask = self.allowed_positions(allowed_ids)
+            positions = self.ann.search(self.spec.space(query), k, effort, mask)[0]
+            positions = positions[positions >= 0]
+            found.append(self.main_ids[positions])
+            if self.delta:
+                pool = np.fromiter(self.delta, np.int64, count=len(self.delta))
+                if allowed_ids is not None:
+                    pool = pool[np.isin(pool, allowed_ids)]
+                d = self.distances(query, pool)
+                found.append(pool[np.argsort(d, kind="stable")[:k]])
+        return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+class _NpyBuffer:
+    """A file-like sink for np.save, so the bytes can be written atomically."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.parts)

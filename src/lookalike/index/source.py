@@ -1,0 +1,77 @@
+"""What the indexes read from the catalog: the change log and signatures, in bounded chunks.
+
+The catalog is the truth; these reads are all an index needs to be built from scratch or to
+catch up with writes made since it was built (by this process or another).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from lookalike.store.catalog import Catalog
+
+STREAM_ROWS = 20_000
+
+
+def change_mark(catalog: Catalog) -> int:
+    """The newest change-log sequence number (0 for none)."""
+    return int(catalog.query("SELECT coalesce(max(seq), 0) FROM index_changes")[0][0])
+
+
+def changes_since(catalog: Catalog, mark: int, limit: int) -> tuple[np.ndarray, int, bool]:
+    """(ids changed after `mark`, the newest mark read, whether more than `limit` changed)."""
+    rows = catalog.query(
+        "SELECT seq, image_id FROM index_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+        (mark, limit + 1),
+    )
+    if not rows:
+        return np.zeros(0, np.int64), mark, False
+    too_many = len(rows) > limit
+    return np.unique([r[1] for r in rows]), int(rows[-1][0]), too_many
+
+
+def current_vectors(
+    catalog: Catalog, ids: Iterable[int], versions: Mapping[str, str]
+) -> dict[str, dict[int, np.ndarray | None]]:
+    """attribute -> id -> current vector, or None when the image or a current vector is gone."""
+    ids = [int(i) for i in ids]
+    out: dict[str, dict[int, np.ndarray | None]] = {name: dict.fromkeys(ids) for name in versions}
+    names = list(versions)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        names_marks = ",".join("?" * len(names))
+        for image_id, attribute, version, blob in catalog.query(
+            "SELECT image_id, attribute, version, vector FROM signatures"
+            f" WHERE image_id IN ({marks}) AND attribute IN ({names_marks})",
+            [*chunk, *names],
+        ):
+            if versions[attribute] == version:
+                out[attribute][image_id] = np.frombuffer(blob, "<f4").copy()
+    return out
+
+
+def stream_signatures(
+    catalog: Catalog, attribute: str, version: str, dim: int, rows: int = STREAM_ROWS
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, float32 matrix) chunks of every current signature of `attribute`, by id: memory
+    stays bounded however large the collection."""
+    last = -1
+    while True:
+        found = catalog.query(
+            "SELECT image_id, vector FROM signatures WHERE image_id > ? AND attribute = ?"
+            " AND version = ? ORDER BY image_id LIMIT ?",
+            (last, attribute, version, rows),
+        )
+        if not found:
+            return
+        ids = np.fromiter((r[0] for r in found), np.int64, count=len(found))
+        matrix = np.frombuffer(b"".join(r[1] for r in found), "<f4").reshape(len(found), dim)
+        yield ids, matrix
+        last = int(ids[-1])
+
+
+def image_count(catalog: Catalog) -> int:
+    return int(catalog.query("SELECT count(*) FROM images")[0][0])

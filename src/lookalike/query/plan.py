@@ -1,0 +1,333 @@
+"""The query planner: from a query's parts to ranked hits, below the `Collection` façade.
+
+Two stages for the image part. Stage one asks each attribute that carries weight for
+candidates near the query (`candidates` x k from its index, exact or approximate); stage two
+computes the exact 0..100 distance of every attribute on the union of candidates only (exact
+vectors from the memory-mapped store) and fuses them with the weights. The result equals the
+exact ranking whenever the true neighbours are among the candidates, which `lookalike tune`
+measures. The exact plan (every image) is used when every weighted attribute has an exact
+index, when all results are asked for (no top-k), or when a filter admits so few images that
+scoring them all is cheaper than searching around the filter.
+
+Other parts (text, sketch, layout, colours) give a distance for every image; in a hybrid their
+own best images join the candidates, and all parts are fused by part weights here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lookalike.errors import LookalikeError
+from lookalike.index.attribute import AttributeIndex
+from lookalike.query import parts as query_parts
+from lookalike.scoring import check_threshold, fuse, is_similar
+from lookalike.store.catalog import Catalog
+
+SELECTIVE_SHARE = 0.002  # a filter admitting at most this share of images: score them all
+SELECTIVE_MIN = 500  # ... or at most this many
+FILTER_EFFORT_GAIN = 32  # a filter admitting 1/x of the images searches up to x times wider
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One result: lower score = more alike; `breakdown` holds each attribute's distance."""
+
+    id: int
+    path: str
+    score: float
+    breakdown: dict[str, float]
+    similar: bool | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. sketch Jaccard
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "id": self.id,
+            "path": self.path,
+            "score": round(self.score, 3),
+            "similar": self.similar,
+            "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
+            "metadata": self.metadata,
+        }
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+@dataclass
+class SearchResults:
+    """Ranked hits plus what was asked: normalised weights, threshold, how many were compared."""
+
+    hits: list[SearchHit]
+    weights: dict[str, float]
+    threshold: float | None
+    considered: int
+    explain: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __getitem__(self, index: int) -> SearchHit:
+        return self.hits[index]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": {k: round(v, 4) for k, v in self.weights.items()},
+            "threshold": self.threshold,
+            "considered": self.considered,
+            "explain": self.explain,
+            "results": [hit.to_dict() for hit in self.hits],
+        }
+
+
+@dataclass
+class PlanSources:
+    """What the planner reads, handed down by the façade."""
+
+    catalog: Catalog
+    index: Callable[[str], AttributeIndex]  # caught-up index of an attribute
+    prepare_query: Callable[[str, np.ndarray], np.ndarray]  # e.g. whitening of a query vector
+    candidates: Callable[[], int]  # candidates per attribute, as a multiple of k
+    perceptual: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    text_distances: Callable[[str], tuple[np.ndarray, np.ndarray, dict[str, Any]]]
+
+
+@dataclass
+class ImagePart:
+    ids: np.ndarray
+    distances: dict[str, np.ndarray]
+    exact: bool
+
+
+class Planner:
+    def __init__(self, sources: PlanSources):
+        self.sources = sources
+
+    # -- the image part ------------------------------------------------------------------------
+
+    def image_part(
+        self,
+        signature: Mapping[str, np.ndarray],
+        weights: Mapping[str, float],
+        *,
+        k: int | None,
+        allowed: np.ndarray | None = None,
+        extra: Sequence[np.ndarray] = (),
+        effort: int | None = None,
+        exact: bool = False,
+    ) -> ImagePart:
+        """Per-attribute exact distances on the candidates (or on every image when exact)."""
+        indexes = {name: self.sources.index(name) for name in weights}
+        query = {name: self.sources.prepare_query(name, signature[name]) for name in weights}
+        size = min((len(ix) for ix in indexes.values()), default=0)
+        exact = (
+            exact
+            or k is None
+            or all(ix.ann is None for ix in indexes.values())
+            or (allowed is not None and len(allowed) <= max(SELECTIVE_MIN, SELECTIVE_SHARE * size))
+        )
+        if exact:
+            ids = None
+            for index in indexes.values():
+                ids = index.ids if ids is None else np.intersect1d(ids, index.ids, True)
+            assert ids is not None
+        else:
+            assert k is not None
+            wanted = k * self.sources.candidates()
+            if allowed is not None and size:  # a filter leaves neighbours that agree less
+                wanted = int(wanted * min(4.0, max(1.0, (size / max(len(allowed), 1)) ** 0.5)))
+            found = [
+                index.search(
+                    query[name],
+                    wanted,
+                    allowed_ids=allowed,
+                    effort=filtered_effort(
+                        index.effort if effort is None else effort, allowed, size
+                    ),
+                )
+                for name, index in indexes.items()
+            ]
+            ids = np.unique(np.concatenate([*found, *extra]))
+            for index in indexes.values():
+                ids = ids[index.contains(ids)]
+        if allowed is not None:
+            ids = np.intersect1d(ids, allowed)  # never a filtered-out image, whatever the index
+        distances = {
+            # every image of the index: one pass over its map instead of a gather
+            name: index.distances(query[name], None if len(ids) == len(index) else ids)
+            for name, index in indexes.items()
+        }
+        return ImagePart(ids, distances, exact)
+
+    # -- a whole query ---------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        signature: Callable[[list[str]], dict[str, np.ndarray]] | None,
+        attribute_weights: Mapping[str, float],
+        text: str | None = None,
+        sketch: Any = None,
+        layout: str | None = None,
+        colors: str | Sequence[str] | None = None,
+        allowed: np.ndarray | None = None,
+        where: str | None = None,
+        part_weights: str | Mapping[str, float] | None = None,
+        top_k: int | None = 10,
+        threshold: float | None = None,
+        exact: bool = False,
+    ) -> SearchResults:
+        """Rank images for every part given; `signature(attributes)` describes the query image
+        for just the attributes that carry weight."""
+        check_threshold(threshold)
+        if top_k is not None and top_k < 1:
+            raise LookalikeError("top_k must be at least 1")
+        explain: dict[str, Any] = {}
+        other: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        per_image: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        if text is not None and text.strip():
+            ids, distances, info = self.sources.text_distances(text)
+            other["text"] = (ids, distances)
+            explain["text"] = info
+        visual = {"sketch": sketch, "layout": layout, "colors": colors}
+        if any(v is not None and v != "" for v in visual.values()):
+            ids, hists, matrices = self.sources.perceptual()
+            for name, value in visual.items():
+                if value is None or value == "":
+                    continue
+                distances, info = query_parts.PART_SCORERS[name](value, hists, matrices)
+                other[name] = (ids, distances)
+                if query_parts.PER_IMAGE in info:
+                    per_image[name] = (ids, info.pop(query_parts.PER_IMAGE))
+                explain[name] = info
+        if where:
+            explain["where"] = where
+        if signature is None and not other:
+            if allowed is None:
+                raise LookalikeError(
+                    "nothing to search for: give an image, text, a sketch, a layout, colours "
+                    "or a filter"
+                )
+            explain["parts"] = {}
+            ids = np.sort(allowed)
+            return self.rank(ids, np.zeros(len(ids)), {}, {}, top_k, threshold, explain)
+        names = (["image"] if signature is not None else []) + list(other)
+        mix = query_parts.normalise_part_weights(part_weights, names)
+        explain["parts"] = mix
+        aligned_ids = None
+        for part_ids, _ in other.values():
+            aligned_ids = part_ids if aligned_ids is None else np.intersect1d(aligned_ids, part_ids)
+        if allowed is not None and aligned_ids is not None:
+            aligned_ids = np.intersect1d(aligned_ids, allowed)
+        if list(other) == ["text"] and signature is None:  # words alone: no match, no answer
+            text_ids, text_distances = other["text"]
+            aligned_ids = np.intersect1d(aligned_ids, text_ids[text_distances < 100.0])
+        breakdown: dict[str, np.ndarray] = {}
+        part_distances: dict[str, tuple[np.ndarray, np.ndarray]] = dict(other)
+        if signature is not None:
+            k = None if top_k is None else top_k
+            extra = [self._best(pid, d, allowed, k) for pid, d in other.values()] if k else []
+            image = self.image_part(
+                signature(list(attribute_weights)),
+                attribute_weights,
+                k=k,
+                allowed=allowed,
+                extra=extra,
+                exact=exact,
+            )
+            part_distances["image"] = (image.ids, fuse(image.distances, attribute_weights))
+            ids = image.ids if aligned_ids is None else np.intersect1d(image.ids, aligned_ids)
+            breakdown = {
+                name: query_parts.align(image.ids, d, ids) for name, d in image.distances.items()
+            }
+            explain["plan"] = "exact" if image.exact else "candidates"
+        else:
+            assert aligned_ids is not None
+            ids = aligned_ids
+        aligned = {
+            name: query_parts.align(pid, d, ids) for name, (pid, d) in part_distances.items()
+        }
+        scores = fuse(aligned, mix)
+        breakdown.update({name: d for name, d in aligned.items() if name != "image"})
+        weights_out = {name: w * mix.get("image", 0.0) for name, w in attribute_weights.items()}
+        weights_out.update({name: w for name, w in mix.items() if name != "image"})
+        details = {
+            part: {m: query_parts.align(pid, values, ids) for m, values in measures.items()}
+            for part, (pid, measures) in per_image.items()
+        }
+        return self.rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
+
+    def _best(
+        self, ids: np.ndarray, distances: np.ndarray, allowed: np.ndarray | None, k: int
+    ) -> np.ndarray:
+        """A part's own best images, so a hybrid's answers are among the candidates."""
+        if allowed is not None:
+            keep = np.isin(ids, allowed)
+            ids, distances = ids[keep], distances[keep]
+        wanted = min(len(ids), k * self.sources.candidates())
+        if wanted == 0:
+            return np.zeros(0, np.int64)
+        return ids[np.argpartition(distances, wanted - 1)[:wanted]]
+
+    # -- ranking -------------------------------------------------------------------------------
+
+    def rank(
+        self,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        distances: Mapping[str, np.ndarray],
+        weights: dict[str, float],
+        top_k: int | None,
+        threshold: float | None,
+        explain: dict[str, Any] | None = None,
+        details: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    ) -> SearchResults:
+        """Top-k (by partial selection, not a full sort), threshold, then the records."""
+        order = top_order(ids, scores, top_k)
+        if threshold is not None:
+            order = order[scores[order] <= threshold]
+        records = self.sources.catalog.get_many(int(ids[i]) for i in order)
+        hits = [
+            SearchHit(
+                id=int(ids[i]),
+                path=records[int(ids[i])].path,
+                score=float(scores[i]),
+                breakdown={name: float(d[i]) for name, d in distances.items()},
+                similar=is_similar(float(scores[i]), threshold),
+                metadata=records[int(ids[i])].metadata,
+                details={
+                    part: {m: round(float(v[i]), 4) for m, v in measures.items()}
+                    for part, measures in (details or {}).items()
+                },
+            )
+            for i in order
+            if int(ids[i]) in records  # removed between ranking and fetching
+        ]
+        return SearchResults(hits, weights, threshold, len(ids), explain or {})
+
+
+def filtered_effort(effort: int, allowed: np.ndarray | None, size: int) -> int:
+    """Effort under a filter: the index skips what the filter rejects, so it must look
+    further (more inverted lists, a wider beam) to gather as many allowed candidates."""
+    if allowed is None or size == 0:
+        return effort
+    share = max(len(allowed) / size, 1e-9)
+    return int(effort * min(FILTER_EFFORT_GAIN, max(1.0, 1.0 / share)))
+
+
+def top_order(ids: np.ndarray, scores: np.ndarray, k: int | None) -> np.ndarray:
+    """Positions of the k best scores, ties broken by id (so every plan orders alike)."""
+    if k is not None and k < len(scores):
+        cut = np.partition(scores, k - 1)[k - 1]
+        keep = np.flatnonzero(scores <= cut)
+    else:
+        keep = np.arange(len(scores))
+    order = keep[np.lexsort((ids[keep], scores[keep]))]
+    return order if k is None else order[:k]

@@ -1,0 +1,175 @@
+"""Indexes behind one interface: each kind agrees with exact search, writes are visible at once,
+filters never leak, broken index files are rebuilt from the catalog."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from index_fixtures import make_collection, recall_at
+
+from lookalike.api import Collection
+from lookalike.store.catalog import NewImage
+
+N = 2000
+QUERIES = [1, 17, 250, 777, 1024, 1500, 1999]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ann") / "coll"
+    make_collection(folder, N).close()
+    return folder
+
+
+def open_as(folder, kind: str, **effort) -> Collection:
+    coll = Collection.open(folder)
+    coll.configure_index(kind=kind, effort=effort)
+    return coll
+
+
+@pytest.mark.parametrize(("kind", "effort", "least"), [("hnsw", 512, 1.0), ("ivfpq", 256, 0.97)])
+def test_each_index_agrees_with_exact_search_at_high_effort(synthetic, kind, effort, least):
+    with open_as(synthetic, kind, **{kind: effort}) as coll:
+        recalls = []
+        for weights in (None, "deep=1", "color=1", "texture=0.5,shape=0.5,location=0.5"):
+            for q in QUERIES:
+                fast = coll.search(q, weights=weights, top_k=10)
+                exact = coll.query(image=q, weights=weights, top_k=10, exact=True)
+                assert fast.explain["plan"] == "candidates"
+                assert exact.explain["plan"] == "exact"
+                recalls.append(recall_at(fast, exact))
+                same = {h.id: h.score for h in exact}
+                for hit in fast:  # scores of the candidate plan are the exact ones
+                    if hit.id in same:
+                        assert hit.score == pytest.approx(same[hit.id], abs=1e-6)
+        assert np.mean(recalls) >= least, recalls
+        assert coll.indexes.describe()["deep"]["kind"] == kind
+
+
+def test_index_space_reproduces_every_attribute_distance(synthetic):
+    """For every extractor, the index metric on transformed vectors *is* its 0..100 distance."""
+    with Collection.open(synthetic) as coll:
+        for name, extractor in coll.extractors.items():
+            _, matrix = coll.catalog.signature_matrix(name, extractor.version, extractor.dim)
+            matrix = matrix[:200]
+            space = extractor.index_space()
+            moved = space(matrix)
+            assert moved.shape == (200, space.dim)
+            expected = extractor.distance(matrix[0], matrix)
+            if space.metric == "l1":
+                values = np.abs(moved - moved[0]).sum(axis=1)
+            else:
+                values = moved @ moved[0]
+            assert np.allclose(space.to_distance(values), expected, atol=1e-3), name
+
+
+def copy_of(coll: Collection, image_id: int, path: str) -> NewImage:
+    """A new image whose signature is image `image_id`'s own."""
+    signatures = {
+        name: (ex.version, coll.catalog.signature(image_id, name)[1])
+        for name, ex in coll.extractors.items()
+    }
+    return NewImage(path, 1, 0.0, "f" * 64, 256, 256, "SYN", signatures, {"shard": 0})
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw", "flat"])
+def test_inserts_updates_and_deletes_are_visible_at_once(synthetic, tmp_path, kind):
+    import shutil
+
+    folder = tmp_path / "coll"
+    shutil.copytree(synthetic, folder)
+    with open_as(folder, kind) as coll:
+        before = coll.search(40, top_k=5)
+        assert before[0].id == 40
+        new_id, _ = coll.catalog.put_image(copy_of(coll, 40, "synthetic://copy"))
+        after = coll.search(40, top_k=5)
+        assert {after[0].id, after[1].id} == {40, new_id}
+        assert after[1].score == pytest.approx(0.0, abs=1e-9)
+        assert coll.indexes.describe()["color"]["delta"] == 1  # not merged: searched live
+
+        coll.catalog.put_image(copy_of(coll, 900, "synthetic://copy"), image_id=new_id)
+        moved = coll.search(40, top_k=5)
+        assert new_id not in [h.id for h in moved][:2]
+        assert {h.id for h in coll.search(900, top_k=2)} == {900, new_id}
+
+        coll.remove(900)
+        gone = coll.search(new_id, top_k=20)
+        assert 900 not in [h.id for h in gone]
+        ids = [h.id for h in gone]
+        assert len(ids) == len(set(ids))  # nothing searchable twice
+
+        coll.merge_indexes()
+        assert coll.indexes.describe()["color"]["delta"] == 0
+        merged = coll.search(new_id, top_k=20)
+        assert [h.id for h in merged] == ids
+    with Collection.open(folder) as again:  # what a merge wrote is what a new process sees
+        reopened = again.search(new_id, top_k=20)
+        assert [h.id for h in reopened] == ids
+        assert again.indexes.describe()["color"]["tombstones"] >= 1
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+def test_filters_never_leak_and_selective_filters_are_exact(synthetic, kind):
+    with open_as(synthetic, kind, **{kind: 128}) as coll:
+        for where, plan in (("shard < 30", "candidates"), ("shard = 7", "exact")):
+            for q in QUERIES[:4]:
+                hits = coll.search(q, top_k=10, where=where)
+                exact = coll.query(image=q, top_k=10, where=where, exact=True)
+                assert hits.explain["plan"] == plan
+                shards = [json.loads(json.dumps(h.metadata))["shard"] for h in hits]
+                assert all((s < 30) if "<" in where else s == 7 for s in shards), shards
+                assert recall_at(hits, exact) >= 0.9
+
+
+def test_missing_or_corrupt_index_files_are_rebuilt_on_open(synthetic, tmp_path):
+    import shutil
+
+    folder = tmp_path / "coll"
+    shutil.copytree(synthetic, folder)
+    with open_as(folder, "ivfpq") as coll:
+        reference = [h.id for h in coll.search(5, top_k=10)]
+        assert coll.verify_indexes() == {}
+    state = json.loads((folder / "indexes" / "deep" / "state.json").read_text())
+    (folder / "indexes" / "deep" / state["files"]["ann"]).write_bytes(b"not a faiss index")
+    (folder / "indexes" / "color" / "state.json").unlink()
+    ids_file = (
+        folder
+        / "indexes"
+        / "texture"
+        / state["files"]["ids"].replace(
+            str(state["generation"]),
+            str(
+                json.loads((folder / "indexes" / "texture" / "state.json").read_text())[
+                    "generation"
+                ]
+            ),
+        )
+    )
+    with open(ids_file, "r+b") as f:  # swap the first id: the checksum no longer matches
+        f.write(np.int64(999_999).tobytes())
+    with Collection.open(folder) as coll:
+        problems = coll.verify_indexes()
+        assert set(problems) == {"deep", "color", "texture"}, problems
+        assert [h.id for h in coll.search(5, top_k=10)] == reference
+        assert coll.verify_indexes() == {}
+
+
+def test_check_reports_broken_index_files_and_repair_rebuilds_them(synthetic, tmp_path):
+    import shutil
+
+    folder = tmp_path / "coll"
+    shutil.copytree(synthetic, folder)
+    with open_as(folder, "hnsw") as coll:
+        reference = [h.id for h in coll.search(9, top_k=10)]
+    state = json.loads((folder / "indexes" / "deep" / "state.json").read_text())
+    vectors = folder / "indexes" / "deep" / state["files"]["vectors"]
+    with open(vectors, "r+b") as f:
+        f.truncate(1000)  # a torn file
+    with Collection.open(folder) as coll:
+        found = [f for f in coll.check().found if f.check == "indexes"]
+        assert [f.subject for f in found] == ["indexes/deep"]
+        report = coll.check(repair=True)
+        assert not [f for f in report.remaining if f.check == "indexes"]
+        assert [h.id for h in coll.search(9, top_k=10)] == reference
