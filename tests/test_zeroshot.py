@@ -30,7 +30,8 @@ def test_class_signature_keeps_the_top_classes_best_first():
 
 def test_the_image_point_is_the_convex_combination_of_class_names():
     # classes 0, 1, 2 embed along three axes; the query along class 0's
-    scorer = ZeroShot(np.array([1, 2]), np.array([[0, 1], [2, 1]]), np.array([[0.6, 0.2]] * 2))
+    weights = np.array([[0.6, 0.2]] * 2)
+    scorer = ZeroShot(np.array([1, 2]), np.array([[0, 1], [2, 1]]), weights, discount_prior=False)
     axis = {TEMPLATE.format(p.lower()): i for i, p in enumerate(scorer.used_phrases())}
     axis[TEMPLATE.format("query")] = 0
 
@@ -75,3 +76,19 @@ def test_sandal_ranks_sandals_first_once_the_labels_are_learned(fashion):
             assert folders[0] == folder and folders.count(folder) >= 7, (text, folders)
     finally:
         run("adapt", "-c", str(coll), "--reset")
+
+
+def test_classes_said_of_every_image_are_discounted():
+    # every image is "class 0" at 0.5; only image 1 is also class 1 at 0.3
+    scorer = ZeroShot(np.arange(50), np.tile([[0, 1]], (50, 1)), np.tile([[0.5, 0.0]], (50, 1)))
+    scorer.probabilities[1] = [0.5, 0.3]
+    prior = scorer.class_prior()
+    assert prior[0] > 50 * prior[1]
+    axis = {TEMPLATE.format(p.lower()): i for i, p in enumerate(scorer.used_phrases())}
+    axis[TEMPLATE.format("query")] = 1
+
+    def embed(texts):
+        return np.eye(2, dtype=np.float32)[[axis[t] for t in texts]]
+
+    d = scorer.distances("query", embed)
+    assert d[1] < 10 < 90 < d[0]  # class 1 dominates image 1 once class 0 is discounted
