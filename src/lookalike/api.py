@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import ingest
+from lookalike.adapt import ADAPTATION_KEY
 from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, is_url, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor, PreparedImage
@@ -152,6 +153,7 @@ class Collection:
             )
         )
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
+        self._zero_shot_cache: tuple[Hashable, Any] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -623,7 +625,8 @@ class Collection:
         token = self.catalog.change_token()
         cached = self._whitenings.get(attribute)
         if cached is None or cached[0] != token:
-            stored = self.catalog.get_meta(f"whitening:{attribute}")
+            stored = self.catalog.get_meta(ADAPTATION_KEY.format(attribute))  # adapt wins
+            stored = stored or self.catalog.get_meta(f"whitening:{attribute}")
             whitening = (
                 None if stored is None else Whitening.from_bytes(base64.b64decode(stored["data"]))
             )
@@ -659,6 +662,48 @@ class Collection:
         was = self.catalog.get_meta(f"whitening:{attribute}") is not None
         self.catalog.delete_meta(f"whitening:{attribute}")
         return was
+
+    def adapt(self, labels: str | os.PathLike[str] | Mapping[str, str]) -> dict[str, Any]:
+        """Learn from labelled examples (a folder of class folders, a CSV, or {path or "id:N":
+        label}) a projection of the deep vectors and attribute weights that separate the
+        labels' classes; use both from now on. Returns the held-out report. Reversible with
+        `reset_adaptation`; stored signatures are untouched."""
+        from lookalike.adapt import adaptation_meta, fit_adaptation, labelled_signatures
+
+        signatures, names = labelled_signatures(self, labels)
+        adaptation = fit_adaptation(signatures, names, self.extractors)
+        previous = self.catalog.get_meta(ADAPTATION_KEY.format("deep"))
+        self.catalog.set_meta_many(adaptation_meta(adaptation, self.default_weights, previous))
+        self.default_weights = adaptation.weights
+        return adaptation.report
+
+    def reset_adaptation(self) -> bool:
+        """Forget what `adapt` learned: the previous default weights and projection return."""
+        stored = self.catalog.get_meta(ADAPTATION_KEY.format("deep"))
+        if stored is None:
+            return False
+        self.catalog.set_meta("default_weights", stored["previous_weights"])
+        self.catalog.delete_meta(ADAPTATION_KEY.format("deep"))
+        self.default_weights = stored["previous_weights"]
+        return True
+
+    def _zero_shot(self) -> Any:
+        """The ConSE scorer (over the classes learned by `adapt`, else ImageNet's), rebuilt
+        after a change."""
+        from lookalike.adapt import stored_classes
+        from lookalike.query.zeroshot import labelled_zero_shot, load_zero_shot
+
+        token = self.catalog.change_token()
+        if self._zero_shot_cache is None or self._zero_shot_cache[0] != token:
+            learned = stored_classes(self.catalog.get_meta(ADAPTATION_KEY.format("deep")))
+            if learned is not None:  # the user's own classes know this collection better
+                index = self.index_for("deep")  # adapted vectors, like the centroids
+                ids = index.ids
+                scorer = labelled_zero_shot(ids, index.rows(ids), learned[1], learned[0])
+            else:
+                scorer = load_zero_shot(self.catalog, self.extractors.get("deep"))
+            self._zero_shot_cache = (token, scorer)
+        return self._zero_shot_cache[1]
 
     def set_text_tower(self, model: str | os.PathLike[str], tokenizer: str | os.PathLike[str]):
         """Use a CLIP-style text tower (matching this collection's `deep` image tower) so that
@@ -696,7 +741,7 @@ class Collection:
         tower-to-image distance."""
         from lookalike.query.text import text_match
 
-        match = text_match(self.catalog, text)
+        match = text_match(self.catalog, text, zero_shot=self._zero_shot())
         distances = match.distances
         tower = self._text_tower()
         if tower is not None:
@@ -774,6 +819,7 @@ class Collection:
         top_k: int | None = 10,
         threshold: float | None = None,
         exact: bool = False,
+        expand: bool = False,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered by metadata.
 
@@ -783,13 +829,24 @@ class Collection:
         blue and bottom grey"), `colors` (an index key such as "blue then white"). Each part
         gives a distance 0..100; `part_weights` (0..1, normalised; default equal) fuse them.
         `explain` says what each part understood and weighed. `exact` scores every image
-        instead of the index's candidates (the reference `tune` measures against).
+        instead of the index's candidates (the reference `tune` measures against). `expand`
+        searches the image part with its deep vector moved towards its confident top
+        neighbours (alpha-QE, `query/expansion_image.py`).
         """
         attribute_weights: dict[str, float] = {}
         if image is not None:
             attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
-        return self.planner.run(
-            signature=None if image is None else (lambda names: self.describe(image, names)),
+        expanded_from: list[int] = []
+
+        def signature(names: list[str]) -> dict[str, np.ndarray]:
+            described = self.describe(image, names)
+            if expand and "deep" in described:
+                described["deep"], neighbours = self._expanded(described["deep"])
+                expanded_from.extend(neighbours)
+            return described
+
+        results = self.planner.run(
+            signature=None if image is None else signature,
             attribute_weights=attribute_weights,
             text=text,
             sketch=sketch,
@@ -802,6 +859,24 @@ class Collection:
             threshold=threshold,
             exact=exact,
         )
+        if expanded_from:
+            results.explain["expand"] = {"neighbours": expanded_from}
+        return results
+
+    def _expanded(self, vector: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """The deep vector moved towards its nearest stored neighbours (alpha-QE), and their
+        ids; found through the planner, so an ANN index serves it like any query."""
+        from lookalike.query.expansion_image import DEFAULT_NEIGHBOURS, expand_query_vector
+
+        part = self.planner.image_part({"deep": vector}, {"deep": 1.0}, k=DEFAULT_NEIGHBOURS)
+        nearest = part.ids[np.argsort(part.distances["deep"], kind="stable")[:DEFAULT_NEIGHBOURS]]
+        if not len(nearest):
+            return vector, []
+        rows = self._stored_signatures([int(i) for i in nearest], ["deep"])
+        if not rows:
+            return vector, []
+        neighbours = np.stack([signature["deep"] for _, signature in rows])
+        return expand_query_vector(vector, neighbours), [image_id for image_id, _ in rows]
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""

@@ -185,7 +185,8 @@ def index(
         ),
     ] = None,
     deep_pooling: Annotated[
-        str | None, typer.Option(help="For a new collection: gap or gem pooling of `deep`.")
+        str | None,
+        typer.Option(help="For a new collection: pooling of `deep`: rmac, rgem, gem or gap."),
     ] = None,
     frame: Annotated[
         int | None,
@@ -519,9 +520,14 @@ def evaluate(
     weights: Annotated[
         str | None, typer.Option("--weights", "-w", help="Also score this fused weighting.")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write report.json, pr.png and report.html into this folder."),
+    ] = None,
 ) -> None:
     """Retrieval quality of a labelled collection (label = the folder holding each image):
-    precision@k, recall@k and mAP for each attribute alone and fused, leave-one-out."""
+    precision@k, recall@k and mAP for each attribute alone and fused, leave-one-out; with
+    --report also a JSON file and an HTML page with a precision/recall plot and examples."""
     from lookalike.api import Collection
     from lookalike.evaluate import (
         attribute_distance_matrices,
@@ -558,6 +564,13 @@ def evaluate(
             f"{q.mean_average_precision:.3f}",
         )
     out.print(table)
+    if report is not None:
+        from lookalike.evaluate import write_report
+
+        written = write_report(
+            report, matrices=matrices, fused=fused, ids=ids, paths=paths, labels=labels, k=k
+        )
+        out.print(f"report: {written['html']} (and {written['json'].name}, {written['png'].name})")
 
 
 @app.command()
@@ -582,6 +595,49 @@ def whiten(
         f"{attribute}: whitened to {info_['dim']} of {info_['input_dim']} dimensions, "
         f"learned from {info_['images']} images"
     )
+
+
+@app.command()
+@friendly_errors
+def adapt(
+    collection: CollectionOption,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled examples: a folder of class folders, or a CSV with "
+            "'label' and 'path' or 'id' columns."
+        ),  # fmt: skip
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Forget what adapt learned.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Learn from labelled examples a projection of the deep vectors and the attribute weights
+    that separate your classes; reports precision on a held-out part of the labels."""
+    import json
+
+    from lookalike.api import Collection
+
+    if reset == (labels is not None):
+        raise LookalikeError("give either --labels FOLDER_OR_CSV or --reset")
+    with Collection.open(collection) as coll:
+        if reset:
+            out.print("adaptation removed" if coll.reset_adaptation() else "was not adapted")
+            return
+        assert labels is not None
+        report = coll.adapt(labels)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    before = report["before"]["deep"]
+    after = report["after"]
+    out.print(
+        f"learned from {report['trained_on']} of {report['examples']} labelled images "
+        f"({report['classes']} classes); held out {report['held_out']}:"
+    )
+    for name, values in (("deep before", before), ("deep after", after["deep"]),
+                         ("fused after", after["fused"])):  # fmt: skip
+        out.print(f"  {name:<12} " + "  ".join(f"{m} {v}" for m, v in values.items()))
+    out.print("weights: " + ", ".join(f"{a}={w:g}" for a, w in report["weights"].items()))
 
 
 @app.command("text-tower")
