@@ -149,6 +149,10 @@ def index(
         int | None,
         typer.Option(help="For a new collection: median filter size (0 = off, 3, 5)."),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="Describe images on a Dask cluster: tcp://host:8786, or local:N."),
+    ] = None,
 ) -> None:
     """Add images to a collection (creating it if needed); only new or changed files are read."""
     from lookalike.sidecar import load_sidecar
@@ -174,6 +178,7 @@ def index(
         recursive=recursive,
         jobs=jobs or None,
         metadata=load_sidecar(metadata) if metadata else None,
+        cluster=cluster,
     )
     if as_json:
         out.print_json(
