@@ -2,7 +2,8 @@
 
 `scripts/install.sh --test` puts the server in ./.venv-milvus (it wants old pins the project
 must not take). Each start gets a fresh data folder and a free port on loopback; stop() ends
-the process group the server was started in, by its id. Nothing here is skipped: a machine
+the process group the server was started in, by its id. Only one such server can run on a
+machine at a time: its embedded etcd always takes port 2380. Nothing here is skipped: a machine
 set up by the project's install has the server, and a missing one is a failure.
 """
 
@@ -92,6 +93,17 @@ class MilvusServer:
         """An outage: the whole server process group killed at once."""
         self._signal(signal.SIGKILL, wait=10)
         self.process = None
+
+    def pause(self) -> None:
+        """An outage that ends: the server's processes stop answering (SIGSTOP) ..."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """... and carry on where they were (SIGCONT). (This wheel cannot be restarted on the
+        data folder of a killed server: its old sessions in the embedded etcd block it.)"""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
 
     def _signal(self, sig: int, wait: float) -> None:
         if self.process is None or self.process.poll() is not None:

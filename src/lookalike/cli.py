@@ -625,6 +625,31 @@ def export(
     out.print(f"{count} images exported to {file}")
 
 
+@app.command()
+@friendly_errors
+def copy(
+    source: Annotated[str, typer.Argument(help="Collection to copy: a folder or milvus://…")],
+    target: Annotated[
+        str, typer.Argument(help="Where to: a folder or milvus://host:19530/name (created).")
+    ],
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Images per write.")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Copy a collection between a folder and a Milvus server (either way), signatures and
+    metadata as they are: no image is decoded again. Re-running finishes an interrupted copy."""
+    from lookalike.migrate import copy_collection
+
+    with _progress_bar("copying") as bar:
+        task = bar.add_task("copying", total=None, current="")
+        report = copy_collection(
+            source, target, batch=batch, progress=lambda done: bar.update(task, completed=done)
+        )
+    if as_json:
+        out.print_json(data={"copied": report.copied, "skipped": report.skipped})
+    else:
+        out.print(f"{report.copied} copied, {report.skipped} already there", highlight=False)
+
+
 app.command()(friendly_errors(serve))
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from lookalike import ingest
 from lookalike.api import Collection, creation_settings
 from lookalike.bulk import validate_vectors
-from lookalike.decode import Preprocess
+from lookalike.decode import Preprocess, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
 from lookalike.query.milvus_filter import MilvusFilter, quote, translate
@@ -34,6 +34,7 @@ from lookalike.store.backend import StoreAddress, parse_store_uri
 from lookalike.store.catalog import ImageRecord, _user_keywords
 from lookalike.store.milvus import (
     MAX_LIMIT,
+    RECORD_FIELDS,
     AttributeLayout,
     MilvusStore,
     image_id_for,
@@ -333,11 +334,18 @@ class MilvusCollection:
     ) -> ImageRecord:
         """Change an image's metadata (replacing pixels: remove it and add the new file)."""
         record = self.get(image)
-        if source is not None or metadata is None:
+        if source is not None:
             raise CollectionError(
-                "on the Milvus backend update changes metadata only; to replace an image, "
-                "remove it and add the new file"
+                "on the Milvus backend update changes metadata or re-reads the image's own "
+                "file; to replace an image, remove it and add the new file"
             )
+        if metadata is None:  # re-read its own file
+            self._put(
+                [self._describe_one(read_source_bytes(record.path), record.path)],
+                {},
+                ingest.IngestReport(),
+            )
+            return self.get(record.id)
         new = {**record.metadata, **metadata} if merge_metadata else dict(metadata)
         validate_vectors(["-"], {}, [new], {})  # the same refusal of unstorable metadata
         self._rewrite({record.id: {"metadata": new}})
@@ -404,21 +412,40 @@ class MilvusCollection:
             return out
         return Collection.describe(self, image, wanted)  # type: ignore[arg-type]
 
-    def export_batches(
-        self, batch: int = 1000
-    ) -> Iterator[tuple[list[str], dict[str, np.ndarray], list[dict[str, Any]]]]:
-        """(paths, attribute -> matrix, metadata) of every image with a current signature of
-        each attribute, a batch at a time (for `lookalike copy`)."""
-        for rows in self.store.scan(self.first, ["path", "metadata"], batch=batch):
+    def export_rows(
+        self, batch: int = 500
+    ) -> Iterator[list[tuple[ImageRecord, dict[str, np.ndarray]]]]:
+        """Every image with a current signature of each attribute, with its raw signatures,
+        a batch at a time (what `lookalike copy` reads)."""
+        for rows in self.store.scan(self.first, RECORD_FIELDS, batch=batch):
             ids = [r["id"] for r in rows]
             vectors = {n: self.store.vectors(layout, ids) for n, layout in self.layouts.items()}
-            keep = [r for r in rows if all(r["id"] in v for v in vectors.values())]
-            if keep:
-                yield (
-                    [r["path"] for r in keep],
-                    {n: np.stack([v[r["id"]] for r in keep]) for n, v in vectors.items()},
-                    [r["metadata"] for r in keep],
-                )
+            yield [
+                (_record(r), {n: v[r["id"]] for n, v in vectors.items()})
+                for r in rows
+                if all(r["id"] in v for v in vectors.values())
+            ]
+
+    def present(self, paths: Sequence[str]) -> set[str]:
+        """Those of `paths` that are stored here."""
+        found = self.store.records(self.first, [image_id_for(p) for p in paths])
+        return {r["path"] for r in found.values()} & set(paths)
+
+    def put_rows(self, rows: Sequence[tuple[ImageRecord, Mapping[str, np.ndarray]]]) -> None:
+        """Store whole images as they are (facts, metadata, keywords, raw signatures): what
+        `lookalike copy` writes. Ids come from the paths here."""
+        self.store.upsert(
+            list(self.layouts.values()),
+            [
+                {
+                    **{k: getattr(record, k) for k in RECORD_FIELDS if k != "id"},
+                    "id": image_id_for(record.path),
+                    "keywords": [list(k) for k in record.keywords],
+                    "signatures": dict(signature),
+                }
+                for record, signature in rows
+            ],
+        )
 
     # -- searching ------------------------------------------------------------------------------
 

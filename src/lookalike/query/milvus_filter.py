@@ -123,7 +123,7 @@ def _or(items: Sequence[Expr]) -> Expr:
 
 
 def _not(item: Expr) -> Expr:
-    return (not item) if isinstance(item, bool) else f"(not {item})"
+    return (not item) if isinstance(item, bool) else f"(not ({item}))"
 
 
 def _bounds(node: Node) -> tuple[Expr, Expr]:

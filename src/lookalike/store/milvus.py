@@ -301,7 +301,7 @@ class MilvusStore:
                 )
             )
             for row in rows:
-                found[int(row["id"])] = _unwrapped(row)
+                found[int(row["id"])] = unwrapped(row)
         return found
 
     def vectors(self, layout: AttributeLayout, ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -333,7 +333,7 @@ class MilvusStore:
                 timeout=self.timeout,
             )
         )
-        return {int(r["id"]): _unwrapped(r) for r in rows}
+        return {int(r["id"]): unwrapped(r) for r in rows}
 
     def scan(
         self, attribute: str, fields: Sequence[str], expression: str = "", batch: int = 1000
@@ -354,7 +354,7 @@ class MilvusStore:
             if not rows:
                 return
             rows.sort(key=lambda r: r["id"])
-            yield [dict(r) for r in rows]
+            yield [unwrapped(r) for r in rows]
             if len(rows) < batch:
                 return
             last = int(rows[-1]["id"])
@@ -397,7 +397,7 @@ class MilvusStore:
         return np.array([int(h["id"]) for h in hits[0]], dtype=np.int64)
 
 
-def _unwrapped(row: Mapping[str, Any]) -> dict[str, Any]:
+def unwrapped(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     if "keywords" in out:
         out["keywords"] = [tuple(k) for k in (out["keywords"] or {}).get("list", [])]
