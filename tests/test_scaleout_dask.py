@@ -15,22 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from milvus_server import free_port
+from test_cli import CLI, run
 
 from lookalike.api import Collection
 from lookalike.errors import LookalikeError
 from lookalike.samples import write_samples
 
 pytestmark = pytest.mark.scaleout
-CLI = [sys.executable, "-m", "lookalike"]
 BIN = Path(sys.executable).parent
 ATTRIBUTES = "color,texture,shape"
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from conftest import CLASSIC
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from milvus_server import MilvusServer
+from test_cli import run
 
 from lookalike.api import Collection
 from lookalike.errors import CollectionError, LookalikeError, QueryError
@@ -28,7 +28,6 @@ from lookalike.store.backend import parse_store_uri
 from lookalike.store.milvus import StoreUnavailable
 
 pytestmark = pytest.mark.scaleout
-CLI = [sys.executable, "-m", "lookalike"]
 ATTRIBUTES = ",".join(CLASSIC)
 FILTERS = [
     None,
@@ -39,13 +38,6 @@ FILTERS = [
     "category != 'odd' AND NOT (price IN (2, 4, 6.0) OR format = 'JPEG')",
     "price < 0",
 ]
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
-    return proc
 
 
 def ranking(proc: subprocess.CompletedProcess) -> list[tuple[str, float]]:
