@@ -14,7 +14,11 @@ import dataclasses
 import hashlib
 import io
 import os
+import shutil
+import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +44,7 @@ from lookalike.query.plan import Planner, PlanSources, SearchResults
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
 from lookalike.scoring import default_weights_for, normalise_weights
 from lookalike.store.backend import is_store_uri
-from lookalike.store.catalog import Catalog, ImageRecord, NewImage
+from lookalike.store.catalog import CATALOG_FILE, Catalog, ImageRecord, NewImage
 
 if TYPE_CHECKING:
     from lookalike.check import CheckReport
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 DEEP_DEFAULT_WEIGHT = 0.5  # the CNN is the strongest single attribute on every set measured
 UPLOADS = "uploads"  # folder inside a collection for originals of images added as bytes
 DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
+FILTER_CACHE = 16  # filters whose matching ids are kept until the catalog changes
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
 
 
@@ -112,6 +117,48 @@ class AddedImage(int):
         return int(self)
 
 
+STAGING_PREFIX = ".creating-"  # a collection being created, inside its folder: pid-random
+
+
+def _create_catalog(path: Path, settings: Mapping[str, Any]) -> None:
+    """Build the catalog and its settings under a staging folder, then link the finished file
+    into place: a kill at any moment leaves no catalog or a whole one, never one without
+    settings (whose every search would fail). Linking never replaces a catalog that another
+    process created meanwhile."""
+    for stale in path.glob(STAGING_PREFIX + "*"):
+        pid = stale.name.removeprefix(STAGING_PREFIX).split("-")[0]
+        if pid.isdigit() and not _is_running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=path))
+    try:
+        catalog = Catalog(staging, create=True)
+        try:
+            catalog.set_meta_many(settings)
+        finally:
+            catalog.close()  # the last connection to close folds the WAL into the file
+        try:
+            os.link(staging / CATALOG_FILE, path / CATALOG_FILE)
+        except FileExistsError:
+            raise CollectionError(f"a collection already exists at {path}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_unfinished(catalog: Catalog) -> bool:
+    """A catalog without settings and without images: its creation was interrupted."""
+    return catalog.get_meta("attributes") is None and catalog.count() == 0
+
+
 class Collection:
     """A folder on disk: catalog.sqlite plus derived indexes. Safe to share across threads."""
 
@@ -135,12 +182,14 @@ class Collection:
         self._tower: TextTower | None = None
         self._perceptual_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.indexes = IndexSet(directory, catalog, self._attribute_source)
+        self._filters: OrderedDict[str, tuple[Hashable, np.ndarray]] = OrderedDict()
+        self._filters_lock = threading.Lock()
         self.planner = Planner(
             PlanSources(
                 catalog=catalog,
                 index=self.index_for,
                 prepare_query=self._prepare_query,
-                candidates=lambda: self.indexes.settings()["candidates"],
+                candidates=self.indexes.candidates,
                 perceptual=self._perceptual,
                 text_distances=self._text_distances,
             )
@@ -172,15 +221,14 @@ class Collection:
         if is_store_uri(directory):
             return _remote().create(directory, **options)  # type: ignore[return-value]
         path = Path(directory).expanduser()
-        if (path / "catalog.sqlite").exists():
+        if (path / CATALOG_FILE).exists():
             raise CollectionError(f"a collection already exists at {path}")
         if path.exists() and not path.is_dir():
             raise CollectionError(f"{path} exists and is not a folder")
         settings = creation_settings(**options)  # refuses bad settings before creating
         path.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog(path, create=True)
-        catalog.set_meta_many(settings)  # one transaction: a collection is made whole or not at all
-        return cls(path, catalog)
+        _create_catalog(path, settings)
+        return cls(path, Catalog(path))
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> Collection:
@@ -189,15 +237,30 @@ class Collection:
         if is_store_uri(directory):
             return _remote().open(directory)  # type: ignore[return-value]
         path = Path(directory).expanduser()
-        return cls(path, Catalog(path))
+        catalog = Catalog(path)
+        if _is_unfinished(catalog):
+            catalog.close()
+            raise CollectionError(
+                f"the collection at {path} was never fully created (its creation was "
+                "interrupted); run `lookalike index` on it to create it again"
+            )
+        return cls(path, catalog)
 
     @classmethod
     def open_or_create(cls, directory: str | os.PathLike[str], **create_options: Any) -> Collection:
+        """Open the collection, or create it; one left unfinished by an interrupted creation
+        (possible before creation became atomic) is created again."""
         if is_store_uri(directory):
             return _remote().open_or_create(directory, **create_options)  # type: ignore[return-value]
         path = Path(directory).expanduser()
-        if (path / "catalog.sqlite").exists():
-            return cls.open(path)
+        if (path / CATALOG_FILE).exists():
+            catalog = Catalog(path)
+            unfinished = _is_unfinished(catalog)
+            catalog.close()
+            if not unfinished:
+                return cls.open(path)
+            for name in (CATALOG_FILE, f"{CATALOG_FILE}-wal", f"{CATALOG_FILE}-shm"):
+                (path / name).unlink(missing_ok=True)
         return cls.create(path, **create_options)
 
     def close(self) -> None:
@@ -260,21 +323,28 @@ class Collection:
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
         jobs: int | None = None,
         progress: ingest.ProgressCallback | None = None,
+        file_budget_s: float = ingest.FILE_BUDGET_S,
         cluster: str | None = None,
     ) -> ingest.IngestReport:
         """Index folders, files or URLs; only new, changed or stale images are processed.
 
         `metadata` maps a source (as given, or its absolute path) to a metadata dict.
         With `prune`, images that were inside a scanned folder and are gone are removed.
-        `cluster` describes the images on a Dask cluster (see lookalike.distributed).
+        `jobs` worker processes (default: all cores; 1 = in this process) describe the files,
+        each within `file_budget_s` seconds; a file that fails, crashes or hangs its worker
+        is reported in `failed` and the run goes on. Finished images are committed at least
+        every `ingest.COMMIT_AFTER_S` seconds, so a killed run keeps them. `cluster` describes
+        the images on a Dask cluster instead (see lookalike.distributed).
         """
         from lookalike.distributed import describe
 
         if isinstance(sources, str | os.PathLike):
             sources = [sources]
-        found, roots = ingest.scan(sources, recursive=recursive)
+        scanned = ingest.scan(sources, recursive=recursive)
+        found, roots = scanned.sources, scanned.roots
         metadata = {self._key(k): dict(v) for k, v in (metadata or {}).items()}
         report = ingest.IngestReport()
+        report.failed.extend(scanned.failed)
         states = self.catalog.file_states()
         versions = self.catalog.signature_versions()
         work = ingest.plan(found, states, lambda i: self._is_current(versions.get(i, {})))
@@ -289,24 +359,31 @@ class Collection:
         todo = work.todo
 
         total = len(todo)
-        settings = self._settings()
-        batch: list[ingest.Extracted] = []
+        batch = ingest.CommitBatch()
 
         def flush() -> None:
-            ingest.finish_batch(batch, self.extractors, tag_floor=self.tag_floor)
-            for item in batch:
-                self._store(item, metadata.get(item.source), report)
-            batch.clear()
+            ingest.finish_batch(batch.items, self.extractors, tag_floor=self.tag_floor)
+            for item in batch.take():
+                try:
+                    self._store(item, metadata.get(item.source), report)
+                except (UnicodeError, ValueError, OverflowError) as exc:  # this image alone
+                    report.failed.append(
+                        (ingest.printable_path(item.source), f"cannot be stored: {exc}")
+                    )
 
-        results = describe(todo, settings, jobs or (os.cpu_count() or 1), cluster)
-        for done, result in enumerate(results, start=1):
-            if isinstance(result, DecodeError):
-                report.failed.append((result.path, result.reason))
-            else:
-                batch.append(result)
-                if len(batch) >= 32 or result.prepared is None:
-                    flush()
-            if progress:
+        jobs = jobs or (os.cpu_count() or 1)
+        results = describe(todo, self._settings(), jobs, cluster, budget_s=file_budget_s)
+        done = 0
+        for result in results:
+            if result is not None:
+                done += 1
+                if isinstance(result, DecodeError):
+                    report.failed.append((result.path, result.reason))
+                else:
+                    batch.add(result)
+            if batch.due():
+                flush()
+            if progress and result is not None:
                 label = result.path if isinstance(result, DecodeError) else result.source
                 progress(done, total, label)
         flush()
@@ -440,6 +517,7 @@ class Collection:
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
+        import lookalike.index.check  # noqa: F401  (registers the index files' check)
         from lookalike.check import run_checks
 
         return run_checks(self, repair=repair)
@@ -665,16 +743,21 @@ class Collection:
         own, or freshly extracted."""
         wanted = list(self.extractors) if attributes is None else list(attributes)
         if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
+            from lookalike.index.source import current_vectors
+
             image_id = int(str(image).removeprefix("id:"))
-            record = self.get(image_id)
+            versions = {name: self.extractors[name].version for name in wanted}
+            found = current_vectors(self.catalog, [image_id], versions)  # one read
+            if all(found[name][image_id] is None for name in wanted):
+                self.get(image_id)  # says "no image 42" when there is none
             out = {}
             for name in wanted:
-                stored = self.catalog.signature(record.id, name)
-                if stored is None or stored[0] != self.extractors[name].version:
+                vector = found[name][image_id]
+                if vector is None:
                     raise CollectionError(
                         f"image {image_id} has no current {name} signature; re-index it"
                     )
-                out[name] = stored[1]
+                out[name] = vector
             return out
         if isinstance(image, np.ndarray | Image.Image):
             pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
@@ -763,12 +846,24 @@ class Collection:
         return cached
 
     def _filter_ids(self, where: str) -> np.ndarray:
-        """Ids of images passing a filter, compiled to parameterised SQL."""
+        """Ids of images passing a filter, compiled to parameterised SQL. The SQL scans every
+        image's metadata (0.1-1 s at 100k), so the answer is kept until the catalog changes:
+        a shop that filters by the same category again pays for the scan once."""
         from lookalike.query.filters import compile_filter
 
+        token = self.catalog.change_token()
+        with self._filters_lock:
+            cached = self._filters.get(where)
+        if cached is not None and cached[0] == token:
+            return cached[1]
         sql, params = compile_filter(where, table="images")
         rows = self.catalog.query(f"SELECT images.id FROM images WHERE {sql}", params)
-        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        ids = np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        with self._filters_lock:
+            self._filters[where] = (token, ids)
+            while len(self._filters) > FILTER_CACHE:
+                self._filters.popitem(last=False)
+        return ids
 
     def distances(
         self, signature: Mapping[str, np.ndarray], weights: Mapping[str, float]
@@ -881,9 +976,8 @@ class Collection:
         )
 
     def merge_indexes(self) -> None:
-        """Fold the live deltas into the main indexes now (otherwise done past a size)."""
-        for name in self.attributes:
-            self.index_for(name)
+        """Fold the live deltas of the indexes in use into their main part now (otherwise
+        done past a size); indexes not loaded have no delta."""
         self.indexes.merge()
 
     def verify_indexes(self) -> dict[str, str]:

@@ -41,11 +41,17 @@ class ClusterError(LookalikeError):
 
 
 def describe(
-    sources: list[str], settings: ingest.Settings, jobs: int, cluster: str | None = None
-) -> Iterator[ingest.Extracted | DecodeError]:
-    """Describe `sources` in order, locally (`cluster` None) or on a Dask cluster."""
+    sources: list[str],
+    settings: ingest.Settings,
+    jobs: int,
+    cluster: str | None = None,
+    *,
+    budget_s: float = ingest.FILE_BUDGET_S,
+) -> Iterator[ingest.Extracted | DecodeError | None]:
+    """Describe `sources`: in local supervised workers (`cluster` None; any order, None
+    while they are busy, each file within `budget_s`) or on a Dask cluster (in order)."""
     if not cluster:
-        return ingest.describe_many(sources, settings, jobs)
+        return ingest.describe_many(sources, settings, jobs, budget_s=budget_s)
     return describe_on_dask(sources, settings, cluster)
 
 

@@ -136,17 +136,21 @@ class MilvusCollection:
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
         jobs: int | None = None,
         progress: ingest.ProgressCallback | None = None,
+        file_budget_s: float = ingest.FILE_BUDGET_S,
         cluster: str | None = None,
     ) -> ingest.IngestReport:
         """Index folders, files or URLs; only new, changed or stale images are described
-        (`cluster`: a Dask scheduler address or `local:N`, see lookalike.distributed)."""
+        (`cluster`: a Dask scheduler address or `local:N`, see lookalike.distributed).
+        Described images are written at least every `ingest.COMMIT_AFTER_S` seconds."""
         from lookalike.distributed import describe
 
         if isinstance(sources, str | os.PathLike):
             sources = [sources]
-        found, roots = ingest.scan(sources, recursive=recursive)
+        scanned = ingest.scan(sources, recursive=recursive)
+        found, roots = scanned.sources, scanned.roots
         metadata = {self._key(k): dict(v) for k, v in (metadata or {}).items()}
         report = ingest.IngestReport()
+        report.failed.extend(scanned.failed)
         states, current = self._file_states()
         work = ingest.plan(found, states, lambda i: i in current)
         report.failed.extend(work.failed)
@@ -163,6 +167,7 @@ class MilvusCollection:
                 refresh[image_id] = change
         self._rewrite(refresh)
         batch: list[ingest.Extracted] = []
+        oldest = 0.0
 
         def flush() -> None:
             ingest.finish_batch(batch, self.extractors, tag_floor=self.tag_floor)
@@ -170,17 +175,23 @@ class MilvusCollection:
             batch.clear()
 
         todo = work.todo
-        results = describe(todo, self._settings(), jobs or (os.cpu_count() or 1), cluster)
-        for done, result in enumerate(results, start=1):
-            if isinstance(result, DecodeError):
-                report.failed.append((result.path, result.reason))
-            else:
-                batch.append(result)
-                if len(batch) >= WRITE_BATCH:
-                    flush()
-            if progress:
-                label = result.path if isinstance(result, DecodeError) else result.source
-                progress(done, len(todo), label)
+        jobs = jobs or (os.cpu_count() or 1)
+        done = 0
+        for result in describe(todo, self._settings(), jobs, cluster, budget_s=file_budget_s):
+            if result is not None:  # None: workers are busy, a chance to write what waits
+                done += 1
+                if isinstance(result, DecodeError):
+                    report.failed.append((result.path, result.reason))
+                else:
+                    oldest = oldest if batch else time.monotonic()
+                    batch.append(result)
+                if progress:
+                    label = result.path if isinstance(result, DecodeError) else result.source
+                    progress(done, len(todo), label)
+            if batch and (
+                len(batch) >= WRITE_BATCH or time.monotonic() - oldest >= ingest.COMMIT_AFTER_S
+            ):
+                flush()
         flush()
         if prune and roots:
             keep = set(found)

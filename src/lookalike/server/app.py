@@ -20,6 +20,7 @@ without details.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -49,6 +50,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lookalike.api import Collection, SearchResults
 from lookalike.decode import is_url, probe_size
 from lookalike.errors import CollectionError, DecodeError, LookalikeError, QueryError
+from lookalike.features.perceptual import index_key, split_perceptual
 from lookalike.server import thumbnails
 from lookalike.server.admission import (
     Saturated,
@@ -698,6 +700,10 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
     )
     data = public_results(results, settings)
     data["query"] = {"kinds": kinds, "top_k": spec.top_k, "where": spec.where}
+    if isinstance(image, int):
+        data["query"]["same_as"] = [image]
+    elif isinstance(image, bytes):  # the page leaves the query image out of its own results
+        data["query"]["same_as"] = stored_copies(coll, image)
     data["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return data
 
@@ -722,6 +728,28 @@ async def bounded(
 def gate_for(state: ServerState, spec: SearchSpec) -> WorkGate:
     """Searches that decode an image take a describe slot; the others a search slot."""
     return state.describes if isinstance(spec.image, bytes) or spec.url else state.searches
+
+
+def stored_copies(coll: Collection, data: bytes) -> list[int]:
+    """Ids of stored images whose source bytes are exactly these (same sha256)."""
+    digest = hashlib.sha256(data).hexdigest()
+    return [
+        row[0] for row in coll.catalog.query("SELECT id FROM images WHERE sha256 = ?", (digest,))
+    ]
+
+
+def image_index_key(coll: Collection, image_id: int) -> list[str] | None:
+    """The image's index key (dominant colour terms, most first), for the page's viewer."""
+    if "perceptual" not in coll.attributes:
+        return None
+    found = coll.catalog.signature(image_id, "perceptual")
+    if found is None:
+        return None
+    try:
+        hist, _ = split_perceptual(found[1])
+    except ValueError:  # a damaged signature: `check` reports it; the record still shows
+        return None
+    return list(index_key(hist[0]))
 
 
 def state_get(coll: Collection, image_id: int) -> ImageRecord:
@@ -972,7 +1000,9 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         "/api/images/{image_id}", tags=["images"], summary="One image's record", dependencies=read
     )
     def get_image(image_id: ImageId) -> dict[str, Any]:
-        return public_record(state_get(coll, image_id), settings)
+        record = public_record(state_get(coll, image_id), settings)
+        record["index_key"] = image_index_key(coll, image_id)
+        return record
 
     @app.put(
         "/api/images/{image_id}",
