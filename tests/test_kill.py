@@ -1,7 +1,10 @@
 """`lookalike index` killed with SIGKILL at random moments, with the CNN on (the default
-attributes): the collection always opens, no committed image is ever lost, every stored image
-has all its current signatures, and finishing the run gives the same search answers as a clean
-build. LOOKALIKE_KILLS sets how many kills (default 50; e.g. 500 for a long soak).
+attributes) and the default job count: the collection always opens, no committed image is ever
+lost, every stored image has all its current signatures, and finishing the run gives the same
+search answers as a clean build. Every other kill lands at a random moment of the whole run
+(start-up, creation, planning, describing), the others at a random moment just after a new
+commit (so many kills interrupt the commit phase). Two kill loops run at once.
+LOOKALIKE_KILLS sets how many kills (default 50; e.g. 500 for a long soak).
 """
 
 from __future__ import annotations
@@ -9,9 +12,13 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +29,7 @@ from lookalike.api import Collection
 from lookalike.errors import CollectionError
 
 KILLS = int(os.environ.get("LOOKALIKE_KILLS", "50"))
+IMAGES = 24
 CLI = [sys.executable, "-m", "lookalike", "index"]
 
 
@@ -36,12 +44,20 @@ def make_images(folder: Path, count: int) -> None:
 
 def index(folder: Path, collection: Path) -> subprocess.Popen:
     """`lookalike index` with the default attributes (the CNN on) and job count; a small frame
-    keeps each run short, so the kills are many."""
-    return subprocess.Popen(
+    keeps each run short, so the kills are many. Its stderr goes to `proc.log`."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - read when a run fails; a pipe could fill
+    proc = subprocess.Popen(
         [*CLI, str(folder), "-c", str(collection), "--frame", "64"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def failure(proc: subprocess.Popen) -> str:
+    proc.log.seek(0)  # type: ignore[attr-defined]
+    return proc.log.read().decode()  # type: ignore[attr-defined]
 
 
 def check_invariants(collection: Path) -> set[str]:
@@ -57,6 +73,20 @@ def check_invariants(collection: Path) -> set[str]:
         for image_id, path in rows:
             assert versions.get(image_id) == current, f"{path} lacks a current signature"
         return {path for _, path in rows}
+
+
+def stored_count(collection: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{collection / 'catalog.sqlite'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM images").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def wait_for_a_commit(proc: subprocess.Popen, collection: Path, before: int) -> None:
+    """Return once the run has committed an image beyond `before`, or has ended."""
+    while proc.poll() is None and stored_count(collection) <= before:
+        time.sleep(0.05)
 
 
 def answers(collection: Path, queries: list[Path]) -> list[dict[str, float]]:
@@ -76,48 +106,87 @@ def same_answers(got: list[dict[str, float]], expected: list[dict[str, float]]) 
     )
 
 
+@dataclass
+class KillLoop:
+    """Kill `index` runs of one folder at random moments until `kills` kills have landed; a run
+    that finishes first is compared with the clean build and the loop starts a new collection.
+    """
+
+    folder: Path
+    workdir: Path
+    queries: list[Path]
+    expected: list[dict[str, float]]
+    window_s: float
+    seed: int
+    kills: int = 0
+    progressed: int = 0
+    finished: int = 0
+
+    def run(self, kills: int) -> KillLoop:
+        rng = random.Random(self.seed)
+        collection = self.workdir / "c0"
+        kept: set[str] = set()
+        fruitless = 0
+        while self.kills < kills:
+            if fruitless >= 4:  # this machine is slower now than for the clean build
+                self.window_s *= 1.3
+                fruitless = 0
+            proc = index(self.folder, collection)
+            try:
+                if self.kills % 2:  # every other kill: a random moment of the commit phase
+                    wait_for_a_commit(proc, collection, len(kept))
+                    proc.wait(timeout=rng.uniform(0.0, 0.5))
+                else:  # a random moment of the whole run: start-up, creation, planning...
+                    proc.wait(timeout=rng.uniform(0.0, self.window_s))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                self.kills += 1
+            else:  # finished before its kill: the same answers as a clean build; start over
+                assert proc.returncode == 0, failure(proc)
+                assert same_answers(answers(collection, self.queries), self.expected)
+                self.finished += 1
+                collection = self.workdir / f"c{self.finished}"
+                kept = set()
+                continue
+            stored = check_invariants(collection)
+            assert kept <= stored, f"committed images lost: {sorted(kept - stored)}"
+            self.progressed += stored != kept
+            fruitless = 0 if stored != kept else fruitless + 1
+            kept = stored
+        assert index(self.folder, collection).wait() == 0
+        assert len(check_invariants(collection)) == IMAGES
+        assert same_answers(answers(collection, self.queries), self.expected)
+        assert not list(collection.glob(".creating-*"))
+        return self
+
+
 @pytest.mark.timeout(1800)  # 50 runs of `index`: minutes on a busy machine
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     folder = tmp_path / "images"
-    make_images(folder, 16)
+    make_images(folder, IMAGES)
     clean = tmp_path / "clean"
     started = time.monotonic()
     assert index(folder, clean).wait() == 0
     full_run = time.monotonic() - started
     queries = sorted(folder.iterdir())[:3]
     expected = answers(clean, queries)
-
-    rng = random.Random(int(os.environ.get("LOOKALIKE_KILL_SEED", "0")))
-    kills = cycles = progressed = 0
-    collection = tmp_path / "c0"
-    kept: set[str] = set()
-    while kills < KILLS:
-        proc = index(folder, collection)
-        try:
-            proc.wait(timeout=rng.uniform(0.0, 1.1 * full_run))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-        else:  # the run finished before its kill: compare with the clean build, start over
-            assert proc.returncode == 0, proc.stderr.read().decode()
-            assert same_answers(answers(collection, queries), expected)
-            cycles += 1
-            collection = tmp_path / f"c{cycles}"
-            kept = set()
-            continue
-        stored = check_invariants(collection)
-        assert kept <= stored, f"committed images lost: {sorted(kept - stored)}"
-        progressed += stored != kept
-        kept = stored
-    assert index(folder, collection).wait() == 0
-    assert len(check_invariants(collection)) == 16
-    assert same_answers(answers(collection, queries), expected)
-    assert not list(collection.glob(".creating-*"))
+    seed = int(os.environ.get("LOOKALIKE_KILL_SEED", "0"))
+    loops = [
+        KillLoop(folder, tmp_path / f"loop{i}", queries, expected, full_run, seed + i)
+        for i in range(2)  # two at once: a run mostly waits on imports, so they overlap well
+    ]
+    with ThreadPoolExecutor(len(loops)) as pool:
+        share = -(-KILLS // len(loops))
+        done = list(pool.map(lambda loop: loop.run(share), loops))
+    kills = sum(loop.kills for loop in done)
+    progressed = sum(loop.progressed for loop in done)
+    assert kills >= KILLS
     assert progressed > 0  # some kills landed after commits, not all during start-up
     print(
-        f"{kills} kills survived ({progressed} after new commits), {cycles} runs finished "
-        f"between kills; a clean run took {full_run:.1f} s"
+        f"{kills} kills survived ({progressed} after new commits), "
+        f"{sum(loop.finished for loop in done)} runs finished between kills; "
+        f"a clean run took {full_run:.1f} s"
     )
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,11 +47,16 @@ def describe(
     cluster: str | None = None,
     *,
     budget_s: float = ingest.FILE_BUDGET_S,
+    while_starting: Callable[[], None] | None = None,
 ) -> Iterator[ingest.Extracted | DecodeError | None]:
     """Describe `sources`: in local supervised workers (`cluster` None; any order, None
     while they are busy, each file within `budget_s`) or on a Dask cluster (in order)."""
     if not cluster:
-        return ingest.describe_many(sources, settings, jobs, budget_s=budget_s)
+        return ingest.describe_many(
+            sources, settings, jobs, budget_s=budget_s, while_starting=while_starting
+        )
+    if while_starting is not None:
+        while_starting()  # e.g. load the CNN before the first results come back
     return describe_on_dask(sources, settings, cluster)
 
 

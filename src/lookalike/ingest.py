@@ -308,13 +308,21 @@ def _describe_in_worker(source: str) -> Extracted | DecodeError:
 
 
 def describe_many(
-    sources: list[str], settings: Settings, jobs: int, *, budget_s: float = FILE_BUDGET_S
+    sources: list[str],
+    settings: Settings,
+    jobs: int,
+    *,
+    budget_s: float = FILE_BUDGET_S,
+    while_starting: Callable[[], None] | None = None,
 ) -> Iterator[Extracted | DecodeError | None]:
     """Yield each source's result as it finishes, in supervised worker processes (any order).
 
     A file whose worker crashes or runs past `budget_s` comes back as a DecodeError like any
     bad file; None is yielded every TICK_S while workers are busy, so the caller can commit
-    on time. With one job everything runs here, in order, without a time budget."""
+    on time. With one job everything runs here, in order, without a time budget.
+    `while_starting` runs once, while the workers start (the caller loads its CNN then)."""
+    if sources and while_starting is not None and jobs <= 1:
+        while_starting()
     if jobs <= 1 or not sources:
         for source in sources:
             yield describe_source(source, settings)
@@ -327,6 +335,7 @@ def describe_many(
         initializer=_start_worker,
         init_args=(settings,),
         tick_s=TICK_S,
+        while_starting=while_starting,
     )
     for outcome in results:
         if outcome is None:

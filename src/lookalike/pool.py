@@ -116,10 +116,12 @@ def supervised_map(
     initializer: Callable[..., None] | None = None,
     init_args: tuple = (),
     tick_s: float | None = None,
+    while_starting: Callable[[], None] | None = None,
 ) -> Iterator[tuple[Any, Any] | None]:
     """Yield (item, result) as tasks finish; result is a `Failure` when the task raised,
     crashed its worker or ran past `budget_s` seconds. With `tick_s`, yield None at least that
     often while waiting, so a caller can do timed work (commit what it holds) meanwhile.
+    `while_starting` runs here while the workers start (e.g. load a model the caller needs).
 
     `function` and `initializer` must be importable module-level functions (workers are
     spawned, not forked: torch and threads do not survive fork). Raises LookalikeError when
@@ -132,6 +134,8 @@ def supervised_map(
     number = 0
     pool = [_Worker(context, target_args) for _ in range(max(1, workers))]
     try:
+        if while_starting is not None:
+            while_starting()
         while True:
             for worker in pool:  # one task to every idle, ready worker
                 if worker.ready and worker.task is None and not exhausted:
