@@ -11,7 +11,7 @@ fi
 # torch is pinned in the same install so pip takes the local CPU build, not a multi-GB CUDA one.
 extras="heic,deep,server"
 if [ "${1:-}" = "--test" ]; then
-    extras="$extras,test"
+    extras="$extras,test,scaleout"
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[${extras}]"
 if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
@@ -20,5 +20,15 @@ if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
             || echo "note: chromium could not be installed; browser tests will be skipped" >&2
     else
         echo "note: run 'apt-get install chromium' for the browser tests" >&2
+    fi
+fi
+# The scale-out tests start a real Milvus standalone server (PyPI's `milvus` wheel) as a
+# subprocess. It needs old pins that the project must not take, so it lives in its own
+# virtual environment, ./.venv-milvus; the tests find it there (tests/milvus_server.py).
+if [ "${1:-}" = "--test" ]; then
+    if [ ! -x .venv-milvus/bin/milvus-server ]; then
+        "$PY" -m venv .venv-milvus
+        .venv-milvus/bin/python -m pip install -q --disable-pip-version-check \
+            "milvus==2.3.5" "setuptools<81" "protobuf<5" "marshmallow<4"
     fi
 fi

@@ -44,6 +44,7 @@ from lookalike.index.manager import AttributeSource, IndexSet
 from lookalike.query.plan import Planner, PlanSources, SearchResults
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
 from lookalike.scoring import default_weights_for, normalise_weights
+from lookalike.store.backend import is_store_uri
 from lookalike.store.catalog import CATALOG_FILE, Catalog, ImageRecord, NewImage
 
 if TYPE_CHECKING:
@@ -57,6 +58,48 @@ ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
 
 
 ON_DUPLICATE = ("keep", "replace-metadata")  # what add_bytes does with an identical upload
+
+
+def creation_settings(
+    *,
+    attributes: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+    preprocess: Preprocess | None = None,
+    default_weights: Mapping[str, float] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    tag_floor: float = ingest.TAG_FLOOR,
+) -> dict[str, Any]:
+    """A new collection's settings, checked (any backend). Attributes default to the classic
+    set, plus `deep` when PyTorch and the packaged model are installed."""
+    if attributes is None:
+        attributes = list(CLASSIC_ATTRIBUTES) + (["deep"] if is_available("deep") else [])
+    specs = (
+        {name: dict(opts) for name, opts in attributes.items()}
+        if isinstance(attributes, Mapping)
+        else {name: {} for name in attributes}
+    )
+    for name in specs:
+        if not is_available(name):
+            raise CollectionError(f"attribute {name!r} is unknown or its dependencies are missing")
+    if default_weights is not None:
+        normalise_weights(default_weights, specs, {})  # refuse bad weights before creating
+        weights = dict(default_weights)
+    else:
+        weights = default_weights_for(specs, {**DEFAULT_WEIGHTS, "deep": DEEP_DEFAULT_WEIGHT})
+    return {
+        "preprocess": (preprocess or Preprocess()).to_dict(),
+        "attributes": specs,
+        "default_weights": weights,
+        "max_pixels": int(max_pixels),
+        "tag_floor": float(tag_floor),
+        "created_at": time.time(),
+    }
+
+
+def _remote() -> Any:
+    """The Milvus-backed collection class, imported only when a store URI is used."""
+    from lookalike.remote import MilvusCollection
+
+    return MilvusCollection
 
 
 class AddedImage(int):
@@ -170,44 +213,31 @@ class Collection:
     ) -> Collection:
         """Make a new collection folder. Attributes default to the classic set, plus `deep`
         when PyTorch and the packaged model are installed."""
+        options = dict(
+            attributes=attributes,
+            preprocess=preprocess,
+            default_weights=default_weights,
+            max_pixels=max_pixels,
+            tag_floor=tag_floor,
+        )
+        if is_store_uri(directory):
+            return _remote().create(directory, **options)  # type: ignore[return-value]
         path = Path(directory).expanduser()
         if (path / CATALOG_FILE).exists():
             raise CollectionError(f"a collection already exists at {path}")
         if path.exists() and not path.is_dir():
             raise CollectionError(f"{path} exists and is not a folder")
-        if attributes is None:
-            attributes = list(CLASSIC_ATTRIBUTES) + (["deep"] if is_available("deep") else [])
-        specs = (
-            {name: dict(opts) for name, opts in attributes.items()}
-            if isinstance(attributes, Mapping)
-            else {name: {} for name in attributes}
-        )
-        for name in specs:
-            if not is_available(name):
-                raise CollectionError(
-                    f"attribute {name!r} is unknown or its dependencies are missing"
-                )
-        if default_weights is not None:
-            normalise_weights(default_weights, specs, {})  # refuse bad weights before creating
-            weights = dict(default_weights)
-        else:
-            weights = default_weights_for(specs, {**DEFAULT_WEIGHTS, "deep": DEEP_DEFAULT_WEIGHT})
+        settings = creation_settings(**options)  # refuses bad settings before creating
         path.mkdir(parents=True, exist_ok=True)
-        _create_catalog(
-            path,
-            {
-                "preprocess": (preprocess or Preprocess()).to_dict(),
-                "attributes": specs,
-                "default_weights": weights,
-                "max_pixels": int(max_pixels),
-                "tag_floor": float(tag_floor),
-                "created_at": time.time(),
-            },
-        )
+        _create_catalog(path, settings)
         return cls(path, Catalog(path))
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> Collection:
+        """A folder collection, or one on a server named by a store URI
+        (`milvus://host:19530/name`, see docs/scale-out.md)."""
+        if is_store_uri(directory):
+            return _remote().open(directory)  # type: ignore[return-value]
         path = Path(directory).expanduser()
         catalog = Catalog(path)
         if _is_unfinished(catalog):
@@ -222,6 +252,8 @@ class Collection:
     def open_or_create(cls, directory: str | os.PathLike[str], **create_options: Any) -> Collection:
         """Open the collection, or create it; one left unfinished by an interrupted creation
         (possible before creation became atomic) is created again."""
+        if is_store_uri(directory):
+            return _remote().open_or_create(directory, **create_options)  # type: ignore[return-value]
         path = Path(directory).expanduser()
         if (path / CATALOG_FILE).exists():
             catalog = Catalog(path)
@@ -302,6 +334,7 @@ class Collection:
         jobs: int | None = None,
         progress: ingest.ProgressCallback | None = None,
         file_budget_s: float = ingest.FILE_BUDGET_S,
+        cluster: str | None = None,
     ) -> ingest.IngestReport:
         """Index folders, files or URLs; only new, changed or stale images are processed.
 
@@ -310,8 +343,11 @@ class Collection:
         `jobs` worker processes (default: all cores; 1 = in this process) describe the files,
         each within `file_budget_s` seconds; a file that fails, crashes or hangs its worker
         is reported in `failed` and the run goes on. Finished images are committed at least
-        every `ingest.COMMIT_AFTER_S` seconds, so a killed run keeps them.
+        every `ingest.COMMIT_AFTER_S` seconds, so a killed run keeps them. `cluster` describes
+        the images on a Dask cluster instead (see lookalike.distributed).
         """
+        from lookalike.distributed import describe
+
         if isinstance(sources, str | os.PathLike):
             sources = [sources]
         scanned = ingest.scan(sources, recursive=recursive)
@@ -346,8 +382,13 @@ class Collection:
                     )
 
         jobs = jobs or (os.cpu_count() or 1)
-        results = ingest.describe_many(
-            todo, self._settings(), jobs, budget_s=file_budget_s, while_starting=self._warm_up
+        results = describe(
+            todo,
+            self._settings(),
+            jobs,
+            cluster,
+            budget_s=file_budget_s,
+            while_starting=self._warm_up,
         )
         done = 0
         for result in results:

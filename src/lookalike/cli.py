@@ -200,6 +200,10 @@ def index(
         int | None,
         typer.Option(help="For a new collection: median filter size (0 = off, 3, 5)."),
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="Describe images on a Dask cluster: tcp://host:8786, or local:N."),
+    ] = None,
 ) -> None:
     """Add images to a collection (creating it if needed); only new or changed files are read.
 
@@ -234,6 +238,7 @@ def index(
         jobs=jobs or None,
         metadata=load_sidecar(metadata) if metadata else None,
         file_budget_s=file_timeout,
+        cluster=cluster,
     )
     if as_json:
         out.print_json(
@@ -841,6 +846,31 @@ def duplicates(
             out.print(f"  {image_id:>8}  {shown_path(paths.get(image_id, ''))}", highlight=False)
         for a, b, score in group.pairs:
             out.print(f"    {a} ~ {b}: {score:.2f}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def copy(
+    source: Annotated[str, typer.Argument(help="Collection to copy: a folder or milvus://…")],
+    target: Annotated[
+        str, typer.Argument(help="Where to: a folder or milvus://host:19530/name (created).")
+    ],
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="Images per write.")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Copy a collection between a folder and a Milvus server (either way), signatures and
+    metadata as they are: no image is decoded again. Re-running finishes an interrupted copy."""
+    from lookalike.migrate import copy_collection
+
+    with _progress_bar("copying") as bar:
+        task = bar.add_task("copying", total=None, current="")
+        report = copy_collection(
+            source, target, batch=batch, progress=lambda done: bar.update(task, completed=done)
+        )
+    if as_json:
+        out.print_json(data={"copied": report.copied, "skipped": report.skipped})
+    else:
+        out.print(f"{report.copied} copied, {report.skipped} already there", highlight=False)
 
 
 app.command()(friendly_errors(serve))

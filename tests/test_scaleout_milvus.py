@@ -1,0 +1,354 @@
+"""The Milvus backend against a real Milvus standalone server, as users run it: the same CLI
+commands on a folder collection and on `milvus://127.0.0.1:PORT/name` must give the same
+answers, the same refusals, and survive the server going away with nothing acknowledged lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASSIC
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from milvus_server import MilvusServer
+from test_cli import run
+
+from lookalike.api import Collection
+from lookalike.errors import CollectionError, LookalikeError, QueryError
+from lookalike.query.filters import evaluate_filter
+from lookalike.query.milvus_filter import quote, translate
+from lookalike.remote import MilvusCollection
+from lookalike.samples import write_samples
+from lookalike.store.backend import parse_store_uri
+from lookalike.store.milvus import StoreUnavailable
+
+pytestmark = pytest.mark.scaleout
+ATTRIBUTES = ",".join(CLASSIC)
+FILTERS = [
+    None,
+    "category = 'odd'",
+    "price BETWEEN 3 AND 12 AND NOT category = 'odd'",
+    "keywords CONTAINS 'SPACE' OR price >= 17",
+    "path CONTAINS 'C' AND width > 300",  # no Milvus form: decided by the evaluator alone
+    "category != 'odd' AND NOT (price IN (2, 4, 6.0) OR format = 'JPEG')",
+    "price < 0",
+]
+
+
+def ranking(proc: subprocess.CompletedProcess) -> list[tuple[str, float]]:
+    return [
+        (Path(h["path"]).name, round(h["score"], 4)) for h in json.loads(proc.stdout)["results"]
+    ]
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory):
+    server = MilvusServer(tmp_path_factory.mktemp("milvus") / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """20 real photos (scikit-image), two broken files, a CSV catalogue; cropped queries."""
+    root = tmp_path_factory.mktemp("photos")
+    originals, variants = write_samples(root, variants=("crop80",))
+    folder = root / "photos"
+    (folder / "truncated.jpg").write_bytes((folder / "astronaut.png").read_bytes()[:300])
+    (folder / "notes.png").write_text("not an image")
+    sidecar = root / "catalogue.csv"
+    with sidecar.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "category", "price", "keywords"])
+        for i, path in enumerate(originals):
+            tags = "space;Rocket" if path.stem in ("rocket", "hubble_deep_field") else ""
+            writer.writerow([f"photos/{path.name}", "odd" if i % 2 else "even", i, tags])
+    return folder, sidecar, variants
+
+
+@pytest.fixture(scope="module")
+def both(milvus, photos, tmp_path_factory):
+    """The same folder indexed by the same command into a folder and into Milvus."""
+    folder, sidecar, _ = photos
+    places = {
+        "folder": str(tmp_path_factory.mktemp("emb") / "coll"),
+        "milvus": milvus.uri("photos"),
+    }
+    reports = {
+        name: run(
+            "index",
+            str(folder),
+            "-c",
+            place,
+            "--attributes",
+            ATTRIBUTES,
+            "--metadata",
+            str(sidecar),
+            "--json",
+        )  # fmt: skip
+        for name, place in places.items()
+    }
+    return places, {name: json.loads(p.stdout) for name, p in reports.items()}
+
+
+# -- no server needed ----------------------------------------------------------------------------
+
+
+def test_store_uri_is_parsed_or_refused_clearly():
+    address = parse_store_uri("milvus://db.example:19531/shop_photos")
+    assert (address.host, address.port, address.name) == ("db.example", 19531, "shop_photos")
+    assert parse_store_uri(Path("milvus://h/x")).port == 19530  # a Path keeps one slash
+    for bad, says in [
+        ("milvus://h:99999/x", "port"),
+        ("milvus://h:19530/", "collection name"),
+        ("milvus://h:19530/a-b", "collection name"),
+        ("milvus:///x", "server"),
+    ]:
+        with pytest.raises(CollectionError, match=says):
+            parse_store_uri(bad)
+
+
+def test_filter_literals_are_escaped_never_pasted():
+    hostile = 'x" or id > 0 or path == "'
+    flt = translate(f"category = '{hostile.replace(chr(39), chr(39) * 2)}'")
+    assert flt.expression == 'metadata["category"] == ' + quote(hostile)
+    assert '\\" or id > 0' in flt.expression  # the quote stays inside the literal
+    assert quote("é\n\\😀") == '"\\u00e9\\u000a\\\\\\U0001f600"'
+    with pytest.raises(QueryError, match="position"):
+        translate("category = 'shirt' OR")
+
+
+# -- one backend, the other: same answers --------------------------------------------------------
+
+
+def test_index_reports_the_same_on_both(both):
+    _, reports = both
+    for report in reports.values():
+        assert len(report["added"]) == 20
+        assert sorted(Path(s["path"]).name for s in report["skipped"]) == [
+            "notes.png",
+            "truncated.jpg",
+        ]
+    again = run("index", str(Path(reports["milvus"]["added"][0]).parent), "-c",
+                both[0]["milvus"], "--json")  # fmt: skip
+    assert len(json.loads(again.stdout)["unchanged"]) == 20  # a re-run reads nothing again
+
+
+def hits(results) -> list[tuple[str, float]]:
+    return [(Path(h.path).name, round(h.score, 4)) for h in results]
+
+
+def test_search_matches_embedded_ranking_and_scores(both, photos):
+    places, _ = both
+    with Collection.open(places["folder"]) as folder, Collection.open(places["milvus"]) as milvus:
+        assert isinstance(milvus, MilvusCollection)
+        for where in FILTERS:
+            for query in photos[2][::4]:
+                expected = hits(folder.search(str(query), top_k=5, where=where))
+                assert hits(milvus.search(str(query), top_k=5, where=where)) == expected, where
+            assert (expected == []) == (where == "price < 0"), where  # every other one matches
+        where = "category = 'odd' AND price > 10"  # a filter alone: every match scores 0
+        only = sorted(hits(milvus.query(where=where, top_k=None)))
+        assert only == sorted(hits(folder.query(where=where, top_k=None))) and len(only) == 5
+
+
+def test_weights_threshold_and_ids_match(both, photos):
+    places, _ = both
+    query = str(photos[2][4])
+    args = ["search", query, "--weights", "color=0.7,texture=0.3", "--threshold", "80", "--json",
+            "--where", "keywords CONTAINS 'SPACE' OR price >= 10"]  # fmt: skip
+    folder, milvus = (ranking(run(*args, "-c", places[n])) for n in ("folder", "milvus"))
+    assert milvus == folder and folder
+    first = json.loads(run("search", query, "--json", "-c", places["milvus"]).stdout)["results"][0]
+    by_id = run("search", f"id:{first['id']}", "--top", "3", "--json", "-c", places["milvus"])
+    assert json.loads(by_id.stdout)["results"][0]["id"] == first["id"]  # its own best match
+
+
+def test_bad_input_gets_the_same_clear_error(both, photos):
+    places, _ = both
+    query = str(photos[2][0])
+    for args in [
+        ["search", query, "--where", "price >"],
+        ["search", query, "--top", "0"],
+        ["search", str(photos[0] / "notes.png")],
+        ["remove", "/no/such/image.png"],
+    ]:
+        errors = [run(*args, "-c", places[n], check=False) for n in ("folder", "milvus")]
+        assert [e.returncode for e in errors] == [1, 1], args
+        assert errors[0].stderr == errors[1].stderr, args
+        assert "Traceback" not in errors[1].stderr and errors[1].stderr.count("\n") == 1
+
+
+def test_update_and_remove_through_the_cli(milvus, photos, tmp_path):
+    folder, sidecar, variants = photos
+    uri = milvus.uri("edits")
+    run(
+        "index", str(folder), "-c", uri, "--attributes", "color,texture", "--metadata", str(sidecar)
+    )
+    target = str(folder / "coffee.png")
+    run("update", target, "-c", uri, "--metadata", '{"price": 99, "on_sale": true}')
+    with Collection.open(uri) as coll:
+        assert coll.get(target).metadata == {"category": "odd", "price": 99, "on_sale": True}
+        assert coll.search(str(variants[5]), top_k=1, where="on_sale = TRUE")[0].path == target
+        before = len(coll)
+    run("remove", target, "-c", uri)
+    with Collection.open(uri) as coll:
+        assert len(coll) == before - 1
+        assert all(h.path != target for h in coll.search(target, top_k=30))
+        with pytest.raises(CollectionError, match="no image"):
+            coll.get(target)
+        coll.drop()
+
+
+def test_import_copy_and_back_without_extracting(both, photos, tmp_path):
+    places, _ = both
+    query = str(photos[2][8])
+    exported = tmp_path / "vectors.npz"
+    run("export", str(exported), "-c", places["folder"])
+    imported = places["milvus"].rsplit("/", 1)[0] + "/imported"
+    run("import", str(exported), "-c", imported)
+    refused = run("import", str(exported), "-c", imported, check=False)
+    assert refused.returncode == 1 and "already in the collection" in refused.stderr
+    copied = places["milvus"].rsplit("/", 1)[0] + "/copied"
+    out = run("copy", places["folder"], copied, "--json")
+    assert json.loads(out.stdout) == {"copied": 20, "skipped": 0}
+    back = tmp_path / "back"
+    run("copy", copied, str(back))
+    again = run("copy", places["folder"], copied, "--json")
+    assert json.loads(again.stdout) == {"copied": 0, "skipped": 20}  # a re-run resumes
+    rankings = [
+        ranking(run("search", query, "--json", "--where", "price > 2", "-c", place))
+        for place in (places["folder"], imported, copied, str(back))
+    ]
+    assert rankings[0] and all(r == rankings[0] for r in rankings)
+    with Collection.open(back) as coll:  # facts and metadata travelled; nothing re-extracted
+        record = coll.get(str(photos[0] / "rocket.png"))
+        assert record.width > 0 and record.metadata["keywords"] == ["space", "Rocket"]
+    for uri in (imported, copied):
+        with Collection.open(uri) as coll:
+            coll.drop()
+
+
+# -- the filter translation against Milvus itself -------------------------------------------------
+
+VALUES = st.one_of(
+    st.integers(-3, 3), st.sampled_from([0.5, 2.0, -1.5]), st.booleans(), st.none(),
+    st.sampled_from(["a", "B", "ab", "é", 'q"'])
+)  # fmt: skip
+FIELDS = ["x", "y", "nested.z", "width", "format"]
+OPERATORS = ["=", "!=", "<", "<=", ">", ">="]
+
+
+def _literal(value):
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)
+
+
+@st.composite
+def filters(draw, depth=2):
+    if depth == 0 or draw(st.booleans()):
+        field = draw(st.sampled_from(FIELDS))
+        kind = draw(st.sampled_from(["cmp", "in", "between", "contains", "null"]))
+        value, other = (_literal(draw(VALUES.filter(lambda v: v is not None))) for _ in "ab")
+        if kind == "cmp":
+            return f"{field} {draw(st.sampled_from(OPERATORS))} {value}"
+        if kind == "in":
+            return f"{field} IN ({value}, {other})"
+        if kind == "between":
+            return f"{field} BETWEEN {value} AND {other}"
+        if kind == "contains":
+            return f"{field} {draw(st.sampled_from(['', 'NOT ']))}CONTAINS {value}"
+        return f"{field} IS {draw(st.sampled_from(['', 'NOT ']))}NULL"
+    left, right = draw(filters(depth - 1)), draw(filters(depth - 1))
+    shape = draw(st.sampled_from(["AND", "OR", "NOT"]))
+    return f"NOT ({left})" if shape == "NOT" else f"({left}) {shape} ({right})"
+
+
+@pytest.fixture(scope="module")
+def typed_records(milvus):
+    """Images whose metadata mixes every JSON kind, stored by add_vectors."""
+    rng = np.random.default_rng(3)
+    values = [-3, -1, 0, 1, 2, 3, 0.5, 2.0, -1.5, True, False, None, "a", "B", "ab", "é", 'q"',
+              [1, "A"], {"k": 1}]  # fmt: skip
+    metadata = []
+    for _ in range(60):
+        meta = {}
+        for key in ("x", "y"):
+            if rng.random() < 0.8:
+                meta[key] = values[rng.integers(len(values))]
+        if rng.random() < 0.5:
+            meta["nested"] = {"z": values[rng.integers(len(values))]}
+        metadata.append(meta)
+    coll = Collection.create(milvus.uri("typed"), attributes=["color"])
+    dim = coll.extractors["color"].dim
+    paths = [f"/typed/{i}.png" for i in range(60)]
+    coll.add_vectors(paths, {"color": rng.random((60, dim), dtype=np.float32)}, metadata)
+    records = [{"path": p, "width": 0, "format": "", "metadata": m, "keywords": []}
+               for p, m in zip(paths, metadata, strict=True)]  # fmt: skip
+    yield coll, records
+    coll.drop()
+    coll.close()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=filters())
+def test_milvus_expression_never_drops_an_admitted_image(typed_records, text):
+    coll, records = typed_records
+    flt = translate(text)
+    wanted = {r["path"] for r in records if evaluate_filter(text, r)}
+    if flt.nothing:
+        assert wanted == set()
+        return
+    rows = [r for batch in coll.store.scan(coll.first, ["path"], flt.expression) for r in batch]
+    narrowed = {r["path"] for r in rows}
+    assert wanted <= narrowed, flt.expression  # a sound superset
+    if flt.exact:
+        assert narrowed == wanted, flt.expression
+    found = coll.query(where=text, top_k=None)
+    assert {h.path for h in found} == wanted
+
+
+# -- outages -------------------------------------------------------------------------------------
+
+
+def test_outage_names_the_server_and_loses_nothing_acknowledged(milvus, photos):
+    """Runs last of the server tests: it ends with the server killed."""
+    folder, _, variants = photos
+    uri = milvus.uri("outage")
+    every = [p for p in sorted(folder.glob("*.png")) if p.name != "notes.png"][:18]
+    with Collection.create(uri, attributes=["color", "texture"]) as coll:
+        coll.store.timeout = 5.0
+        acknowledged = coll.add(every[:8], jobs=1).added
+        assert len(acknowledged) == 8
+        milvus.pause()  # the server stops answering mid-run
+        try:
+            with pytest.raises(StoreUnavailable, match=milvus.address):
+                coll.add(every, jobs=1)
+        finally:
+            milvus.resume()
+        assert {coll.get(p).path for p in acknowledged} == set(acknowledged)
+        report = coll.add(every, jobs=1)  # the re-run finishes the job, nothing doubled
+        assert len(coll) == 18 and len(report.added) + len(report.unchanged) == 18
+        paths = [r["path"] for rows in coll.store.scan(coll.first, ["path"]) for r in rows]
+        assert sorted(paths) == sorted(map(str, every))
+    milvus.kill()
+    down = run("search", str(variants[0]), "-c", uri, check=False)
+    assert down.returncode == 1 and milvus.address in down.stderr
+    assert "Traceback" not in down.stderr and down.stderr.count("\n") == 1
+
+
+def test_no_server_is_a_clear_error(tmp_path):
+    from milvus_server import free_port
+
+    with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{(port := free_port())}"):
+        Collection.open(f"milvus://127.0.0.1:{port}/photos")
+    with pytest.raises(LookalikeError):
+        MilvusCollection.open("milvus://127.0.0.1:1/x")
