@@ -36,7 +36,6 @@ def fashion_test_set() -> tuple[np.ndarray, np.ndarray]:
     if not (DATA / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(
             "Debian's dataset-fashion-mnist is missing (scripts/install.sh --test installs it)"
-        )"
         )
     with gzip.open(DATA / "t10k-images-idx3-ubyte.gz") as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
