@@ -39,6 +39,7 @@ from lookalike.features.whitening import (
     whitened_distance,
     whitened_space,
 )
+from lookalike.index import check as _index_check  # noqa: F401  (registers `indexes` in check)
 from lookalike.index.attribute import AttributeIndex
 from lookalike.index.manager import AttributeSource, IndexSet
 from lookalike.query.plan import Planner, PlanSources, SearchResults
@@ -534,7 +535,6 @@ class Collection:
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
-        import lookalike.index.check  # noqa: F401  (registers the index files' check)
         from lookalike.check import run_checks
 
         return run_checks(self, repair=repair)

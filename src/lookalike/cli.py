@@ -712,7 +712,7 @@ def print_check_report(report: Any) -> None:
     if report.repaired:
         fixed = sum(f.repaired for f in report.found)
         summary += f", {fixed} repaired, {len(report.remaining)} remain"
-    out.print(f"checked {', '.join(report.checks)}: {summary}", highlight=False)
+    out.print(f"checked {', '.join(report.checks)}: {summary}", highlight=False, soft_wrap=True)
     if report.repaired and report.remaining:
         for finding in report.remaining:
             out.print(f"  still: {finding.subject}: {finding.problem}", highlight=False)
