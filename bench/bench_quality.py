@@ -60,6 +60,9 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("--no-deep", action="store_true")
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument(
+        "--queries", type=int, default=200, help="queries for calibration and feedback figures"
+    )
     args = parser.parse_args()
     ensure_dataset()
     images, labels = load_test_set()
@@ -83,6 +86,7 @@ def main() -> None:
             ids = [report.ids[p] for p in paths]
             matrices = attribute_distance_matrices(coll, ids, attributes)
             deep_speed = measure_deep(coll, paths[:128]) if "deep" in attributes else None
+            query_lines = query_sections(coll, ids, [int(labels[i]) for i in chosen], args)
 
     label_list = [int(labels[i]) for i in chosen]
     pixels = images[chosen].reshape(len(chosen), -1).astype(np.float32)
@@ -110,12 +114,70 @@ def main() -> None:
             f"{name:<28} {q.precision_at_k:8.3f} {q.mean_average_precision:8.3f}"
             f"   (mAP x{q.mean_average_precision / base:.2f} vs raw pixels)"
         )
+    for line in query_lines:
+        print(line)
     if deep_speed:
         full, bare = deep_speed
         print(
             f"deep extraction: {full:.1f} images/s; bare forward pass: {bare:.1f} images/s; "
             f"ratio {full / bare:.2f}"
         )
+
+
+def _precision_ap(ranked: list[int], label: int, labels: dict[int, int], k: int):
+    relevant = np.array([labels[i] == label for i in ranked])
+    from lookalike.evaluate import average_precision
+
+    return float(relevant[:k].mean()), average_precision(relevant)
+
+
+def query_sections(coll: Collection, ids: list[int], labels_list: list[int], args) -> list[str]:
+    """Calibrated against raw fusion (the engine's default weights, same queries), and one
+    round of more/less feedback on the top 10 (a simulated user marks same-class answers
+    'more' and the others 'less'), through Collection.query as users run it."""
+    labels = dict(zip(ids, labels_list, strict=True))
+    rng = np.random.default_rng(0)
+    queries = rng.choice(ids, min(args.queries, len(ids)), replace=False)
+    k = args.k
+    lines = [f"query sections: {len(queries)} queries, default weights, P@{k} and mAP"]
+    figures: dict[str, list[tuple[float, float]]] = {}
+    rounds: dict[str, list[float]] = {"none": [], "feedback": [], "feedback (unjudged)": []}
+    start = time.perf_counter()
+    for q in map(int, queries):
+        for mode in (True, False):
+            results = coll.query(image=q, top_k=None, calibrated=mode)
+            ranked = [h.id for h in results if not h.is_query]
+            figures.setdefault("calibrated" if mode else "raw", []).append(
+                _precision_ap(ranked, labels[q], labels, k)
+            )
+            if mode:
+                first = ranked[:k]
+                more = [i for i in first if labels[i] == labels[q]]
+                less = [i for i in first if labels[i] != labels[q]]
+                again = coll.query(image=q, top_k=len(ids), more=more, less=less)
+                after = [h.id for h in again if not h.is_query]
+                rounds["none"].append(_precision_ap(ranked, labels[q], labels, k)[0])
+                rounds["feedback"].append(_precision_ap(after, labels[q], labels, k)[0])
+                judged = set(first)
+                rest_before = [i for i in ranked if i not in judged]
+                rest_after = [i for i in after if i not in judged]
+                rounds["feedback (unjudged)"].append(
+                    _precision_ap(rest_after, labels[q], labels, k)[0]
+                    - _precision_ap(rest_before, labels[q], labels, k)[0]
+                )
+    base = None
+    for name, values in figures.items():
+        p, ap = np.mean([v[0] for v in values]), np.mean([v[1] for v in values])
+        base = base or ap
+        lines.append(f"  fusion {name:<11} P@{k} {p:.3f}  mAP {ap:.3f}  (mAP x{ap / base:.2f})")
+    before, after = np.mean(rounds["none"]), np.mean(rounds["feedback"])
+    lines.append(
+        f"  feedback, one round on the top {k}: P@{k} {before:.3f} -> {after:.3f} "
+        f"(x{after / before:.2f}); next {k} unjudged answers: P@{k} change "
+        f"{np.mean(rounds['feedback (unjudged)']):+.3f}"
+    )
+    lines.append(f"  ({time.perf_counter() - start:.1f} s for these queries)")
+    return lines
 
 
 def measure_deep(coll: Collection, paths: list[str]) -> tuple[float, float]:

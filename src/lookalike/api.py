@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import ingest
+from lookalike.calibration import CalibrationStore
 from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, is_url, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
@@ -36,8 +37,11 @@ from lookalike.features.whitening import (
 )
 from lookalike.index.attribute import AttributeIndex
 from lookalike.index.manager import AttributeSource, IndexSet
+from lookalike.query.feedback import Feedback, apply_feedback
+from lookalike.query.indexkey import index_key_record
 from lookalike.query.plan import Planner, PlanSources, SearchResults
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
+from lookalike.query.understand import read_query_box
 from lookalike.scoring import default_weights_for, normalise_weights
 from lookalike.store.catalog import Catalog, ImageRecord, NewImage
 
@@ -92,6 +96,7 @@ class Collection:
         self._tower: TextTower | None = None
         self._perceptual_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.indexes = IndexSet(directory, catalog, self._attribute_source)
+        self.calibrations = CalibrationStore(catalog, self.index_for, lambda: list(self.attributes))
         self.planner = Planner(
             PlanSources(
                 catalog=catalog,
@@ -100,6 +105,7 @@ class Collection:
                 candidates=lambda: self.indexes.settings()["candidates"],
                 perceptual=self._perceptual,
                 text_distances=self._text_distances,
+                calibration=self.calibrations.get,
             )
         )
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
@@ -678,8 +684,12 @@ class Collection:
         weights: str | Mapping[str, float] | None = None,
         part_weights: str | Mapping[str, float] | None = None,
         top_k: int | None = 10,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         exact: bool = False,
+        more: Sequence[int | str] | None = None,
+        less: Sequence[int | str] | None = None,
+        calibrated: bool = True,
+        understand: bool = True,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered by metadata.
 
@@ -690,24 +700,108 @@ class Collection:
         gives a distance 0..100; `part_weights` (0..1, normalised; default equal) fuse them.
         `explain` says what each part understood and weighed. `exact` scores every image
         instead of the index's candidates (the reference `tune` measures against).
+
+        `text` is read as one query box (`understand`, query/understand.py): colour words
+        become the colour part, layout phrases the layout part, the rest keywords.
+        `more` / `less`: ids of answers wanted / not wanted (query/feedback.py). Scores fuse
+        calibrated attribute distances unless `calibrated=False` (interMedia's raw 0..100);
+        every answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
         """
+        understood = None
+        if text and understand:
+            text, colors, layout, understood = read_query_box(
+                text, colors, layout, visual="perceptual" in self.attributes
+            )
+        marks = Feedback.parse(more, less)
         attribute_weights: dict[str, float] = {}
-        if image is not None:
+        if image is not None or marks.more:
             attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
-        return self.planner.run(
-            signature=None if image is None else (lambda names: self.describe(image, names)),
+        signature = None if image is None else (lambda names: self.describe(image, names))
+        allowed = self._filter_ids(where) if where else None
+        feedback_info = None
+        if marks:
+            signature, attribute_weights, feedback_info = apply_feedback(
+                marks,
+                signature,
+                attribute_weights,
+                self._stored_signatures,
+                self._calibrated_distance,
+            )
+            pool = self._searchable(attribute_weights) if allowed is None else allowed
+            allowed = np.setdiff1d(pool, np.array(marks.less, np.int64))
+        results = self.planner.run(
+            signature=signature,
             attribute_weights=attribute_weights,
             text=text,
             sketch=sketch,
             layout=layout,
             colors=colors,
-            allowed=self._filter_ids(where) if where else None,
+            allowed=allowed,
             where=where,
             part_weights=part_weights,
             top_k=top_k,
             threshold=threshold,
             exact=exact,
+            calibrated=calibrated,
+            query_ids=self._same_as_query(image),
         )
+        if understood is not None:
+            results.explain["understood"] = understood
+        if feedback_info is not None:
+            results.explain["feedback"] = feedback_info
+        return self._with_index_keys(results)
+
+    def _calibrated_distance(self, name: str, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """An attribute's distance on the calibrated scale (raw without a calibration)."""
+        raw = self.extractors[name].distance(query, rows)
+        calibration = self.calibrations.get([name])
+        return raw if calibration is None else calibration.calibrate(name, raw)
+
+    def _same_as_query(self, image: ImageQuery | None) -> list[int]:
+        """Stored images that are the query itself: its id, or the same bytes."""
+        if image is None:
+            return []
+        if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
+            return [int(str(image).removeprefix("id:"))]
+        data = image if isinstance(image, bytes) else None
+        if isinstance(image, str | os.PathLike) and not is_url(os.fspath(image)):
+            try:
+                data = read_source_bytes(os.fspath(image))
+            except (OSError, DecodeError):
+                return []
+        if data is None:
+            return []
+        return [i for i, _ in self.catalog.images_with_hash(hashlib.sha256(data).hexdigest())]
+
+    def _with_index_keys(self, results: SearchResults) -> SearchResults:
+        """Every hit shows its index key (its colour terms by dominance, seed 004)."""
+        if "perceptual" not in self.attributes or not results.hits:
+            return results
+        ids, hists, _ = self._perceptual()
+        hits = []
+        for hit in results.hits:
+            at = int(np.searchsorted(ids, hit.id))
+            key = index_key_record(hists[at]) if at < len(ids) and ids[at] == hit.id else None
+            hits.append(dataclasses.replace(hit, index_key=key))
+        results.hits = hits
+        return results
+
+    def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
+        """An image's index key (None without the perceptual attribute)."""
+        record = self.get(image)
+        if "perceptual" not in self.attributes:
+            return None
+        stored = self.catalog.signature(record.id, "perceptual")
+        if stored is None:
+            return None
+        from lookalike.features.perceptual import split_perceptual
+
+        return index_key_record(split_perceptual(stored[1])[0][0])
+
+    def image_info(self, image: int | str) -> dict[str, Any]:
+        """An image's record as shown to people: its facts, metadata and index key."""
+        record = self.get(image)
+        return {**record.to_dict(), "index_key": self.index_key(record.id)}
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""

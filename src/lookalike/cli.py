@@ -226,9 +226,22 @@ def search(
     ] = None,
     top: Annotated[int, typer.Option("--top", "-k", help="How many results.")] = 10,
     threshold: Annotated[
-        float | None, typer.Option(help="Only images scoring at most this (0..100).")
+        str | None,
+        typer.Option(help="Only images scoring at most this (0..100), or 'auto': likely matches."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    more: Annotated[
+        list[str] | None, typer.Option(help="An answer you want more like, e.g. id:3 (repeat).")
+    ] = None,
+    less: Annotated[
+        list[str] | None, typer.Option(help="An answer you want less like, e.g. id:7 (repeat).")
+    ] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Fuse raw 0..100 distances (interMedia), not calibrated.")
+    ] = False,
+    understand: Annotated[
+        bool, typer.Option(help="Read colour and layout words in --text as those parts.")
+    ] = True,
 ) -> None:
     """Find images by example, words, sketch, layout or colours (combinable), with a filter.
 
@@ -252,7 +265,11 @@ def search(
             weights=weights,
             part_weights=parts,
             top_k=top,
-            threshold=threshold,
+            threshold=_threshold(threshold),
+            more=more,
+            less=less,
+            calibrated=not raw,
+            understand=understand,
         )
     if not as_json:
         for name in ("layout", "sketch"):
@@ -323,6 +340,17 @@ def tags(
     out.print("keywords: " + ", ".join(f"{k.text} ({k.score:.2f})" for k in keywords))
 
 
+def _threshold(value: str | None) -> float | str | None:
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise LookalikeError(
+            f"--threshold takes a number 0..100 or 'auto', got {value!r}"
+        ) from None
+
+
 def shown_path(path: str) -> str:
     """Paths under the current folder are shown relative to it: shorter, same meaning."""
     if "://" in path:
@@ -350,14 +378,18 @@ def print_results(results: Any, as_json: bool) -> None:
     table.add_column("path", overflow="fold")
     for rank, hit in enumerate(results.hits, start=1):
         mark = "" if hit.similar is None else (" *" if hit.similar else "")
+        mark += " likely" if hit.likely else ""
         table.add_row(
-            str(rank),
+            "query" if hit.is_query else str(rank),
             f"{hit.score:.2f}{mark}",
             *[f"{hit.breakdown[name]:.1f}" for name in attributes],
             str(hit.id),
             shown_path(hit.path),
         )
     out.print(table)
+    if results.likely_cut is not None:
+        scale = "calibrated" if results.calibrated else "raw"
+        out.print(f"likely matches: score below {results.likely_cut:.2f} ({scale})")
 
 
 @app.command()
@@ -379,12 +411,24 @@ def remove(
 def info(
     collection: CollectionOption,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    image: Annotated[
+        str | None, typer.Option(help="Show one image's record and index key (id or path).")
+    ] = None,
 ) -> None:
     """What a collection holds: images, attributes, preprocessing, default weights."""
     from lookalike.api import Collection
 
     with Collection.open(collection) as coll:
-        data = coll.info()
+        data = coll.image_info(image.removeprefix("id:")) if image else coll.info()
+    if image:
+        if as_json:
+            out.print_json(data=data)
+            return
+        key = ", ".join(f"{k['term']} {k['share']:.0%}" for k in data["index_key"] or [])
+        out.print(f"image {data['id']}: {data['path']}", highlight=False)
+        out.print(f"  index key: {key or '(no perceptual attribute)'}", highlight=False)
+        out.print(f"  metadata: {data['metadata']}", highlight=False)
+        return
     if as_json:
         out.print_json(data=data)
         return

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -585,13 +585,18 @@ class SearchSpec:
     weights: str | dict[str, float] | None = None
     part_weights: dict[str, float] | None = None
     top_k: int = 10
-    threshold: float | None = None
+    threshold: float | str | None = None
+    more: list[int] | None = None  # relevance feedback: ids wanted / not wanted
+    less: list[int] | None = None
+    calibrated: bool = True
+    understand: bool = True
 
     def kinds(self) -> list[str]:
         return [
             name
             for name, value in (
                 ("image", self.image is not None or self.url is not None),
+                ("feedback", self.more or self.less),
                 ("text", self.text),
                 ("sketch", self.sketch),
                 ("layout", self.layout),
@@ -617,7 +622,17 @@ class SearchRequest(BaseModel):
     weights: dict[str, float] | str | None = None
     part_weights: dict[str, float] | None = None
     top_k: int = Field(10, ge=1, le=MAX_ID)
-    threshold: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    threshold: float | Literal["auto"] | None = Field(
+        None, description="0..100, or 'auto': the likely matches"
+    )
+    more: list[Annotated[int, Field(ge=MIN_ID, le=MAX_ID)]] | None = Field(
+        None, max_length=100, description="Ids of answers wanted: more like these."
+    )
+    less: list[Annotated[int, Field(ge=MIN_ID, le=MAX_ID)]] | None = Field(
+        None, max_length=100, description="Ids of answers not wanted: less like these."
+    )
+    calibrated: bool = Field(True, description="false: raw 0..100 distances (interMedia)")
+    understand: bool = Field(True, description="false: text is only words")
 
 
 class MetadataPatch(BaseModel):
@@ -631,7 +646,11 @@ def check_spec(spec: SearchSpec, settings: ServerSettings) -> SearchSpec:
     """Refuse (400) a search whose size or cost is past the configured limits, before any work."""
     if not 1 <= spec.top_k <= settings.max_top_k:
         raise ApiError(400, "bad_field", f"top_k must be between 1 and {settings.max_top_k}")
-    spec.threshold = check_number(spec.threshold, "threshold", 0, 100)
+    if spec.threshold != "auto":
+        spec.threshold = check_number(spec.threshold, "threshold", 0, 100)
+    for marked in (spec.more, spec.less):
+        if marked and len(marked) > 100:
+            raise ApiError(400, "bad_field", "more and less take at most 100 ids each")
     for name in ("text", "layout", "colors"):
         setattr(spec, name, check_text(getattr(spec, name), name, settings.max_text_chars))
     spec.where = check_text(spec.where, "where", settings.max_filter_chars)
@@ -684,6 +703,8 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
     coll = state.collection
     if isinstance(image, int):
         state_get(coll, image)  # 404 for an unknown id, before any work
+    for marked in (*(spec.more or ()), *(spec.less or ())):
+        state_get(coll, marked)
     results = coll.query(
         image=image,
         text=spec.text,
@@ -695,6 +716,10 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
         part_weights=spec.part_weights,
         top_k=spec.top_k,
         threshold=spec.threshold,
+        more=spec.more,
+        less=spec.less,
+        calibrated=spec.calibrated,
+        understand=spec.understand,
     )
     data = public_results(results, settings)
     data["query"] = {"kinds": kinds, "top_k": spec.top_k, "where": spec.where}
@@ -923,6 +948,8 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 "where": True,
                 "colors": colour_grid,
             },
+            "feedback": {"more": True, "less": True},  # "more/less like this" buttons
+            "scores": {"calibrated": True, "raw": True, "threshold_auto": True},
             "palette": palette(),
             "server": {**settings.public(), "threads": thread_report()},
         }
@@ -972,7 +999,8 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         "/api/images/{image_id}", tags=["images"], summary="One image's record", dependencies=read
     )
     def get_image(image_id: ImageId) -> dict[str, Any]:
-        return public_record(state_get(coll, image_id), settings)
+        record = public_record(state_get(coll, image_id), settings)
+        return {**record, "index_key": coll.index_key(image_id)}
 
     @app.put(
         "/api/images/{image_id}",
@@ -1108,7 +1136,11 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         weights: Annotated[str | None, Form(description="JSON object or a=0.5,b=0.5")] = None,
         part_weights: Annotated[str | None, Form(description="JSON object.")] = None,
         top_k: Annotated[int, Form()] = 10,
-        threshold: Annotated[float | None, Form(ge=0, le=100, allow_inf_nan=False)] = None,
+        threshold: Annotated[str | None, Form(description="0..100 or 'auto'")] = None,
+        more: Annotated[str | None, Form(description="Ids wanted, e.g. '3,12'.")] = None,
+        less: Annotated[str | None, Form(description="Ids not wanted, e.g. '7'.")] = None,
+        calibrated: Annotated[bool, Form()] = True,
+        understand: Annotated[bool, Form()] = True,
     ) -> dict[str, Any]:
         sources = sum(x is not None and x != "" for x in (image, url, id))
         if sources > 1:
@@ -1126,7 +1158,11 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 parse_json_field(part_weights, "part_weights", settings)
             ),
             top_k=top_k,
-            threshold=threshold,
+            threshold=parse_threshold(threshold),
+            more=parse_ids(more, "more"),
+            less=parse_ids(less, "less"),
+            calibrated=calibrated,
+            understand=understand,
         )
         check_spec(spec, settings)
         return await bounded(
@@ -1155,6 +1191,10 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             part_weights=parse_part_weights(body.part_weights),
             top_k=body.top_k,
             threshold=body.threshold,
+            more=body.more,
+            less=body.less,
+            calibrated=body.calibrated,
+            understand=body.understand,
         )
         check_spec(spec, settings)
         return await bounded(
@@ -1194,6 +1234,33 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         spec = check_spec(SearchSpec(layout=sentence, top_k=1), settings)
         data = await bounded(state, lambda: run_search(state, spec), "layout")
         return {"sentence": sentence, **(data.get("explain", {}).get("layout") or {})}
+
+
+def parse_threshold(raw: str | None) -> float | str | None:
+    """A form's threshold: a number 0..100 or 'auto'."""
+    if raw is None or raw == "":
+        return None
+    if raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(raw)
+    except ValueError:
+        raise ApiError(400, "bad_field", "threshold must be a number 0..100 or 'auto'") from None
+
+
+def parse_ids(raw: str | None, name: str) -> list[int] | None:
+    """'3,12' or '[3, 12]' -> ids (feedback fields of the form)."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip().strip("[]")
+    ids = []
+    for part in filter(None, (p.strip().removeprefix("id:") for p in text.split(","))):
+        if not part.isdigit() or not MIN_ID <= int(part) <= MAX_ID:
+            raise ApiError(400, "bad_field", f"{name} takes image ids such as '3,12'")
+        ids.append(int(part))
+    if len(ids) > 100:
+        raise ApiError(400, "bad_field", f"{name} takes at most 100 ids")
+    return ids
 
 
 def warm_indexes(coll: Collection) -> None:
