@@ -688,7 +688,7 @@ class Collection:
         exact: bool = False,
         more: Sequence[int | str] | None = None,
         less: Sequence[int | str] | None = None,
-        calibrated: bool = True,
+        calibrated: bool = False,
         understand: bool = True,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered by metadata.
@@ -704,8 +704,9 @@ class Collection:
         `text` is read as one query box (`understand`, query/understand.py): colour words
         become the colour part, layout phrases the layout part, the rest keywords.
         `more` / `less`: ids of answers wanted / not wanted (query/feedback.py). Scores fuse
-        calibrated attribute distances unless `calibrated=False` (interMedia's raw 0..100);
-        every answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
+        raw 0..100 distances (interMedia's meaning; measured the better ranking, see
+        bench/README.md) or, with `calibrated=True`, calibrated ones (calibration.py); every
+        answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
         """
         understood = None
         if text and understand:

@@ -236,8 +236,12 @@ def search(
     less: Annotated[
         list[str] | None, typer.Option(help="An answer you want less like, e.g. id:7 (repeat).")
     ] = None,
-    raw: Annotated[
-        bool, typer.Option("--raw", help="Fuse raw 0..100 distances (interMedia), not calibrated.")
+    calibrated: Annotated[
+        bool,
+        typer.Option(
+            "--calibrated/--raw",
+            help="Fuse calibrated distances, or raw 0..100 ones (interMedia, the default).",
+        ),
     ] = False,
     understand: Annotated[
         bool, typer.Option(help="Read colour and layout words in --text as those parts.")
@@ -268,7 +272,7 @@ def search(
             threshold=_threshold(threshold),
             more=more,
             less=less,
-            calibrated=not raw,
+            calibrated=calibrated,
             understand=understand,
         )
     if not as_json:

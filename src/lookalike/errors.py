@@ -13,6 +13,9 @@ class DecodeError(LookalikeError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self):  # a worker process returns these: unpickle with both arguments
+        return (type(self), (self.path, self.reason))
+
 
 class WeightsError(LookalikeError):
     """Attribute weights that cannot be used (unknown name, out of range, nothing to compare)."""

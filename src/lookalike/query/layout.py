@@ -34,7 +34,7 @@ may be anywhere in the region, as long as it covers its share of cells).
 Relative positions: "blue above grey", "red left of green" (also over, below, under,
 beneath, right of, to the left of, beside, next to) say where colours sit against each other,
 not where in the frame: an image scores by the share of (A cell, B cell) pairs in that order,
-times how present each colour is (full presence from an eighth of the cells).
+times how present each colour is (fully from 8 of the 256 cells).
 
 "or" gives alternatives: between colours of one clause ("top blue or grey": either counts),
 or between whole sentences ("top blue and bottom grey or left red"), scored by the best
@@ -218,7 +218,7 @@ RELATIONS: dict[tuple[str, ...], tuple[str, bool]] = {
     ("beside",): (BESIDE, False),
     ("next", "to"): (BESIDE, False),
 }
-PRESENT_CELLS = 32  # a colour is fully present in a relation from an eighth of the 256 cells
+PRESENT_CELLS = 8  # a colour is fully present in a relation from 8 of the 256 cells
 _OR = "or"
 
 LAYOUT_WORDS: frozenset[str] = frozenset(

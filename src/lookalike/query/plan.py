@@ -186,7 +186,7 @@ class Planner:
         top_k: int | None = 10,
         threshold: float | str | None = None,
         exact: bool = False,
-        calibrated: bool = True,
+        calibrated: bool = False,
         query_ids: Sequence[int] = (),
     ) -> SearchResults:
         """Rank images for every part given; `signature(attributes)` describes the query image

@@ -588,7 +588,7 @@ class SearchSpec:
     threshold: float | str | None = None
     more: list[int] | None = None  # relevance feedback: ids wanted / not wanted
     less: list[int] | None = None
-    calibrated: bool = True
+    calibrated: bool = False
     understand: bool = True
 
     def kinds(self) -> list[str]:
@@ -631,7 +631,7 @@ class SearchRequest(BaseModel):
     less: list[Annotated[int, Field(ge=MIN_ID, le=MAX_ID)]] | None = Field(
         None, max_length=100, description="Ids of answers not wanted: less like these."
     )
-    calibrated: bool = Field(True, description="false: raw 0..100 distances (interMedia)")
+    calibrated: bool = Field(False, description="true: calibrated distances; false: raw 0..100")
     understand: bool = Field(True, description="false: text is only words")
 
 
@@ -1139,7 +1139,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         threshold: Annotated[str | None, Form(description="0..100 or 'auto'")] = None,
         more: Annotated[str | None, Form(description="Ids wanted, e.g. '3,12'.")] = None,
         less: Annotated[str | None, Form(description="Ids not wanted, e.g. '7'.")] = None,
-        calibrated: Annotated[bool, Form()] = True,
+        calibrated: Annotated[bool, Form()] = False,
         understand: Annotated[bool, Form()] = True,
     ) -> dict[str, Any]:
         sources = sum(x is not None and x != "" for x in (image, url, id))
