@@ -8,14 +8,12 @@ flips a share of its cells; the deep part is like a CNN's pooled embedding: a sh
 direction (unrelated photos have cosine 0.2-0.5), an anisotropic spread (a few directions carry
 most variance), non-negative (ReLU), unit length.
 
-`bulk_insert` writes image rows and signatures in large transactions (no decoding), for
-benchmarks and tests of big collections until `Collection.add_vectors` exists.
+`bulk_insert` adds them through `Collection.add_vectors` in large transactions (no decoding),
+for benchmarks and tests of big collections.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,6 +22,7 @@ from lookalike.api import Collection
 from lookalike.features.registry import CLASSIC_ATTRIBUTES
 
 DEEP_DIM = 1280
+RANK = 160  # directions of the deep part that carry structure (plus a little isotropic noise)
 SCENE_SIZE = 60  # images per scene on average (8 sub-groups of near-alike images each)
 
 
@@ -54,13 +53,14 @@ class Generator:
         self.offsets: dict[str, np.ndarray] = {}
         for name, ex in self.extractors.items():
             if name == "deep":
-                spectrum = 1.0 / (1.0 + np.arange(DEEP_DIM) / 20.0)  # a few directions dominate
-                basis, _ = np.linalg.qr(rng.standard_normal((DEEP_DIM, DEEP_DIM)))
+                # a few directions dominate (1/(1+d/20)): the top RANK carry the structure
+                spectrum = 1.0 / (1.0 + np.arange(RANK) / 20.0)
+                basis, _ = np.linalg.qr(rng.standard_normal((DEEP_DIM, RANK)))
                 self.deep_basis = (basis * spectrum[None, :]).astype(np.float32)
                 self.deep_mean = (0.12 * np.abs(rng.standard_normal(DEEP_DIM))).astype(np.float32)
-                z = rng.standard_normal((scenes, DEEP_DIM)).astype(np.float32)
+                z = rng.standard_normal((scenes, RANK)).astype(np.float32)
                 self.prototypes[name] = z @ self.deep_basis.T
-                g = rng.standard_normal((self.TABLE, DEEP_DIM)).astype(np.float32)
+                g = rng.standard_normal((self.TABLE, RANK)).astype(np.float32)
                 self.offsets[name] = g @ self.deep_basis.T
             elif name == "perceptual":
                 hist = rng.dirichlet(np.full(11, 0.3), scenes).astype(np.float32)
@@ -81,8 +81,9 @@ class Generator:
         for name, ex in self.extractors.items():
             proto, offset = self.prototypes[name][scenes], self.offsets[name][groups]
             if name == "deep":
-                noise = rng.standard_normal((m, DEEP_DIM)).astype(np.float32) @ self.deep_basis.T
-                x = np.maximum(self.deep_mean + proto + 0.3 * offset + 0.35 * noise, 0.0)
+                noise = rng.standard_normal((m, RANK)).astype(np.float32) @ self.deep_basis.T
+                flat = rng.standard_normal((m, DEEP_DIM), dtype=np.float32) * 0.02
+                x = np.maximum(self.deep_mean + proto + 0.3 * offset + 0.35 * noise + flat, 0.0)
                 out[name] = x / np.linalg.norm(x, axis=1, keepdims=True)
             elif name == "perceptual":
                 hist = proto[:, :11] * offset * rng.gamma(4.0, 0.25, (m, 11)).astype(np.float32)
@@ -103,40 +104,16 @@ class Generator:
 def bulk_insert(
     collection: Collection, n: int, *, seed: int = 7, chunk: int = 5_000
 ) -> Iterator[int]:
-    """Write n synthetic images (metadata: `shard` = id % 100, `scene`) in bulk; yields the
-    number written after each transaction."""
+    """Add n synthetic images through `Collection.add_vectors` (metadata: `shard` = index %
+    100, `scene`); yields the number written after each transaction."""
     gen = Generator(collection, n, seed)
-    versions = {name: ex.version for name, ex in collection.extractors.items()}
-    now = time.time()
-    catalog = collection.catalog
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        vectors = gen.chunk(start, stop)
-        with catalog.transaction() as conn:
-            conn.executemany(
-                "INSERT INTO images(id, path, size, mtime, sha256, width, height, format,"
-                " metadata, added_at, updated_at) VALUES (?, ?, 0, 0, ?, 256, 256, 'SYN', ?, ?, ?)",
-                [
-                    (
-                        i + 1,
-                        f"synthetic://{i + 1}",
-                        f"{i + 1:064x}",
-                        json.dumps({"shard": (i + 1) % 100, "scene": int(gen.scene_of[i])}),
-                        now,
-                        now,
-                    )
-                    for i in range(start, stop)
-                ],
-            )
-            for name, matrix in vectors.items():
-                conn.executemany(
-                    "INSERT INTO signatures(image_id, attribute, version, vector)"
-                    " VALUES (?, ?, ?, ?)",
-                    [
-                        (start + j + 1, name, versions[name], matrix[j].astype("<f4").tobytes())
-                        for j in range(stop - start)
-                    ],
-                )
+        collection.add_vectors(
+            [f"synthetic://{i + 1}" for i in range(start, stop)],
+            gen.chunk(start, stop),
+            [{"shard": (i + 1) % 100, "scene": int(gen.scene_of[i])} for i in range(start, stop)],
+        )
         yield stop
 
 

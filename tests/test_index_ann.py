@@ -154,3 +154,22 @@ def test_missing_or_corrupt_index_files_are_rebuilt_on_open(synthetic, tmp_path)
         assert set(problems) == {"deep", "color", "texture"}, problems
         assert [h.id for h in coll.search(5, top_k=10)] == reference
         assert coll.verify_indexes() == {}
+
+
+def test_check_reports_broken_index_files_and_repair_rebuilds_them(synthetic, tmp_path):
+    import shutil
+
+    folder = tmp_path / "coll"
+    shutil.copytree(synthetic, folder)
+    with open_as(folder, "hnsw") as coll:
+        reference = [h.id for h in coll.search(9, top_k=10)]
+    state = json.loads((folder / "indexes" / "deep" / "state.json").read_text())
+    vectors = folder / "indexes" / "deep" / state["files"]["vectors"]
+    with open(vectors, "r+b") as f:
+        f.truncate(1000)  # a torn file
+    with Collection.open(folder) as coll:
+        found = [f for f in coll.check().found if f.check == "indexes"]
+        assert [f.subject for f in found] == ["indexes/deep"]
+        report = coll.check(repair=True)
+        assert not [f for f in report.remaining if f.check == "indexes"]
+        assert [h.id for h in coll.search(9, top_k=10)] == reference

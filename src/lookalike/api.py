@@ -14,7 +14,9 @@ import dataclasses
 import hashlib
 import io
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 DEEP_DEFAULT_WEIGHT = 0.5  # the CNN is the strongest single attribute on every set measured
 UPLOADS = "uploads"  # folder inside a collection for originals of images added as bytes
 DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
+FILTER_CACHE = 16  # filters whose matching ids are kept until the catalog changes
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
 
 
@@ -97,12 +100,14 @@ class Collection:
         self._perceptual_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.indexes = IndexSet(directory, catalog, self._attribute_source)
         self.calibrations = CalibrationStore(catalog, self.index_for, lambda: list(self.attributes))
+        self._filters: OrderedDict[str, tuple[Hashable, np.ndarray]] = OrderedDict()
+        self._filters_lock = threading.Lock()
         self.planner = Planner(
             PlanSources(
                 catalog=catalog,
                 index=self.index_for,
                 prepare_query=self._prepare_query,
-                candidates=lambda: self.indexes.settings()["candidates"],
+                candidates=self.indexes.candidates,
                 perceptual=self._perceptual,
                 text_distances=self._text_distances,
                 calibration=self.calibrations.get,
@@ -409,6 +414,7 @@ class Collection:
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
+        import lookalike.index.check  # noqa: F401  (registers the index files' check)
         from lookalike.check import run_checks
 
         return run_checks(self, repair=repair)
@@ -634,16 +640,21 @@ class Collection:
         own, or freshly extracted."""
         wanted = list(self.extractors) if attributes is None else list(attributes)
         if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
+            from lookalike.index.source import current_vectors
+
             image_id = int(str(image).removeprefix("id:"))
-            record = self.get(image_id)
+            versions = {name: self.extractors[name].version for name in wanted}
+            found = current_vectors(self.catalog, [image_id], versions)  # one read
+            if all(found[name][image_id] is None for name in wanted):
+                self.get(image_id)  # says "no image 42" when there is none
             out = {}
             for name in wanted:
-                stored = self.catalog.signature(record.id, name)
-                if stored is None or stored[0] != self.extractors[name].version:
+                vector = found[name][image_id]
+                if vector is None:
                     raise CollectionError(
                         f"image {image_id} has no current {name} signature; re-index it"
                     )
-                out[name] = stored[1]
+                out[name] = vector
             return out
         if isinstance(image, np.ndarray | Image.Image):
             pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
@@ -821,12 +832,24 @@ class Collection:
         return cached
 
     def _filter_ids(self, where: str) -> np.ndarray:
-        """Ids of images passing a filter, compiled to parameterised SQL."""
+        """Ids of images passing a filter, compiled to parameterised SQL. The SQL scans every
+        image's metadata (0.1-1 s at 100k), so the answer is kept until the catalog changes:
+        a shop that filters by the same category again pays for the scan once."""
         from lookalike.query.filters import compile_filter
 
+        token = self.catalog.change_token()
+        with self._filters_lock:
+            cached = self._filters.get(where)
+        if cached is not None and cached[0] == token:
+            return cached[1]
         sql, params = compile_filter(where, table="images")
         rows = self.catalog.query(f"SELECT images.id FROM images WHERE {sql}", params)
-        return np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        ids = np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        with self._filters_lock:
+            self._filters[where] = (token, ids)
+            while len(self._filters) > FILTER_CACHE:
+                self._filters.popitem(last=False)
+        return ids
 
     def distances(
         self, signature: Mapping[str, np.ndarray], weights: Mapping[str, float]
@@ -939,9 +962,8 @@ class Collection:
         )
 
     def merge_indexes(self) -> None:
-        """Fold the live deltas into the main indexes now (otherwise done past a size)."""
-        for name in self.attributes:
-            self.index_for(name)
+        """Fold the live deltas of the indexes in use into their main part now (otherwise
+        done past a size); indexes not loaded have no delta."""
         self.indexes.merge()
 
     def verify_indexes(self) -> dict[str, str]:

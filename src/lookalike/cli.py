@@ -668,6 +668,82 @@ def export(
     out.print(f"{count} images exported to {file}")
 
 
+@app.command()
+@friendly_errors
+def tune(
+    collection: CollectionOption,
+    recall: Annotated[float, typer.Option(help="Target recall@k against exact search.")] = 0.95,
+    queries: Annotated[int, typer.Option(help="Stored images sampled as queries.")] = 50,
+    k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
+    weights: Annotated[str | None, typer.Option(help="Weights to tune for.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="First set the index kind: auto, flat, hnsw or ivfpq.")
+    ] = None,
+    attribute: Annotated[
+        str | None, typer.Option(help="... of this attribute only (default: all).")
+    ] = None,
+    pca: Annotated[int | None, typer.Option(help="... with PCA to this width (IVF-PQ).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Find the cheapest index effort (efSearch / nprobe) whose ranking reaches a recall."""
+    from lookalike.api import Collection
+
+    with Collection.open(collection) as coll:
+        if kind or pca:
+            coll.configure_index(attribute, kind=kind, pca=pca)
+        report = coll.tune(recall, queries=queries, k=k, weights=weights)
+        indexes = coll.indexes.describe()
+    if as_json:
+        out.print_json(data={**report.to_dict(), "indexes": indexes})
+        return
+    table = Table("effort", f"recall@{k}", "p50 ms", "p99 ms")
+    for point in report.curve:
+        effort = ", ".join(f"{kind_}={v}" for kind_, v in point.level.items()) or "exact"
+        table.add_row(effort, f"{point.recall:.3f}", f"{point.p50_ms:.1f}", f"{point.p99_ms:.1f}")
+    out.print(table)
+    for name, index in indexes.items():
+        out.print(f"  {name:<17} {index['kind']:<6} {index['images']:>9} images")
+    if report.note:
+        out.print(report.note)
+    chosen = report.chosen
+    if chosen is not None:
+        effort = ", ".join(f"{kind_}={v}" for kind_, v in chosen.level.items()) or "exact"
+        out.print(
+            f"kept effort {effort}: recall@{k} {chosen.recall:.3f} on {report.queries} queries"
+        )
+
+
+@app.command()
+@friendly_errors
+def duplicates(
+    collection: CollectionOption,
+    threshold: Annotated[
+        float | None, typer.Option(help="Highest fused score of a near-duplicate pair (0-100).")
+    ] = None,
+    weights: Annotated[str | None, typer.Option(help="Attribute weights.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Groups of near-duplicate images in a collection, with each pair's score."""
+    from lookalike.api import Collection
+
+    with Collection.open(collection) as coll:
+        groups = coll.duplicates(threshold=threshold, weights=weights)
+        records = coll.catalog.get_many({i for g in groups for i in g.ids})
+    paths = {i: r.path for i, r in records.items()}
+    if as_json:
+        out.print_json(data={"groups": [g.to_dict(paths) for g in groups]})
+        return
+    if not groups:
+        out.print("no near-duplicates")
+        return
+    for number, group in enumerate(groups, start=1):
+        out.print(f"group {number}: {len(group.ids)} images", highlight=False)
+        for image_id in group.ids:
+            out.print(f"  {image_id:>8}  {shown_path(paths.get(image_id, ''))}", highlight=False)
+        for a, b, score in group.pairs:
+            out.print(f"    {a} ~ {b}: {score:.2f}", highlight=False)
+
+
 app.command()(friendly_errors(serve))
 
 

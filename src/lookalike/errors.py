@@ -13,8 +13,8 @@ class DecodeError(LookalikeError):
         self.path = path
         self.reason = reason
 
-    def __reduce__(self):  # a worker process returns these: unpickle with both arguments
-        return (type(self), (self.path, self.reason))
+    def __reduce__(self):  # returned from worker processes: must unpickle with both fields
+        return type(self), (self.path, self.reason)
 
 
 class WeightsError(LookalikeError):

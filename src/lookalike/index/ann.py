@@ -127,12 +127,12 @@ class IvfPqIndex:
         pca: int | None = None,
         nlist: int | None = None,
         code_bytes: int | None = None,
-        train_size: int = 60_000,
+        train_size: int = 40_000,
         seed: int = 1234,
     ) -> IvfPqIndex:
         n, dim = vectors.shape
         reduced = min(pca or dim, dim)
-        nlist = nlist or int(min(4096, max(16, 4 * math.sqrt(n))))
+        nlist = nlist or int(min(4096, max(16, 2 * math.sqrt(n))))
         m = code_bytes or max(4, reduced // 4)
         while reduced % m:  # PQ needs sub-vectors of equal width
             m -= 1

@@ -50,6 +50,11 @@ class AttributeSpec:
     kind: str  # flat | hnsw | ivfpq
     options: dict[str, Any]
 
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What decides whether files built for one spec serve another."""
+        return self.fingerprint, self.kind, json.dumps(self.options, sort_keys=True)
+
 
 def _write_atomic(path: Path, data: bytes) -> None:
     partial = path.with_name(path.name + ".partial")
@@ -246,24 +251,29 @@ class AttributeIndex:
     def apply(self, changes: dict[int, np.ndarray | None], mark: int) -> None:
         """Images changed since `self.mark`: id -> its current vector, or None (removed or no
         current signature). Visible to the next search; main rows become tombstones."""
+        delta = dict(self.delta)  # copy on write: searches in other threads iterate the old one
         for image_id, vector in changes.items():
             pos = self.position[image_id] if image_id < len(self.position) else -1
             if pos >= 0:
                 if vector is not None and np.array_equal(self.vectors[pos], vector):
-                    self.delta.pop(image_id, None)
+                    delta.pop(image_id, None)
                     continue  # e.g. a metadata edit: the vector did not change
                 self.dead[pos] = True
                 self.position[image_id] = -1
             if vector is None:
-                self.delta.pop(image_id, None)
+                delta.pop(image_id, None)
             else:
-                self.delta[image_id] = np.asarray(vector, np.float32)
+                delta[image_id] = np.asarray(vector, np.float32)
+        self.delta = delta
         self.mark = max(self.mark, int(mark))
-        self._cache.clear()
+        for key in ("ids", "dead", "matrix"):
+            self._cache.pop(key, None)
 
     @property
     def tombstones(self) -> int:
-        return int(self.dead.sum())
+        if "dead" not in self._cache:
+            self._cache["dead"] = int(self.dead.sum())
+        return self._cache["dead"]
 
     def merge(self) -> None:
         """Append the delta to main (vectors, ids, ANN) and write a new generation."""
@@ -294,22 +304,27 @@ class AttributeIndex:
                 )
             else:
                 self.ann.add(self._space_rows(start, self.count))
-        self.delta.clear()
+        self.delta = {}
         self._write_state()
 
     # -- reading ---------------------------------------------------------------------------
 
     @property
     def ids(self) -> np.ndarray:
-        """Sorted ids of every image searchable in this attribute (main alive + delta)."""
+        """Sorted ids of every image searchable in this attribute (main alive + delta),
+        without sorting the main part again after each write."""
         if "ids" not in self._cache:
-            alive = self.main_ids[~self.dead] if self.count else np.zeros(0, np.int64)
-            delta = np.fromiter(self.delta, np.int64, count=len(self.delta))
-            self._cache["ids"] = np.sort(np.concatenate([alive, delta]))
+            if "main_order" not in self._cache:  # positions of main rows in id order
+                self._cache["main_order"] = np.argsort(self.main_ids, kind="stable")
+            order = self._cache["main_order"]
+            alive = self.main_ids[order[~self.dead[order]]] if self.count else self.main_ids
+            delta = np.sort(np.fromiter(self.delta, np.int64, count=len(self.delta)))
+            self._cache["ids"] = np.insert(alive, np.searchsorted(alive, delta), delta)
         return self._cache["ids"]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        """Images searchable here (a changed image's old row is a tombstone, so no overlap)."""
+        return self.count - self.tombstones + len(self.delta)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.int64)

@@ -75,6 +75,7 @@ class IndexSet:
         self.sources = sources
         self._indexes: dict[str, AttributeIndex] = {}
         self._token: object = None
+        self._candidates: tuple[object, int] | None = None
         self._lock = threading.RLock()
 
     # -- settings ---------------------------------------------------------------------------
@@ -87,6 +88,13 @@ class IndexSet:
             "effort": {**DEFAULT_EFFORT, **stored.get("effort", {})},
             "candidates": int(stored.get("candidates", DEFAULT_CANDIDATES)),
         }
+
+    def candidates(self) -> int:
+        """Candidates per attribute as a multiple of k (settings re-read after a change)."""
+        token = self.catalog.change_token()
+        if self._candidates is None or self._candidates[0] != token:
+            self._candidates = (token, self.settings()["candidates"])
+        return self._candidates[1]
 
     def configure(
         self,
@@ -147,10 +155,9 @@ class IndexSet:
             self.sync()
             index = self._indexes.get(name)
             if index is None:
-                index = self._open(name)
-                self._catch_up(index)
-                self._indexes[name] = index
-            return index
+                self._indexes[name] = self._open(name)
+                self._catch_up([self._indexes[name]])
+            return self._indexes[name]
 
     def loaded(self) -> dict[str, AttributeIndex]:
         return dict(self._indexes)
@@ -202,39 +209,50 @@ class IndexSet:
             settings = self.settings()
             for name, index in list(self._indexes.items()):
                 spec = self._spec(name, settings, index.spec.kind, recount=False)
-                if spec != index.spec:  # new version, whitening or settings: another index
+                if spec.key != index.spec.key:  # new version, whitening or settings
                     self._indexes[name] = self._open(name)
-                    index = self._indexes[name]
-                self._catch_up(index)
+            self._catch_up(list(self._indexes.values()))
             self._token = token
 
-    def _catch_up(self, index: AttributeIndex) -> None:
-        src = self.sources(index.spec.name)
-        limit = max(MERGE_AT, int(REBUILD_SHARE * index.count))
-        while True:
-            ids, mark, more = source.changes_since(self.catalog, index.mark, limit)
+    def _catch_up(self, indexes: list[AttributeIndex]) -> None:
+        """Bring indexes to the newest change: indexes at the same mark share one read of
+        the log and one read of the changed images' vectors (all their attributes)."""
+        by_mark: dict[int, list[AttributeIndex]] = {}
+        for index in indexes:
+            by_mark.setdefault(index.mark, []).append(index)
+        for mark, group in by_mark.items():
+            limit = max(MERGE_AT, int(REBUILD_SHARE * min(ix.count for ix in group)))
+            ids, newest, more = source.changes_since(self.catalog, mark, limit)
             if more:  # a bulk load since the build: rebuilding is cheaper than a delta
-                rebuilt = self._build(index.spec)
-                rebuilt.effort = index.effort
-                self._indexes[index.spec.name] = rebuilt
-                index = rebuilt
+                for index in group:
+                    self._rebuild_now(index)
                 continue
-            if not len(ids):
-                break
-            vectors = source.current_vectors(self.catalog, ids, {src.name: src.version})[src.name]
-            if src.prepare is not None:
-                vectors = {
-                    i: (None if v is None else src.prepare(v[None, :])[0])
-                    for i, v in vectors.items()
-                }
-            index.apply(vectors, mark)
-        self._maybe_merge(index)
+            if len(ids):
+                sources = {ix.spec.name: self.sources(ix.spec.name) for ix in group}
+                found = source.current_vectors(
+                    self.catalog, ids, {name: src.version for name, src in sources.items()}
+                )
+                for index in group:
+                    src = sources[index.spec.name]
+                    vectors = found[src.name]
+                    if src.prepare is not None:
+                        vectors = {
+                            i: (None if v is None else src.prepare(v[None, :])[0])
+                            for i, v in vectors.items()
+                        }
+                    index.apply(vectors, newest)
+            for index in group:
+                self._maybe_merge(index)
+
+    def _rebuild_now(self, index: AttributeIndex) -> AttributeIndex:
+        rebuilt = self._build(index.spec)
+        rebuilt.effort = index.effort
+        self._indexes[index.spec.name] = rebuilt
+        return rebuilt
 
     def _maybe_merge(self, index: AttributeIndex) -> None:
         if index.tombstones > REBUILD_SHARE * max(index.count, 1) and index.count >= MERGE_AT:
-            rebuilt = self._build(index.spec)
-            rebuilt.effort = index.effort
-            self._indexes[index.spec.name] = rebuilt
+            self._rebuild_now(index)
         elif len(index.delta) >= max(MERGE_AT, 0.02 * index.count):
             index.merge()
 
@@ -250,9 +268,8 @@ class IndexSet:
         """Build the named indexes again from the catalog."""
         with self._lock:
             for name in names:
-                index = self._open(name, force_build=True)
-                self._indexes[name] = index
-                self._catch_up(index)
+                self._indexes[name] = self._open(name, force_build=True)
+                self._catch_up([self._indexes[name]])
 
     def verify(self, names: list[str]) -> dict[str, str]:
         """attribute -> problem, for index files that would be rebuilt on open (empty: fine)."""

@@ -15,7 +15,7 @@ import numpy as np
 from lookalike.query.plan import Planner
 from lookalike.scoring import fuse
 
-DEFAULT_THRESHOLD = 10.0  # fused score at or below which two images count as near-duplicates
+DEFAULT_THRESHOLD = 15.0  # fused score at or below which two images count as near-duplicates
 
 
 @dataclass

@@ -28,8 +28,9 @@ from lookalike.query import parts as query_parts
 from lookalike.scoring import check_threshold, fuse, is_similar
 from lookalike.store.catalog import Catalog
 
-SELECTIVE_SHARE = 0.005  # a filter admitting at most this share of images: score them all
+SELECTIVE_SHARE = 0.002  # a filter admitting at most this share of images: score them all
 SELECTIVE_MIN = 500  # ... or at most this many
+FILTER_EFFORT_GAIN = 32  # a filter admitting 1/x of the images searches up to x times wider
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,17 @@ class Planner:
         else:
             assert k is not None
             wanted = k * self.sources.candidates()
+            if allowed is not None and size:  # a filter leaves neighbours that agree less
+                wanted = int(wanted * min(4.0, max(1.0, (size / max(len(allowed), 1)) ** 0.5)))
             found = [
-                index.search(query[name], wanted, allowed_ids=allowed, effort=effort)
+                index.search(
+                    query[name],
+                    wanted,
+                    allowed_ids=allowed,
+                    effort=filtered_effort(
+                        index.effort if effort is None else effort, allowed, size
+                    ),
+                )
                 for name, index in indexes.items()
             ]
             ids = np.unique(np.concatenate([*found, *extra]))
@@ -337,6 +347,15 @@ class Planner:
             if int(ids[i]) in records  # removed between ranking and fetching
         ]
         return SearchResults(hits, weights, threshold, len(ids), explain or {})
+
+
+def filtered_effort(effort: int, allowed: np.ndarray | None, size: int) -> int:
+    """Effort under a filter: the index skips what the filter rejects, so it must look
+    further (more inverted lists, a wider beam) to gather as many allowed candidates."""
+    if allowed is None or size == 0:
+        return effort
+    share = max(len(allowed) / size, 1e-9)
+    return int(effort * min(FILTER_EFFORT_GAIN, max(1.0, 1.0 / share)))
 
 
 def top_order(ids: np.ndarray, scores: np.ndarray, k: int | None) -> np.ndarray:

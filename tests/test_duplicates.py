@@ -1,0 +1,70 @@
+"""Near-duplicate groups through the CLI and the API, on real photos and transformed copies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lookalike.api import Collection
+from lookalike.samples import write_samples
+
+CLI = [sys.executable, "-m", "lookalike"]
+PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "horse", "retina", "rocket")
+VARIANTS = ("jpeg30", "half", "hflip")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("dups")
+    write_samples(folder / "images", variants=VARIANTS, names=PHOTOS)
+    (folder / "images" / "photos" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    run("index", str(folder / "images"), "-c", str(folder / "coll"))
+    return folder / "coll"
+
+
+def photo_of(path: str) -> str:
+    return Path(path).stem.split("__")[0]
+
+
+@pytest.fixture(scope="module")
+def listed(indexed) -> dict:
+    return json.loads(run("duplicates", "-c", str(indexed), "--json").stdout)
+
+
+def test_cli_groups_each_photo_with_its_transformed_copies(listed):
+    groups = [sorted(photo_of(p) for p in g["paths"]) for g in listed["groups"]]
+    assert sorted(groups) == sorted([[name] * (1 + len(VARIANTS)) for name in PHOTOS])
+    for group in listed["groups"]:
+        assert group["pairs"], group
+        for pair in group["pairs"]:
+            assert 0 <= pair["score"] <= 15.0
+            assert {pair["a"], pair["b"]} <= set(group["ids"])
+
+
+def test_a_strict_threshold_keeps_fewer_pairs(indexed, listed):
+    text = run("duplicates", "-c", str(indexed), "--threshold", "2").stdout
+    strict_pairs = text.count(" ~ ")
+    assert 0 < strict_pairs < sum(len(g["pairs"]) for g in listed["groups"])
+    assert "group 1:" in text
+
+
+def test_api_matches_cli_and_scores_are_exact(indexed, listed):
+    with Collection.open(indexed) as coll:
+        groups = coll.duplicates()
+        for group in groups[:3]:
+            exact = {}
+            for a, b, score in group.pairs:
+                if a not in exact:
+                    exact[a] = {h.id: h.score for h in coll.search(a, top_k=None)}
+                assert exact[a][b] == pytest.approx(score, abs=1e-6)
+    assert [g.ids for g in groups] == [g["ids"] for g in listed["groups"]]
