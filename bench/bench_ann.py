@@ -159,7 +159,7 @@ def main() -> None:
     reuse = (folder / "catalog.sqlite").exists()
     if reuse:
         coll = Collection.open(folder)
-        assert len(coll) == args.n, f"{folder} holds {len(coll)} images, not {args.n}"
+        assert len(coll) >= args.n, f"{folder} holds {len(coll)} images, not {args.n}"
         print(f"reusing {folder}")
     else:
         coll = Collection.create(folder, attributes=attributes)

@@ -102,8 +102,10 @@ def build(base: Path) -> tuple[Path, Path]:
     sidecar.write_text(json.dumps(meta))
     coll = base / "coll"
     attributes = "color,texture,shape,color_location,texture_location,shape_location,perceptual"
-    run("index", str(images), "-c", str(coll), "--attributes", attributes,
-        "--metadata", str(sidecar))  # fmt: skip
+    indexed = run("index", str(images), "-c", str(coll), "--attributes", attributes,
+                  "--metadata", str(sidecar), check=False)  # fmt: skip
+    assert indexed.returncode == 3, indexed.stderr  # 3: finished, broken.png was skipped
+    assert "broken.png" in indexed.stderr + indexed.stdout
     return coll, images
 
 

@@ -31,14 +31,16 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> tuple[Path, Path]:
-    """20 real photos indexed through the CLI with the default job count."""
+    """20 real photos and a broken file indexed through the CLI with the default job count."""
     root = tmp_path_factory.mktemp("check")
     originals, _ = write_samples(root / "samples", variants=())
     folder = root / "samples" / "photos"
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")  # skipped, nothing else
     coll = root / "coll"
     Collection.create(coll, attributes=CLASSIC).close()
     proc = run("index", str(folder), "-c", str(coll))
-    assert proc.returncode == 0 and "20 added" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # 3: finished, a file was skipped
+    assert "20 added" in proc.stdout and "1 skipped" in proc.stdout, proc.stdout + proc.stderr
     return coll, folder
 
 

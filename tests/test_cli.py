@@ -29,15 +29,17 @@ def indexed(tmp_path_factory):
     coll = tmp_path / "coll"
     (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     Collection.create(coll, attributes=CLASSIC).close()
-    proc = run("index", str(image_dir), "-c", str(coll))
+    proc = run("index", str(image_dir), "-c", str(coll), check=False)
     return coll, image_dir, proc
 
 
 def test_index_reports_added_and_skipped(indexed):
     coll, image_dir, proc = indexed
+    assert proc.returncode == 3, proc.stderr  # finished, some files skipped
     assert "6 added" in proc.stdout and "1 skipped" in proc.stdout
     assert "broken.png" in proc.stdout
-    again = run("index", str(image_dir), "-c", str(coll), "--json")
+    again = run("index", str(image_dir), "-c", str(coll), "--json", check=False)
+    assert again.returncode == 3
     report = json.loads(again.stdout)
     assert len(report["unchanged"]) == 6 and report["skipped"][0]["path"].endswith("broken.png")
 
@@ -136,3 +138,58 @@ def test_preprocessing_is_chosen_at_creation_and_kept(tmp_path, image_dir):
     assert json.loads(run("info", "-c", coll, "--json").stdout)["preprocess"]["frame"] == 128
     bad = run("index", str(image_dir), "-c", str(tmp_path / "d"), "--denoise", "2", check=False)
     assert bad.returncode == 1 and "denoise" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`lookalike demo` as the README's first command runs it (default attributes: the CNN on)."""
+    folder = tmp_path_factory.mktemp("demo")
+    proc = run("demo", "--folder", str(folder), "--top", "3")
+    return folder, proc
+
+
+def test_demo_indexes_the_samples_and_finds_the_original_first(demo):
+    folder, proc = demo
+    assert "20 photos + 40 transformed copies" in proc.stdout
+    assert "60 added" in proc.stdout and "0 skipped" in proc.stdout
+    table = proc.stdout.split("query:")[1]
+    first_row = next(line for line in table.splitlines() if line.split()[:1] == ["1"])
+    assert first_row.endswith("chelsea.png")  # one line per hit: rank, score, id, path
+    info = json.loads(run("info", "-c", str(folder / "collection"), "--json").stdout)
+    assert info["images"] == 60 and "deep" in info["attributes"]
+
+
+def test_whiten_through_the_cli(demo):
+    folder, _ = demo
+    coll = str(folder / "collection")
+    query = str(folder / "query" / "variants" / "chelsea__rotate5.jpg")
+    proc = run("whiten", "-c", coll, "--dim", "16")
+    assert "whitened to 16 of 1280 dimensions, learned from 60 images" in proc.stdout
+    data = json.loads(run("search", query, "-c", coll, "--weights", "deep=1", "--json").stdout)
+    assert Path(data["results"][0]["path"]).name.startswith("chelsea")  # the cat or a copy
+    assert "whitening removed" in run("whiten", "-c", coll, "--off").stdout
+    assert "was not whitened" in run("whiten", "-c", coll, "--off").stdout
+    bad = run("whiten", "-c", coll, "--attribute", "nope", check=False)
+    assert bad.returncode == 1 and "no 'nope' attribute" in bad.stderr
+
+
+def test_update_through_the_cli(indexed):
+    coll, image_dir, _ = indexed
+    red = str(image_dir / "red.png")
+    merged = json.loads(run("update", red, "-c", str(coll), "--metadata", '{"price": 9}').stdout)
+    assert merged["metadata"]["price"] == 9
+    again = run("update", str(merged["id"]), "-c", str(coll), "--metadata", '{"tag": "x"}')
+    assert json.loads(again.stdout)["metadata"] == {"price": 9, "tag": "x"}
+    replaced = run(
+        "update", red, "-c", str(coll), "--metadata", '{"tag": "y"}', "--replace", "--reindex"
+    )
+    assert json.loads(replaced.stdout)["metadata"] == {"tag": "y"}
+    found = json.loads(run("search", "-c", str(coll), "--text", "y", "--json").stdout)
+    assert [Path(r["path"]).name for r in found["results"]] == ["red.png"]
+    for args, message in (
+        (["--metadata", "[1]"], "must be a JSON object"),
+        (["--metadata", "{oops"], "not valid JSON"),
+        ([], "nothing to update"),
+    ):
+        proc = run("update", red, "-c", str(coll), *args, check=False)
+        assert proc.returncode == 1 and message in proc.stderr

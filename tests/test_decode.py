@@ -136,8 +136,50 @@ def test_large_jpeg_decodes_in_draft_but_reports_its_full_size():
     assert a.shape == b.shape and np.abs(a - b).mean() < 0.02  # the same picture
 
 
+@pytest.mark.parametrize(
+    "fmt,mode", [("PNG", "RGB"), ("PNG", "I;16"), ("TIFF", "RGBA"), ("WEBP", "RGB")]
+)
+def test_large_images_of_every_format_are_decoded_reduced(fmt, mode):
+    """A 3000 px PNG, TIFF or WebP is brought down by a box reduce before the frame resize:
+    small, fast, and the same picture as the full decode (Pillow's reducing_gap=2)."""
+    from lookalike.samples import sample_photo
+
+    photo = sample_photo("chelsea").resize((3000, 2000), Image.Resampling.BICUBIC)
+    photo = photo.convert("L").convert(mode) if mode == "I;16" else photo.convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotated: the orientation must survive the reduce
+    data = encode(photo, fmt, **({"exif": exif} if fmt != "WEBP" else {}))
+    reduced = decode_bytes(data, f"big.{fmt}", draft=512)
+    full = decode_bytes(data, f"big.{fmt}")
+    assert (reduced.width, reduced.height) == (full.width, full.height)
+    assert max(reduced.rgb.shape[:2]) < 1600 and min(reduced.rgb.shape[:2]) >= 512
+    a, b = prepare(reduced.rgb, Preprocess()), prepare(full.rgb, Preprocess())
+    assert a.shape == b.shape and np.abs(a - b).mean() < 0.01  # the same picture
+    from lookalike.features.base import PreparedImage
+    from lookalike.features.color import ColorExtractor
+
+    color = ColorExtractor()
+    va, vb = color.extract(PreparedImage(a)), color.extract(PreparedImage(b))
+    assert color.distance(va, vb[None, :])[0] < 1.0  # on the 0..100 scale
+
+
+def test_decode_errors_survive_pickling():
+    """A worker process's error crosses back to the parent whole (a broken pool otherwise)."""
+    import pickle
+
+    from lookalike.errors import QueryError
+
+    error = pickle.loads(pickle.dumps(DecodeError("/p/x.jpg", "corrupt image")))
+    assert (error.path, error.reason, str(error)) == (
+        "/p/x.jpg",
+        "corrupt image",
+        "/p/x.jpg: corrupt image",
+    )
+    query = pickle.loads(pickle.dumps(QueryError("bad token", 4)))
+    assert query.position == 4 and str(query) == "bad token (at position 4)"
+
+
 def test_heic_where_the_codec_is_installed(tmp_path):
-    pytest.importorskip("pillow_heif")
     from lookalike.decode import IMAGE_SUFFIXES
 
     assert ".heic" in IMAGE_SUFFIXES  # folders pick HEIC files up

@@ -359,7 +359,6 @@ def write_onnx(path: Path, net: SmallCNN, pooled: bool, batch: int | str = "n") 
 
 
 def test_onnx_model_by_path(tmp_path, small_cnn, photos):
-    pytest.importorskip("onnxruntime")
     images = [photos["chelsea"], photos["astronaut"], photos["coins"]]
     spatial = tmp_path / "small_map.onnx"
     write_onnx(spatial, small_cnn, pooled=False)
@@ -373,8 +372,6 @@ def test_onnx_model_by_path(tmp_path, small_cnn, photos):
 
 
 def test_onnx_export_from_torch(tmp_path, small_cnn, photos):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package")
     path = tmp_path / "exported.onnx"
     torch.onnx.export(
         small_cnn,

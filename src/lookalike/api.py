@@ -14,6 +14,8 @@ import dataclasses
 import hashlib
 import io
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -45,7 +47,7 @@ from lookalike.query.plan import Planner, PlanSources, SearchResults
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
 from lookalike.query.understand import read_query_box
 from lookalike.scoring import default_weights_for, normalise_weights
-from lookalike.store.catalog import Catalog, ImageRecord, NewImage
+from lookalike.store.catalog import CATALOG_FILE, Catalog, ImageRecord, NewImage
 
 if TYPE_CHECKING:
     from lookalike.check import CheckReport
@@ -74,6 +76,48 @@ class AddedImage(int):
     @property
     def id(self) -> int:
         return int(self)
+
+
+STAGING_PREFIX = ".creating-"  # a collection being created, inside its folder: pid-random
+
+
+def _create_catalog(path: Path, settings: Mapping[str, Any]) -> None:
+    """Build the catalog and its settings under a staging folder, then link the finished file
+    into place: a kill at any moment leaves no catalog or a whole one, never one without
+    settings (whose every search would fail). Linking never replaces a catalog that another
+    process created meanwhile."""
+    for stale in path.glob(STAGING_PREFIX + "*"):
+        pid = stale.name.removeprefix(STAGING_PREFIX).split("-")[0]
+        if pid.isdigit() and not _is_running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=path))
+    try:
+        catalog = Catalog(staging, create=True)
+        try:
+            catalog.set_meta_many(settings)
+        finally:
+            catalog.close()  # the last connection to close folds the WAL into the file
+        try:
+            os.link(staging / CATALOG_FILE, path / CATALOG_FILE)
+        except FileExistsError:
+            raise CollectionError(f"a collection already exists at {path}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_unfinished(catalog: Catalog) -> bool:
+    """A catalog without settings and without images: its creation was interrupted."""
+    return catalog.get_meta("attributes") is None and catalog.count() == 0
 
 
 class Collection:
@@ -131,7 +175,7 @@ class Collection:
         """Make a new collection folder. Attributes default to the classic set, plus `deep`
         when PyTorch and the packaged model are installed."""
         path = Path(directory).expanduser()
-        if (path / "catalog.sqlite").exists():
+        if (path / CATALOG_FILE).exists():
             raise CollectionError(f"a collection already exists at {path}")
         if path.exists() and not path.is_dir():
             raise CollectionError(f"{path} exists and is not a folder")
@@ -153,8 +197,8 @@ class Collection:
         else:
             weights = default_weights_for(specs, {**DEFAULT_WEIGHTS, "deep": DEEP_DEFAULT_WEIGHT})
         path.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog(path, create=True)
-        catalog.set_meta_many(  # one transaction: a collection is made whole or not at all
+        _create_catalog(
+            path,
             {
                 "preprocess": (preprocess or Preprocess()).to_dict(),
                 "attributes": specs,
@@ -162,20 +206,35 @@ class Collection:
                 "max_pixels": int(max_pixels),
                 "tag_floor": float(tag_floor),
                 "created_at": time.time(),
-            }
+            },
         )
-        return cls(path, catalog)
+        return cls(path, Catalog(path))
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str]) -> Collection:
         path = Path(directory).expanduser()
-        return cls(path, Catalog(path))
+        catalog = Catalog(path)
+        if _is_unfinished(catalog):
+            catalog.close()
+            raise CollectionError(
+                f"the collection at {path} was never fully created (its creation was "
+                "interrupted); run `lookalike index` on it to create it again"
+            )
+        return cls(path, catalog)
 
     @classmethod
     def open_or_create(cls, directory: str | os.PathLike[str], **create_options: Any) -> Collection:
+        """Open the collection, or create it; one left unfinished by an interrupted creation
+        (possible before creation became atomic) is created again."""
         path = Path(directory).expanduser()
-        if (path / "catalog.sqlite").exists():
-            return cls.open(path)
+        if (path / CATALOG_FILE).exists():
+            catalog = Catalog(path)
+            unfinished = _is_unfinished(catalog)
+            catalog.close()
+            if not unfinished:
+                return cls.open(path)
+            for name in (CATALOG_FILE, f"{CATALOG_FILE}-wal", f"{CATALOG_FILE}-shm"):
+                (path / name).unlink(missing_ok=True)
         return cls.create(path, **create_options)
 
     def close(self) -> None:
@@ -238,17 +297,24 @@ class Collection:
         metadata: Mapping[str, Mapping[str, Any]] | None = None,
         jobs: int | None = None,
         progress: ingest.ProgressCallback | None = None,
+        file_budget_s: float = ingest.FILE_BUDGET_S,
     ) -> ingest.IngestReport:
         """Index folders, files or URLs; only new, changed or stale images are processed.
 
         `metadata` maps a source (as given, or its absolute path) to a metadata dict.
         With `prune`, images that were inside a scanned folder and are gone are removed.
+        `jobs` worker processes (default: all cores; 1 = in this process) describe the files,
+        each within `file_budget_s` seconds; a file that fails, crashes or hangs its worker
+        is reported in `failed` and the run goes on. Finished images are committed at least
+        every `ingest.COMMIT_AFTER_S` seconds, so a killed run keeps them.
         """
         if isinstance(sources, str | os.PathLike):
             sources = [sources]
-        found, roots = ingest.scan(sources, recursive=recursive)
+        scanned = ingest.scan(sources, recursive=recursive)
+        found, roots = scanned.sources, scanned.roots
         metadata = {self._key(k): dict(v) for k, v in (metadata or {}).items()}
         report = ingest.IngestReport()
+        report.failed.extend(scanned.failed)
         states = self.catalog.file_states()
         versions = self.catalog.signature_versions()
         work = ingest.plan(found, states, lambda i: self._is_current(versions.get(i, {})))
@@ -263,24 +329,31 @@ class Collection:
         todo = work.todo
 
         total = len(todo)
-        settings = self._settings()
-        batch: list[ingest.Extracted] = []
+        batch = ingest.CommitBatch()
 
         def flush() -> None:
-            ingest.finish_batch(batch, self.extractors, tag_floor=self.tag_floor)
-            for item in batch:
-                self._store(item, metadata.get(item.source), report)
-            batch.clear()
+            ingest.finish_batch(batch.items, self.extractors, tag_floor=self.tag_floor)
+            for item in batch.take():
+                try:
+                    self._store(item, metadata.get(item.source), report)
+                except (UnicodeError, ValueError, OverflowError) as exc:  # this image alone
+                    report.failed.append(
+                        (ingest.printable_path(item.source), f"cannot be stored: {exc}")
+                    )
 
-        results = ingest.describe_many(todo, settings, jobs or (os.cpu_count() or 1))
-        for done, result in enumerate(results, start=1):
-            if isinstance(result, DecodeError):
-                report.failed.append((result.path, result.reason))
-            else:
-                batch.append(result)
-                if len(batch) >= 32 or result.prepared is None:
-                    flush()
-            if progress:
+        jobs = jobs or (os.cpu_count() or 1)
+        results = ingest.describe_many(todo, self._settings(), jobs, budget_s=file_budget_s)
+        done = 0
+        for result in results:
+            if result is not None:
+                done += 1
+                if isinstance(result, DecodeError):
+                    report.failed.append((result.path, result.reason))
+                else:
+                    batch.add(result)
+            if batch.due():
+                flush()
+            if progress and result is not None:
                 label = result.path if isinstance(result, DecodeError) else result.source
                 progress(done, total, label)
         flush()
@@ -808,7 +881,11 @@ class Collection:
             return None
         from lookalike.features.perceptual import split_perceptual
 
-        return index_key_record(split_perceptual(stored[1])[0][0])
+        try:
+            hist = split_perceptual(stored[1])[0][0]
+        except ValueError:  # a damaged signature: `check` reports it; the record still shows
+            return None
+        return index_key_record(hist)
 
     def image_info(self, image: int | str) -> dict[str, Any]:
         """An image's record as shown to people: its facts, metadata and index key."""

@@ -1,11 +1,14 @@
 """The `lookalike` command: index, search, remove, info, demo.
 
 Errors a user can act on are printed as one line on stderr with exit code 1, never a traceback.
+Exit codes: 0 done; 1 error (nothing more was done); 3 `index` finished but skipped some files
+(listed with their reasons); 130 interrupted (what was committed is kept).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -17,7 +20,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from lookalike.cli_output import (
+    header_lines,
+    hit_lines,
+    is_likely,
+    likely_cut_lines,
+    shown_path,
+)
 from lookalike.errors import LookalikeError
+from lookalike.ingest import FILE_BUDGET_S
 from lookalike.server.command import serve
 
 app = typer.Typer(
@@ -26,8 +37,32 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(width=None if sys.stdout.isatty() else 160)
+# A terminal's own width (or COLUMNS); a pipe or file gets 160 columns unless COLUMNS says.
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err = Console(stderr=True, soft_wrap=True)
+
+EXIT_SKIPPED = 3  # `index` finished, but some files were skipped (each reported with a reason)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"lookalike {version('lookalike')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """lookalike: find the images that look like this one."""
+
 
 CollectionOption = Annotated[
     Path, typer.Option("--collection", "-c", help="Collection folder (created by `index`).")
@@ -108,7 +143,22 @@ def run_index(
         return coll.add(sources, progress=progress, **options)
 
 
-@app.command()
+def check_sources_exist(sources: list[str]) -> None:
+    """A named folder or file that does not exist is a mistake to stop at (before a collection
+    is created), not a skipped image."""
+    from lookalike.decode import is_url
+    from lookalike.ingest import printable_path
+
+    for source in sources:
+        if not is_url(source) and not os.path.lexists(Path(source).expanduser()):
+            raise LookalikeError(f"no such file or folder: {printable_path(source)}")
+
+
+@app.command(
+    epilog="Exit status: 0 all files indexed; 3 finished, but some files were skipped (each "
+    "listed with its reason); 1 error (the run stopped; finished images are kept); "
+    "130 interrupted (finished images kept)."
+)
 @friendly_errors
 def index(
     sources: Annotated[list[str], typer.Argument(help="Folders, image files or http(s) URLs.")],
@@ -119,6 +169,12 @@ def index(
         int, typer.Option("--jobs", "-j", help="Worker processes (0 = all cores).")
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    file_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds allowed to read and describe one file; a file over it is skipped."
+        ),
+    ] = FILE_BUDGET_S,
     attributes: Annotated[
         str | None,
         typer.Option(help="For a new collection: attributes to extract, e.g. color,texture."),
@@ -150,8 +206,16 @@ def index(
         typer.Option(help="For a new collection: median filter size (0 = off, 3, 5)."),
     ] = None,
 ) -> None:
-    """Add images to a collection (creating it if needed); only new or changed files are read."""
+    """Add images to a collection (creating it if needed); only new or changed files are read.
+
+    Every file that cannot be indexed (not an image, damaged, too big, not a regular file, a
+    name that is not UTF-8, over the time budget) is skipped with its reason; the rest goes on.
+    """
     from lookalike.sidecar import load_sidecar
+
+    check_sources_exist(sources)
+    if file_timeout <= 0:
+        raise LookalikeError("--file-timeout must be a positive number of seconds")
 
     deep_options: dict[str, Any] = {}
     if deep_model:
@@ -174,6 +238,7 @@ def index(
         recursive=recursive,
         jobs=jobs or None,
         metadata=load_sidecar(metadata) if metadata else None,
+        file_budget_s=file_timeout,
     )
     if as_json:
         out.print_json(
@@ -185,13 +250,50 @@ def index(
                 "skipped": [{"path": p, "reason": r} for p, r in report.failed],
             }
         )
-        return
-    out.print(report.summary())
-    for path, reason in report.failed:
-        out.print(f"  skipped {path}: {reason}", highlight=False)
+    else:
+        out.print(report.summary())
+        for path, reason in report.failed:
+            out.print(f"  skipped {path}: {reason}", highlight=False)
+    if report.failed:
+        raise typer.Exit(EXIT_SKIPPED)
 
 
-@app.command()
+SEARCH_EXAMPLES = """Examples:
+
+  lookalike search query.jpg -c photos.lookalike -k 5
+
+  lookalike search id:42 -c photos.lookalike --details
+
+  lookalike search -c photos.lookalike --text "red car" --where "price < 50"
+
+  lookalike search query.jpg -c photos.lookalike --paths-only | xargs ls -l
+
+  lookalike search query.jpg -c photos.lookalike --json
+"""
+
+
+def search_slip(image: str | None, collection: Path) -> str | None:
+    """A likely mistake in how `search` was called, said as a hint; None when none is seen."""
+    if not (collection / "catalog.sqlite").exists():
+        hint = f"no collection at {collection}"
+        if image and (Path(image) / "catalog.sqlite").exists():
+            return f"{hint}; {image} is one: give it with -c {image}"
+        return f"{hint}; make one with: lookalike index FOLDER -c {collection}"
+    if image is None or "://" in image or image.startswith("id:") or Path(image).exists():
+        if image and Path(image).is_dir():
+            if (Path(image) / "catalog.sqlite").exists():
+                return f"{image} is a collection, not a query image: give it with -c {image}"
+            return (
+                f"{image} is a folder; search takes one query image "
+                f"(to add a folder: lookalike index {image} -c {collection})"
+            )
+        return None
+    if image.strip().isdigit():
+        return f"{image}: no such file; did you mean id:{image.strip()} (a stored image)?"
+    return None
+
+
+@app.command(epilog=SEARCH_EXAMPLES)
 @friendly_errors
 def search(
     collection: CollectionOption,
@@ -246,11 +348,21 @@ def search(
     understand: Annotated[
         bool, typer.Option(help="Read colour and layout words in --text as those parts.")
     ] = True,
+    details: Annotated[
+        bool, typer.Option("--details", help="Show each hit's distance per attribute.")
+    ] = False,
+    paths_only: Annotated[
+        bool, typer.Option("--paths-only", help="Print only the paths, one per line (for pipes).")
+    ] = False,
 ) -> None:
     """Find images by example, words, sketch, layout or colours (combinable), with a filter.
 
-    Lower score = more alike (0..100)."""
+    One line per hit: rank, score (0 = identical, 100 = nothing alike), id, path."""
     from lookalike.api import Collection
+
+    slip = search_slip(image, collection)
+    if slip:
+        raise LookalikeError(slip)
 
     sketch_value: object = None
     if sketch is not None:
@@ -275,7 +387,7 @@ def search(
             calibrated=calibrated,
             understand=understand,
         )
-    if not as_json:
+    if not (as_json or paths_only):
         for name in ("layout", "sketch"):
             if name in results.explain and "render" in results.explain[name]:
                 out.print(f"{name} grid:\n{results.explain[name]['render']}", highlight=False)
@@ -286,7 +398,7 @@ def search(
                     "expanded: " + "; ".join(f"{a['term']} ({a['reason']})" for a in added),
                     highlight=False,
                 )
-    print_results(results, as_json)
+    print_results(results, as_json, details=details, paths_only=paths_only)
 
 
 @app.command()
@@ -355,45 +467,27 @@ def _threshold(value: str | None) -> float | str | None:
         ) from None
 
 
-def shown_path(path: str) -> str:
-    """Paths under the current folder are shown relative to it: shorter, same meaning."""
-    if "://" in path:
-        return path
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path
-
-
-def print_results(results: Any, as_json: bool) -> None:
+def print_results(
+    results: Any, as_json: bool, details: bool = False, paths_only: bool = False
+) -> None:
+    """Hits as JSON, as bare paths (for pipes), or one line each that fits the terminal."""
     if as_json:
         out.print_json(json.dumps(results.to_dict()))
+        return
+    if paths_only:
+        for hit in results.hits:  # print(), not Rich: nothing but the path on each line
+            print(hit.path)
         return
     if not results.hits:
         out.print("no results")
         return
-    attributes = list(results.weights)
-    table = Table(title="weights: " + ", ".join(f"{k}={v:.2f}" for k, v in results.weights.items()))
-    table.add_column("#", justify="right")
-    table.add_column("score", justify="right")
-    for name in attributes:
-        table.add_column(name, justify="right", style="dim")
-    table.add_column("id", justify="right")
-    table.add_column("path", overflow="fold")
-    for rank, hit in enumerate(results.hits, start=1):
-        mark = "" if hit.similar is None else (" *" if hit.similar else "")
-        mark += " likely" if hit.likely else ""
-        table.add_row(
-            "query" if hit.is_query else str(rank),
-            f"{hit.score:.2f}{mark}",
-            *[f"{hit.breakdown[name]:.1f}" for name in attributes],
-            str(hit.id),
-            shown_path(hit.path),
-        )
-    out.print(table)
-    if results.likely_cut is not None:
-        scale = "calibrated" if results.calibrated else "raw"
-        out.print(f"likely matches: score below {results.likely_cut:.2f} ({scale})")
+    width = out.width
+    marked = any(is_likely(hit) for hit in results.hits)
+    lines = header_lines(results.weights, results.threshold, marked, width, results.likely_cut)
+    lines += hit_lines(results.hits, width, details=details)
+    lines += likely_cut_lines(results, width)
+    for line in lines:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -8,17 +8,18 @@ queries are prepared identically.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 import urllib.request
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageFilter, UnidentifiedImageError
 
 from lookalike.errors import DecodeError
 
@@ -85,6 +86,36 @@ def _to_rgba(img: Image.Image) -> Image.Image:
     return _to_rgb(img).convert("RGBA")
 
 
+_EXIF_TRANSPOSE = {  # EXIF orientation -> the transpose that shows the image upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _reduced(img: Image.Image, draft: int | None) -> Image.Image:
+    """Shrink a big decoded image by an integer box factor whose sides stay at least `draft`
+    pixels (what JPEG's draft does while decoding, for every other format): everything after
+    (conversion, the LANCZOS resize to the frame) then works on a small image. Keeping at
+    least twice the frame is Pillow's `reducing_gap=2`: the result is indistinguishable."""
+    if not draft:
+        return img
+    factor = min(img.size) // draft
+    if factor < 2:
+        return img
+    try:
+        reduced = img.reduce(factor)
+    except ValueError:  # a mode reduce() does not support: convert first
+        reduced = _to_rgb(img).reduce(factor)
+    if "transparency" in img.info:
+        reduced.info["transparency"] = img.info["transparency"]
+    return reduced
+
+
 def _decode(
     data: bytes,
     label: str,
@@ -97,6 +128,7 @@ def _decode(
         raise DecodeError(label, "empty file")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # damaged metadata Pillow skips: not the user's news
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "unknown"
@@ -111,9 +143,12 @@ def _decode(
             if draft and fmt == "JPEG" and min(img.size) > 2 * draft:
                 img.draft("RGB", (draft, draft))
             img.load()
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+            orientation = img.getexif().get(0x0112, 1)  # read before reducing drops the tags
+            if orientation in (5, 6, 7, 8):  # rotated by 90 degrees
                 full_width, full_height = full_height, full_width
-            img = ImageOps.exif_transpose(img) or img
+            img = _reduced(img, draft)
+            if orientation in _EXIF_TRANSPOSE:
+                img = img.transpose(_EXIF_TRANSPOSE[orientation])
             pixels = np.asarray(convert(img), dtype=np.uint8)
     except DecodeError:
         raise
@@ -181,22 +216,68 @@ def read_source_bytes(
     text = os.fspath(source)
     if is_url(text):
         return fetch_url(text, max_bytes=max_bytes)
-    path = Path(text)
+    return read_regular_file(text, max_bytes=max_bytes)
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "is a directory, not an image file"),
+    (stat.S_ISFIFO, "is a named pipe, not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+    (stat.S_ISCHR, "is a character device, not a regular file"),
+    (stat.S_ISBLK, "is a block device, not a regular file"),
+)
+
+
+def not_regular_reason(mode: int) -> str | None:
+    """Why a file of this st_mode is not read (None: a regular file, fine to read)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((reason for test, reason in _FILE_KINDS if test(mode)), "is not a regular file")
+
+
+def read_regular_file(path: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """Read a regular file (symlinks followed), never more than `max_bytes`.
+
+    Pipes, sockets and devices are refused before and after opening (O_NONBLOCK: a FIFO named
+    x.jpg cannot block the open), and the read stops at the limit even if the file grows
+    while it is read: a link to /dev/zero or a log being written cannot exhaust memory."""
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise DecodeError(text, f"file of {size:,} bytes exceeds the limit of {max_bytes:,}")
-        return path.read_bytes()
+        reason = not_regular_reason(os.stat(path).st_mode)
+        if reason:
+            raise DecodeError(path, reason)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb", buffering=0) as handle:
+            info = os.fstat(handle.fileno())
+            reason = not_regular_reason(info.st_mode)  # swapped between stat and open
+            if reason:
+                raise DecodeError(path, reason)
+            if info.st_size > max_bytes:
+                raise DecodeError(
+                    path, f"file of {info.st_size:,} bytes exceeds the limit of {max_bytes:,}"
+                )
+            chunks: list[bytes] = []
+            total = 0
+            while total <= max_bytes:
+                chunk = handle.read(min(1 << 20, max_bytes + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
     except DecodeError:
         raise
     except FileNotFoundError:
-        raise DecodeError(text, "no such file") from None
+        raise DecodeError(path, "no such file") from None
     except IsADirectoryError:
-        raise DecodeError(text, "is a directory, not an image file") from None
+        raise DecodeError(path, "is a directory, not an image file") from None
     except PermissionError:
-        raise DecodeError(text, "permission denied") from None
+        raise DecodeError(path, "permission denied") from None
     except OSError as exc:
-        raise DecodeError(text, f"cannot read: {exc.strerror or exc}") from None
+        if exc.errno == errno.ELOOP:
+            raise DecodeError(path, "symbolic link loop") from None
+        raise DecodeError(path, f"cannot read: {exc.strerror or exc}") from None
+    if total > max_bytes:
+        raise DecodeError(path, f"file grew past the limit of {max_bytes:,} bytes while read")
+    return b"".join(chunks)
 
 
 def fetch_url(

@@ -13,8 +13,10 @@ class DecodeError(LookalikeError):
         self.path = path
         self.reason = reason
 
-    def __reduce__(self):  # returned from worker processes: must unpickle with both fields
-        return type(self), (self.path, self.reason)
+    def __reduce__(self):
+        """Rebuild from (path, reason): a worker process's error must survive pickling, else
+        it breaks the pool that carries it back."""
+        return (type(self), (self.path, self.reason))
 
 
 class WeightsError(LookalikeError):
@@ -30,4 +32,8 @@ class QueryError(LookalikeError):
 
     def __init__(self, message: str, position: int | None = None):
         super().__init__(message if position is None else f"{message} (at position {position})")
+        self.message = message
         self.position = position
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.position))

@@ -9,10 +9,12 @@ prepared. Each image is committed on its own, so an interrupted run keeps all fi
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,15 +26,19 @@ from lookalike.decode import (
     Preprocess,
     decode_bytes,
     is_url,
+    not_regular_reason,
     prepare,
+    read_regular_file,
     read_source_bytes,
 )
 from lookalike.errors import DecodeError
 from lookalike.features.base import Extractor, PreparedImage
 from lookalike.features.registry import create_extractor
+from lookalike.pool import Failure, supervised_map
 
 ProgressCallback = Callable[[int, int, str], None]  # (done, total, current source)
-POOL_THRESHOLD = 12  # below this many images a process pool costs more than it saves
+FILE_BUDGET_S = 60.0  # read + decode + describe time allowed per file in a worker process
+TICK_S = 0.5  # while workers are busy, the caller regains control at least this often
 
 
 @dataclass
@@ -80,36 +86,92 @@ class Extracted:
     auto_keywords: list[tuple[str, float]] | None = None  # model tags, when a classifier ran
 
 
-def scan(
-    sources: Iterable[str | os.PathLike[str]], *, recursive: bool = True
-) -> tuple[list[str], list[str]]:
-    """Expand folders into image files; return (sources, scanned folders).
+def printable_path(path: str) -> str:
+    """A path as text that can be printed and stored: bytes that are not UTF-8 (kept by Python
+    as lone surrogates) are shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _unusable_name(path: str) -> str | None:
+    """Why a file name cannot be stored (None: it can). The catalog, the JSON reports and the
+    server all speak UTF-8; a name that is not is skipped with a reason, never stored mangled."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (rename the file to index it)"
+    return None
+
+
+def _entry_problem(path: Path) -> str | None:
+    """Why a folder entry named like an image is not read (None: a regular file, or a folder
+    to descend into)."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks
+    except FileNotFoundError:
+        return "broken symbolic link" if path.is_symlink() else "no such file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return f"cannot read: {exc.strerror or exc}"
+    if stat.S_ISDIR(mode):
+        return None
+    return not_regular_reason(mode)
+
+
+@dataclass
+class Scan:
+    """What a scan found: sources to plan, scanned folders (for --prune), entries refused."""
+
+    sources: list[str] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan(sources: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> Scan:
+    """Expand folders into image files.
 
     Files inside a folder are picked by suffix (a README beside the photos is not an error);
-    files named explicitly are always tried, so a mislabelled image is reported, not ignored.
-    """
-    found: list[str] = []
-    roots: list[str] = []
+    entries named like images that are not regular files (pipes, sockets, devices, broken
+    links, link loops) and names that are not UTF-8 are reported with a reason, never read.
+    Files named explicitly are always tried, so a mislabelled image is reported, not ignored."""
+    result = Scan()
     for source in sources:
         text = os.fspath(source)
         if is_url(text):
-            found.append(text)
+            result.sources.append(text)
             continue
         path = Path(text).expanduser()
         if path.is_dir():
             root = path.resolve()
-            roots.append(str(root))
+            result.roots.append(str(root))
             pattern = root.rglob("*") if recursive else root.glob("*")
-            found.extend(
-                str(p)
-                for p in sorted(pattern)
-                if p.suffix.lower() in IMAGE_SUFFIXES
-                and p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(root).parts)
-            )
+            for entry in sorted(pattern):
+                if entry.suffix.lower() not in IMAGE_SUFFIXES or any(
+                    part.startswith(".") for part in entry.relative_to(root).parts
+                ):
+                    continue
+                _add_file(result, str(entry), _entry_problem(entry))
         else:
-            found.append(str(path.resolve()) if path.exists() else text)
-    return list(dict.fromkeys(found)), roots
+            _add_file(result, _absolute(path), None)
+    result.sources = list(dict.fromkeys(result.sources))
+    return result
+
+
+def _absolute(path: Path) -> str:
+    """An explicitly named file as an absolute path (symlinks resolved where possible)."""
+    try:
+        return str(path.resolve()) if path.exists() else str(path)
+    except (OSError, RuntimeError):  # a symlink loop: keep the name, reading reports it
+        return str(path.absolute())
+
+
+def _add_file(result: Scan, path: str, problem: str | None) -> None:
+    problem = _unusable_name(path) or problem
+    if problem is None:
+        if not os.path.isdir(path):  # a folder named x.jpg: its images come from rglob
+            result.sources.append(path)
+    else:
+        result.failed.append((printable_path(path), problem))
 
 
 @dataclass
@@ -158,8 +220,8 @@ def plan(
 
 def _content_hash(path: str) -> str | None:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_regular_file(path)).hexdigest()
+    except DecodeError:  # gone, unreadable, or no longer a regular file: describe it again
         return None
 
 
@@ -202,7 +264,7 @@ def describe_bytes(
 
 
 def describe_source(source: str, settings: Settings) -> Extracted | DecodeError:
-    """Worker entry point: never raises for a bad image, returns the error instead."""
+    """Describe one source; never raises for a bad image, returns the error instead."""
     try:
         data = read_source_bytes(source)
         mtime = 0.0 if is_url(source) else os.stat(source).st_mtime
@@ -213,19 +275,98 @@ def describe_source(source: str, settings: Settings) -> Extracted | DecodeError:
         return DecodeError(source, f"could not be described: {type(exc).__name__}: {exc}")
 
 
+_WORKER_SETTINGS: list[Settings] = []
+
+
+def _start_worker(settings: Settings) -> None:
+    """Worker initializer: keep the settings and build the extractors once, before any task
+    (so the first file's time budget is not spent importing)."""
+    _WORKER_SETTINGS[:] = [settings]
+    build_extractors(settings.attributes)
+
+
+TEST_FAULTS_ENV = "LOOKALIKE_TEST_WORKER_FAULTS"  # tests only: "crash=a.jpg;hang=b.png"
+
+
+def _test_fault(source: str) -> None:
+    """Test hook: make a worker crash, hang or raise on a named file, as a codec bug could.
+    Set only by the test suite; a no-op unless the variable names this file."""
+    for rule in os.environ.get(TEST_FAULTS_ENV, "").split(";"):
+        action, _, name = rule.partition("=")
+        if name and os.path.basename(source) == name:
+            if action == "crash":
+                os._exit(70)
+            if action == "hang":
+                time.sleep(3600)
+            if action == "raise":
+                raise MemoryError("test fault")  # not an Exception: escapes describe_source
+
+
+def _describe_in_worker(source: str) -> Extracted | DecodeError:
+    _test_fault(source)
+    return describe_source(source, _WORKER_SETTINGS[0])
+
+
 def describe_many(
-    sources: list[str], settings: Settings, jobs: int
-) -> Iterator[Extracted | DecodeError]:
-    """Yield results in order, in worker processes when the batch is large enough."""
-    if jobs <= 1 or len(sources) < POOL_THRESHOLD:
+    sources: list[str], settings: Settings, jobs: int, *, budget_s: float = FILE_BUDGET_S
+) -> Iterator[Extracted | DecodeError | None]:
+    """Yield each source's result as it finishes, in supervised worker processes (any order).
+
+    A file whose worker crashes or runs past `budget_s` comes back as a DecodeError like any
+    bad file; None is yielded every TICK_S while workers are busy, so the caller can commit
+    on time. With one job everything runs here, in order, without a time budget."""
+    if jobs <= 1 or not sources:
         for source in sources:
             yield describe_source(source, settings)
         return
-    import multiprocessing
+    results = supervised_map(
+        _describe_in_worker,
+        sources,
+        workers=min(jobs, len(sources)),
+        budget_s=budget_s,
+        initializer=_start_worker,
+        init_args=(settings,),
+        tick_s=TICK_S,
+    )
+    for outcome in results:
+        if outcome is None:
+            yield None
+            continue
+        source, result = outcome
+        yield DecodeError(source, result.reason) if isinstance(result, Failure) else result
 
-    context = multiprocessing.get_context("spawn")  # torch and threads do not survive fork
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        yield from pool.map(describe_source, sources, [settings] * len(sources), chunksize=2)
+
+BATCH_SIZE = 32  # images per CNN forward pass
+COMMIT_AFTER_S = 2.0  # no described image waits longer than this to be committed
+
+
+class CommitBatch:
+    """Described images waiting for the batch stage (the CNN) and their commit.
+
+    Due when full, or when its oldest image has waited COMMIT_AFTER_S: batching keeps the CNN
+    efficient, the age limit keeps a killed run from losing more than a few seconds of work."""
+
+    def __init__(self, size: int = BATCH_SIZE, max_wait_s: float = COMMIT_AFTER_S):
+        self.items: list[Extracted] = []
+        self.size = size
+        self.max_wait_s = max_wait_s
+        self._oldest = 0.0
+
+    def add(self, item: Extracted) -> None:
+        if not self.items:
+            self._oldest = time.monotonic()
+        self.items.append(item)
+
+    def due(self) -> bool:
+        if not self.items:
+            return False
+        waited = time.monotonic() - self._oldest
+        needs_batch = any(item.prepared is not None for item in self.items)
+        return not needs_batch or len(self.items) >= self.size or waited >= self.max_wait_s
+
+    def take(self) -> list[Extracted]:
+        items, self.items = self.items, []
+        return items
 
 
 TAG_FLOOR = 0.1  # a model tag is kept when the classifier gives it at least this probability

@@ -46,7 +46,7 @@ class PreparedImage:
 
     @cached_property
     def hsv(self) -> np.ndarray:
-        return skcolor.rgb2hsv(self.rgb).astype(np.float32)
+        return rgb_to_hsv(self.rgb)
 
     @cached_property
     def lab(self) -> np.ndarray:
@@ -54,7 +54,32 @@ class PreparedImage:
 
     @cached_property
     def gray(self) -> np.ndarray:
-        return skcolor.rgb2gray(self.rgb).astype(np.float32)
+        """Luminance with scikit-image's rgb2gray weights (Rec. 709), float32."""
+        return self.rgb @ GRAY_WEIGHTS
+
+
+GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+
+
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """float32 RGB (..., 3) in [0, 1] -> HSV in [0, 1], all in float32.
+
+    The same arithmetic as scikit-image's rgb2hsv (which vectors were first made with, and which
+    tests hold this to), without its masked assignments: about 20x faster on a 256-pixel frame.
+    Where two channels tie for the maximum, blue wins over green over red, as there.
+    """
+    r, g, b = np.moveaxis(np.asarray(rgb, dtype=np.float32), -1, 0).copy()  # contiguous planes
+    value = np.maximum(np.maximum(r, g), b)
+    delta = value - np.minimum(np.minimum(r, g), b)
+    grey = delta == 0
+    divisor = delta + grey  # 1 where grey: no division by zero, hue set to 0 below
+    saturation = delta / (value + (value == 0))
+    hue = np.where(g == value, 2.0 + (b - r) / divisor, (g - b) / divisor)
+    hue = np.where(b == value, 4.0 + (r - g) / divisor, hue)
+    hue /= 6.0
+    hue += hue < 0  # hue % 1.0, cheaper: hue/6 lies in [-1/6, 5/6]
+    hue = np.where(grey, np.float32(0), hue)
+    return np.stack([hue, saturation, value], axis=-1).astype(np.float32, copy=False)
 
 
 @runtime_checkable
@@ -169,3 +194,30 @@ def grid_cells(height: int, width: int, rows: int, cols: int) -> list[tuple[slic
     return [
         (slice(ys[r], ys[r + 1]), slice(xs[c], xs[c + 1])) for r in range(rows) for c in range(cols)
     ]
+
+
+def grid_cell_index(height: int, width: int, rows: int, cols: int) -> np.ndarray:
+    """(height, width) int array: the row-major number of each pixel's `grid_cells` cell, so
+    per-cell histograms of a whole grid come from one bincount instead of a loop over cells."""
+    ys = np.linspace(0, height, rows + 1).round().astype(int)
+    xs = np.linspace(0, width, cols + 1).round().astype(int)
+    row_of = np.searchsorted(ys, np.arange(height), side="right") - 1
+    col_of = np.searchsorted(xs, np.arange(width), side="right") - 1
+    return (row_of[:, None] * cols + col_of[None, :]).astype(np.intp)
+
+
+def cell_histograms(
+    bins: np.ndarray, cells: np.ndarray, n_cells: int, n_bins: int, weights=None
+) -> np.ndarray:
+    """(n_cells, n_bins) frequencies, each row summing to 1 (all zero for an empty cell), of
+    per-pixel bin numbers `bins` grouped by per-pixel cell numbers `cells`: one bincount."""
+    index = cells.ravel() * n_bins + bins.ravel()
+    counts = np.bincount(index, weights=weights, minlength=n_cells * n_bins)
+    return normalised_rows(counts.reshape(n_cells, n_bins))
+
+
+def normalised_rows(counts: np.ndarray) -> np.ndarray:
+    """`normalised_histogram` for every row of a 2-D array of counts."""
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    return (counts / np.where(totals > 0, totals, 1.0)).astype(np.float32)

@@ -15,7 +15,7 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
-    normalised_histogram,
+    normalised_rows,
 )
 
 
@@ -41,30 +41,53 @@ def hsv_histogram(hsv: np.ndarray, hue_bins: int, sat_levels: int, val_levels: i
     Saturation and value are split on evenly spaced centres from 0 to 1; the lowest saturation
     level and the lowest value level go to the grey ramp (their hue means nothing).
     """
+    cells = np.zeros(hsv.shape[:-1], dtype=np.intp)
+    return hsv_cell_histograms(hsv, cells, 1, hue_bins, sat_levels, val_levels)[0]
+
+
+def hsv_cell_histograms(
+    hsv: np.ndarray, cells: np.ndarray, n_cells: int, hue_bins: int, sat_levels: int,
+    val_levels: int,
+) -> np.ndarray:  # fmt: skip
+    """`hsv_histogram` of every cell at once: (n_cells, size); `cells` numbers each pixel's cell
+    (see `grid_cell_index`).
+
+    Every pixel is spread over its two saturation and two value neighbours; each of those four
+    shares goes to the grey ramp or to a hue bin and the next one. Both hue shares are counted
+    at the lower hue's bin in two bincounts, the upper one rolled by one hue afterwards: the
+    same sums as a pass per cell and per neighbour, in far fewer passes over the pixels.
+    """
     h = hsv[..., 0].ravel().astype(np.float64)
     s = hsv[..., 1].ravel().astype(np.float64)
     v = hsv[..., 2].ravel().astype(np.float64)
-    s_centres = np.linspace(0.0, 1.0, sat_levels + 1)
-    v_centres = np.linspace(0.0, 1.0, val_levels)
-    h_lo, h_hi, h_wlo, h_whi = _soft_weights(h, np.arange(hue_bins), circular=True)
-    s_lo, s_hi, s_wlo, s_whi = _soft_weights(s, s_centres)
-    v_lo, v_hi, v_wlo, v_whi = _soft_weights(v, v_centres)
+    h_lo, _, h_wlo, h_whi = _soft_weights(h, np.arange(hue_bins), circular=True)
+    s_lo, s_hi, s_wlo, s_whi = _soft_weights(s, np.linspace(0.0, 1.0, sat_levels + 1))
+    v_lo, v_hi, v_wlo, v_whi = _soft_weights(v, np.linspace(0.0, 1.0, val_levels))
 
-    chroma_size = hue_bins * sat_levels * (val_levels - 1)
-    counts = np.zeros(val_levels + chroma_size, dtype=np.float64)
+    size = hsv_histogram_size(hue_bins, sat_levels, val_levels)
+    hue_stride = sat_levels * (val_levels - 1)
+    cell_base = cells.ravel() * size + val_levels + h_lo * hue_stride
+    cell_grey = cells.ravel() * size
+    n = len(h)
+    bins = np.empty((4, n), dtype=np.intp)
+    lower = np.empty((4, n), dtype=np.float64)
+    upper = np.empty((4, n), dtype=np.float64)
+    row = 0
     for s_idx, s_w in ((s_lo, s_wlo), (s_hi, s_whi)):
         for v_idx, v_w in ((v_lo, v_wlo), (v_hi, v_whi)):
-            grey = (s_idx == 0) | (v_idx == 0)
+            chroma = (s_idx != 0) & (v_idx != 0)  # else grey: its hue means nothing
+            sv_bin = (s_idx - 1) * (val_levels - 1) + (v_idx - 1)
+            bins[row] = np.where(chroma, cell_base + sv_bin, cell_grey + v_idx)
             w_sv = s_w * v_w
-            counts += np.bincount(v_idx[grey], weights=w_sv[grey], minlength=len(counts))
-            chroma = ~grey
-            base = val_levels + ((s_idx[chroma] - 1) * (val_levels - 1) + (v_idx[chroma] - 1))
-            for h_idx, h_w in ((h_lo, h_wlo), (h_hi, h_whi)):
-                index = base + h_idx[chroma] * sat_levels * (val_levels - 1)
-                counts += np.bincount(
-                    index, weights=w_sv[chroma] * h_w[chroma], minlength=len(counts)
-                )
-    return normalised_histogram(counts)
+            lower[row] = w_sv * np.where(chroma, h_wlo, 1.0)
+            upper[row] = w_sv * h_whi * chroma
+            row += 1
+    minlength = n_cells * size
+    counts = np.bincount(bins.ravel(), lower.ravel(), minlength=minlength).reshape(n_cells, size)
+    shifted = np.bincount(bins.ravel(), upper.ravel(), minlength=minlength).reshape(n_cells, size)
+    chroma_upper = shifted[:, val_levels:].reshape(n_cells, hue_bins, hue_stride)
+    counts[:, val_levels:] += np.roll(chroma_upper, 1, axis=1).reshape(n_cells, -1)
+    return normalised_rows(counts)
 
 
 def hsv_histogram_size(hue_bins: int, sat_levels: int, val_levels: int) -> int:

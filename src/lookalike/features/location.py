@@ -16,12 +16,12 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
-    grid_cells,
-    normalised_histogram,
+    cell_histograms,
+    grid_cell_index,
 )
-from lookalike.features.color import hsv_histogram, hsv_histogram_size
-from lookalike.features.shape import EDGE_TYPES, edge_type_map
-from lookalike.features.texture import STRENGTH_BINS, gradient_histograms, gradients, lbp_codes
+from lookalike.features.color import hsv_cell_histograms, hsv_histogram_size
+from lookalike.features.shape import EDGE_TYPES, edge_types
+from lookalike.features.texture import STRENGTH_BINS, gradient_strength_bins, lbp_codes
 
 GRID = 4
 
@@ -36,8 +36,11 @@ class _GridExtractor:
     def __init__(self) -> None:
         self.dim = GRID * GRID * self.cell_dim
 
-    def cells(self, image: PreparedImage) -> list[tuple[slice, slice]]:
-        return grid_cells(image.height, image.width, GRID, GRID)
+    def cell_index(self, image: PreparedImage) -> np.ndarray:
+        """Each pixel's cell number (shared by every grid extractor of the image)."""
+        return image.shared(
+            f"grid{GRID}", lambda: grid_cell_index(image.height, image.width, GRID, GRID)
+        )
 
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:
         return block_histogram_distance(query, stored, [self.cell_dim] * (GRID * GRID))
@@ -54,11 +57,9 @@ class ColorLocationExtractor(_GridExtractor):
     cell_dim = hsv_histogram_size(HUE_BINS, SAT_LEVELS, VAL_LEVELS)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
-        parts = [
-            hsv_histogram(image.hsv[r, c], self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
-            for r, c in self.cells(image)
-        ]
-        return np.concatenate(parts).astype(np.float32)
+        levels = (self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
+        cells = self.cell_index(image)
+        return hsv_cell_histograms(image.hsv, cells, GRID * GRID, *levels).ravel()
 
 
 class TextureLocationExtractor(_GridExtractor):
@@ -70,14 +71,10 @@ class TextureLocationExtractor(_GridExtractor):
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         # LBP is computed once on the whole image so that cell borders do not create patterns.
-        codes = lbp_codes(image, 8, 1.0)
-        gx, gy = gradients(image)
-        parts = []
-        for rows, cols in self.cells(image):
-            lbp = normalised_histogram(np.bincount(codes[rows, cols].ravel(), minlength=10))
-            _, strength = gradient_histograms(gx[rows, cols], gy[rows, cols])
-            parts.append(np.concatenate([lbp, strength]))
-        return np.concatenate(parts).astype(np.float32)
+        cells = self.cell_index(image)
+        lbp = cell_histograms(lbp_codes(image, 8, 1.0), cells, GRID * GRID, 10)
+        strength = cell_histograms(gradient_strength_bins(image), cells, GRID * GRID, STRENGTH_BINS)
+        return np.concatenate([lbp, strength], axis=1).ravel()
 
 
 class ShapeLocationExtractor(_GridExtractor):
@@ -87,9 +84,6 @@ class ShapeLocationExtractor(_GridExtractor):
     cell_dim = len(EDGE_TYPES)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
-        types = edge_type_map(image.gray)
-        parts = []
-        for rows, cols in grid_cells(types.shape[0], types.shape[1], GRID, GRID):
-            counts = np.bincount(types[rows, cols].ravel(), minlength=self.cell_dim)
-            parts.append(normalised_histogram(counts))
-        return np.concatenate(parts).astype(np.float32)
+        types = edge_types(image)
+        cells = grid_cell_index(types.shape[0], types.shape[1], GRID, GRID)
+        return cell_histograms(types, cells, GRID * GRID, self.cell_dim).ravel()

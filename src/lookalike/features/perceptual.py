@@ -29,7 +29,12 @@ from functools import cache
 import numpy as np
 from skimage import color as skcolor
 
-from lookalike.features.base import IndexSpace, PreparedImage, normalised_histogram
+from lookalike.features.base import (
+    IndexSpace,
+    PreparedImage,
+    grid_cell_index,
+    normalised_histogram,
+)
 
 TERMS: tuple[str, ...] = (
     "white",
@@ -188,11 +193,7 @@ def dominant_blocks(
     names = np.asarray(names)
     cols = rows if cols is None else cols
     height, width = names.shape
-    ys = np.linspace(0, height, rows + 1).round().astype(int)
-    xs = np.linspace(0, width, cols + 1).round().astype(int)
-    row_of = np.searchsorted(ys, np.arange(height), side="right") - 1
-    col_of = np.searchsorted(xs, np.arange(width), side="right") - 1
-    cell = row_of[:, None] * cols + col_of[None, :]
+    cell = grid_cell_index(height, width, rows, cols)
     valid = names >= 0
     votes = cell[valid].astype(np.intp) * N_TERMS + names[valid].astype(np.intp)
     counts = np.bincount(votes, minlength=rows * cols * N_TERMS).reshape(rows * cols, N_TERMS)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.feature import local_binary_pattern
 
 from lookalike.features.base import (
     IndexSpace,
@@ -40,9 +39,63 @@ def lbp_codes(image: PreparedImage, points: int, radius: float) -> np.ndarray:
 
     def compute() -> np.ndarray:
         smooth = image.shared("smoothed_u8", lambda: smoothed_u8(image.gray))
-        return local_binary_pattern(smooth, points, radius, method="uniform").astype(np.int64)
+        return uniform_lbp(smooth, points, radius)
 
     return image.shared(f"lbp{points}_{radius}", compute)
+
+
+def uniform_lbp(gray_u8: np.ndarray, points: int, radius: float) -> np.ndarray:
+    """scikit-image's `local_binary_pattern(gray_u8, points, radius, "uniform")`, bit for bit,
+    as whole-image numpy operations instead of a loop per pixel and neighbour (several times
+    faster; tests hold it to scikit-image's codes).
+
+    Neighbour p sits at (-R sin(2 pi p / P), R cos(2 pi p / P)) rounded to 5 decimals, read by
+    bilinear interpolation in float64 with zeros outside the image; it is "on" when it is at
+    least the centre. A pattern with at most two on/off changes between consecutive neighbours
+    (p = 0 .. P-1, not wrapping round, as scikit-image counts them) gets its number of "on"
+    neighbours, any other pattern P + 1. The interpolation repeats scikit-image's arithmetic
+    (including the per-row and per-column fractions) so that ties on flat areas fall alike.
+    """
+    centre = gray_u8.astype(np.float64)
+    height, width = centre.shape
+    pad = int(np.ceil(radius)) + 1
+    padded = np.zeros((height + 2 * pad, width + 2 * pad), dtype=np.float64)
+    padded[pad : pad + height, pad : pad + width] = centre
+    angles = 2 * np.pi * np.arange(points, dtype=np.float64) / points
+    row_steps = np.round(-radius * np.sin(angles), 5)
+    col_steps = np.round(radius * np.cos(angles), 5)
+    rows = np.arange(height, dtype=np.float64)
+    cols = np.arange(width, dtype=np.float64)
+
+    def window(dy: int, dx: int) -> np.ndarray:
+        return padded[pad + dy : pad + dy + height, pad + dx : pad + dx + width]
+
+    ones = np.zeros((height, width), dtype=np.uint8)
+    changes = np.zeros((height, width), dtype=np.uint8)
+    top, bottom, term = (np.empty((height, width), dtype=np.float64) for _ in range(3))
+    bit, previous = np.empty((height, width), dtype=bool), np.empty((height, width), dtype=bool)
+    for p, (row_step, col_step) in enumerate(zip(row_steps, col_steps, strict=True)):
+        r, c = rows + row_step, cols + col_step
+        r0, c0 = int(np.floor(row_step)), int(np.floor(col_step))
+        fr = (r - np.floor(r))[:, None]  # the same fractions as scikit-image, row by row
+        fc = c - np.floor(c)
+        if not fr.any() and not fc.any():  # on the pixel grid: the value itself
+            value = window(r0, c0)
+        else:  # (1-fr) * ((1-fc) tl + fc tr) + fr * ((1-fc) bl + fc br), in place
+            np.multiply(window(r0, c0), 1 - fc, out=top)
+            top += np.multiply(window(r0, c0 + 1), fc, out=term)
+            np.multiply(window(r0 + 1, c0), 1 - fc, out=bottom)
+            bottom += np.multiply(window(r0 + 1, c0 + 1), fc, out=term)
+            top *= 1 - fr
+            bottom *= fr
+            value = np.add(top, bottom, out=top)
+        # scikit-image tests value - centre >= 0: the same as value >= centre for finite numbers
+        np.greater_equal(value, centre, out=bit)
+        ones += bit
+        if p:
+            changes += np.not_equal(bit, previous, out=previous)
+        bit, previous = previous, bit
+    return np.where(changes <= 2, ones, points + 1).astype(np.int64)
 
 
 def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
@@ -56,24 +109,36 @@ def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def gradient_strength_bins(image: PreparedImage) -> np.ndarray:
+    """Each pixel's gradient strength bin (shared: texture and texture_location count them)."""
+    return image.shared("strength_bins", lambda: strength_bins(np.hypot(*gradients(image))))
+
+
+def strength_bins(magnitude: np.ndarray) -> np.ndarray:
+    """Log-spaced strength bins from 0.01 to ~4 (Sobel on [0,1] grey peaks at 4*sqrt(2))."""
+    return np.searchsorted(np.geomspace(0.01, 4.0, STRENGTH_BINS - 1), magnitude)
+
+
 def gradient_histograms(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(direction histogram, strength histogram) from Sobel gradients."""
     magnitude = np.hypot(gx, gy).ravel()
-    folded = np.abs(np.arctan2(gy, gx)).ravel()  # 0..pi
+    return direction_histogram(gx, gy, magnitude), normalised_histogram(
+        np.bincount(strength_bins(magnitude), minlength=STRENGTH_BINS)
+    )
+
+
+def direction_histogram(gx: np.ndarray, gy: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
+    """Strength-weighted histogram of the edge angle from horizontal (0..90 degrees)."""
+    strong = magnitude.ravel() > 0.1  # ignore sensor noise on flat areas
+    gx, gy, weight = gx.ravel()[strong], gy.ravel()[strong], magnitude.ravel()[strong]
+    folded = np.abs(np.arctan2(gy, gx))  # 0..pi
     folded = np.where(folded > np.pi / 2, np.pi - folded, folded)  # 0..pi/2, mirror-invariant
-    strong = magnitude > 0.1  # ignore sensor noise on flat areas
     direction_bins = np.minimum(
         (folded / (np.pi / 2) * DIRECTION_BINS).astype(np.int64), DIRECTION_BINS - 1
     )
-    direction = normalised_histogram(
-        np.bincount(direction_bins[strong], weights=magnitude[strong], minlength=DIRECTION_BINS)
+    return normalised_histogram(
+        np.bincount(direction_bins, weights=weight, minlength=DIRECTION_BINS)
     )
-    # log-spaced strength bins from 0.01 to ~4 (Sobel on [0,1] grey peaks at 4*sqrt(2)).
-    edges = np.geomspace(0.01, 4.0, STRENGTH_BINS - 1)
-    strength = normalised_histogram(
-        np.bincount(np.searchsorted(edges, magnitude), minlength=STRENGTH_BINS)
-    )
-    return direction, strength
 
 
 class TextureExtractor:
@@ -89,7 +154,10 @@ class TextureExtractor:
             normalised_histogram(np.bincount(lbp_codes(image, p, r).ravel(), minlength=p + 2))
             for p, r in LBP_SETTINGS
         ]
-        parts.extend(gradient_histograms(*gradients(image)))
+        gx, gy = gradients(image)
+        parts.append(direction_histogram(gx, gy, np.hypot(gx, gy)))
+        bins = gradient_strength_bins(image)
+        parts.append(normalised_histogram(np.bincount(bins.ravel(), minlength=STRENGTH_BINS)))
         return np.concatenate(parts).astype(np.float32)
 
     def distance(self, query: np.ndarray, stored: np.ndarray) -> np.ndarray:

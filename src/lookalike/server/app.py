@@ -20,6 +20,7 @@ without details.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -59,13 +60,16 @@ from lookalike.server.admission import (
     thread_report,
 )
 from lookalike.server.inputs import (
+    MAX_FEEDBACK_IDS,
     MAX_ID,
     MIN_ID,
     InputError,
     check_json_value,
     check_number,
     check_text,
+    check_threshold,
     filter_fields,
+    parse_ids,
     parse_json_text,
     safe_filename,
 )
@@ -626,10 +630,10 @@ class SearchRequest(BaseModel):
         None, description="0..100, or 'auto': the likely matches"
     )
     more: list[Annotated[int, Field(ge=MIN_ID, le=MAX_ID)]] | None = Field(
-        None, max_length=100, description="Ids of answers wanted: more like these."
+        None, max_length=MAX_FEEDBACK_IDS, description="Ids of answers wanted: more like these."
     )
     less: list[Annotated[int, Field(ge=MIN_ID, le=MAX_ID)]] | None = Field(
-        None, max_length=100, description="Ids of answers not wanted: less like these."
+        None, max_length=MAX_FEEDBACK_IDS, description="Ids of answers not wanted: less like these."
     )
     calibrated: bool = Field(False, description="true: calibrated distances; false: raw 0..100")
     understand: bool = Field(True, description="false: text is only words")
@@ -646,11 +650,9 @@ def check_spec(spec: SearchSpec, settings: ServerSettings) -> SearchSpec:
     """Refuse (400) a search whose size or cost is past the configured limits, before any work."""
     if not 1 <= spec.top_k <= settings.max_top_k:
         raise ApiError(400, "bad_field", f"top_k must be between 1 and {settings.max_top_k}")
-    if spec.threshold != "auto":
-        spec.threshold = check_number(spec.threshold, "threshold", 0, 100)
-    for marked in (spec.more, spec.less):
-        if marked and len(marked) > 100:
-            raise ApiError(400, "bad_field", "more and less take at most 100 ids each")
+    spec.threshold = check_threshold(spec.threshold)
+    spec.more = parse_ids(spec.more, "more")
+    spec.less = parse_ids(spec.less, "less")
     for name in ("text", "layout", "colors"):
         setattr(spec, name, check_text(getattr(spec, name), name, settings.max_text_chars))
     spec.where = check_text(spec.where, "where", settings.max_filter_chars)
@@ -723,6 +725,10 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
     )
     data = public_results(results, settings)
     data["query"] = {"kinds": kinds, "top_k": spec.top_k, "where": spec.where}
+    if isinstance(image, int):
+        data["query"]["same_as"] = [image]
+    elif isinstance(image, bytes):  # the page leaves the query image out of its own results
+        data["query"]["same_as"] = stored_copies(coll, image)
     data["elapsed_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return data
 
@@ -747,6 +753,14 @@ async def bounded(
 def gate_for(state: ServerState, spec: SearchSpec) -> WorkGate:
     """Searches that decode an image take a describe slot; the others a search slot."""
     return state.describes if isinstance(spec.image, bytes) or spec.url else state.searches
+
+
+def stored_copies(coll: Collection, data: bytes) -> list[int]:
+    """Ids of stored images whose source bytes are exactly these (same sha256)."""
+    digest = hashlib.sha256(data).hexdigest()
+    return [
+        row[0] for row in coll.catalog.query("SELECT id FROM images WHERE sha256 = ?", (digest,))
+    ]
 
 
 def state_get(coll: Collection, image_id: int) -> ImageRecord:
@@ -947,8 +961,9 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 "layout": colour_grid,
                 "where": True,
                 "colors": colour_grid,
+                "feedback": True,  # the page shows "more / less like this" buttons
             },
-            "feedback": {"more": True, "less": True},  # "more/less like this" buttons
+            "feedback": {"more": True, "less": True},
             "scores": {"calibrated": True, "raw": True, "threshold_auto": True},
             "palette": palette(),
             "server": {**settings.public(), "threads": thread_report()},
@@ -1158,7 +1173,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 parse_json_field(part_weights, "part_weights", settings)
             ),
             top_k=top_k,
-            threshold=parse_threshold(threshold),
+            threshold=threshold,
             more=parse_ids(more, "more"),
             less=parse_ids(less, "less"),
             calibrated=calibrated,
@@ -1234,33 +1249,6 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         spec = check_spec(SearchSpec(layout=sentence, top_k=1), settings)
         data = await bounded(state, lambda: run_search(state, spec), "layout")
         return {"sentence": sentence, **(data.get("explain", {}).get("layout") or {})}
-
-
-def parse_threshold(raw: str | None) -> float | str | None:
-    """A form's threshold: a number 0..100 or 'auto'."""
-    if raw is None or raw == "":
-        return None
-    if raw.strip().lower() == "auto":
-        return "auto"
-    try:
-        return float(raw)
-    except ValueError:
-        raise ApiError(400, "bad_field", "threshold must be a number 0..100 or 'auto'") from None
-
-
-def parse_ids(raw: str | None, name: str) -> list[int] | None:
-    """'3,12' or '[3, 12]' -> ids (feedback fields of the form)."""
-    if raw is None or not raw.strip():
-        return None
-    text = raw.strip().strip("[]")
-    ids = []
-    for part in filter(None, (p.strip().removeprefix("id:") for p in text.split(","))):
-        if not part.isdigit() or not MIN_ID <= int(part) <= MAX_ID:
-            raise ApiError(400, "bad_field", f"{name} takes image ids such as '3,12'")
-        ids.append(int(part))
-    if len(ids) > 100:
-        raise ApiError(400, "bad_field", f"{name} takes at most 100 ids")
-    return ids
 
 
 def warm_indexes(coll: Collection) -> None:

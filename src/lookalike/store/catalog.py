@@ -644,8 +644,9 @@ class Catalog:
             if have is None or sorted(have.split(" ; ")) != sorted(text.split(" ; ")):
                 wrong[image_id] = text
         extra = sorted(set(stored) - set(expected))
-        try:
-            self.query("INSERT INTO search_text(search_text) VALUES ('integrity-check')")
+        try:  # a command written as an INSERT: it needs the write connection
+            with self.transaction() as conn:
+                conn.execute("INSERT INTO search_text(search_text) VALUES ('integrity-check')")
             sound = True
         except sqlite3.DatabaseError:
             sound = False

@@ -1,0 +1,219 @@
+"""A supervised pool of spawn worker processes: a time budget per task, crash detection,
+replacement.
+
+`concurrent.futures` treats one dead worker as a broken pool: every pending task fails with
+BrokenProcessPool. Here a task that kills its worker (os._exit, a segfault in a codec, the
+out-of-memory killer) or runs past its budget costs that task alone: it comes back as a
+`Failure` with the reason, the worker is replaced, and the run goes on. Each worker holds one
+task at a time, so memory stays bounded by the number of workers whatever the number of tasks,
+and results stream back as they finish (not in submission order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from lookalike.errors import LookalikeError
+
+START_BUDGET_S = 180.0  # a fresh worker imports numpy, scikit-image...: slow on a busy machine
+MAX_START_FAILURES = 3  # workers that die before they are ready this many times in a row: give up
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A task the pool could not complete, and why (crash, time budget, exception)."""
+
+    item: Any
+    reason: str
+
+
+def _worker_main(
+    conn: Connection,
+    function: Callable[[Any], Any],
+    initializer: Callable[..., None] | None,
+    init_args: tuple,
+) -> None:
+    """Run tasks from the parent until it sends None or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        if initializer is not None:
+            initializer(*init_args)
+    except BaseException as exc:
+        conn.send(("init-failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        number, item = task
+        try:
+            reply = (number, "ok", function(item))
+        except BaseException as exc:  # noqa: BLE001 - any error is this task's, not the pool's
+            reply = (number, "error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except OSError:  # the parent is gone (killed): nothing left to do
+            return
+        except Exception as exc:  # a result that cannot be pickled
+            conn.send((number, "error", f"result could not be sent back: {exc}"))
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class _Worker:
+    """One worker process, its end of the pipe and the task it holds."""
+
+    def __init__(self, context: Any, target_args: tuple):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child, *target_args))
+        self.process.daemon = True
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.task: tuple[int, Any] | None = None
+        self.since = time.monotonic()
+
+    def give(self, number: int, item: Any) -> None:
+        self.task = (number, item)
+        self.since = time.monotonic()
+        self.conn.send((number, item))
+
+    def stop(self, *, force: bool) -> None:
+        if not force:
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+            self.process.join(timeout=2.0)
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.conn.close()
+
+
+def supervised_map(
+    function: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    workers: int,
+    budget_s: float,
+    initializer: Callable[..., None] | None = None,
+    init_args: tuple = (),
+    tick_s: float | None = None,
+) -> Iterator[tuple[Any, Any] | None]:
+    """Yield (item, result) as tasks finish; result is a `Failure` when the task raised,
+    crashed its worker or ran past `budget_s` seconds. With `tick_s`, yield None at least that
+    often while waiting, so a caller can do timed work (commit what it holds) meanwhile.
+
+    `function` and `initializer` must be importable module-level functions (workers are
+    spawned, not forked: torch and threads do not survive fork). Raises LookalikeError when
+    workers cannot even start."""
+    context = multiprocessing.get_context("spawn")
+    target_args = (function, initializer, init_args)
+    source = iter(items)
+    exhausted = False
+    start_failures = 0
+    number = 0
+    pool = [_Worker(context, target_args) for _ in range(max(1, workers))]
+    try:
+        while True:
+            for worker in pool:  # one task to every idle, ready worker
+                if worker.ready and worker.task is None and not exhausted:
+                    try:
+                        item = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    worker.give(number, item)
+                    number += 1
+            if exhausted and all(worker.task is None for worker in pool):
+                return
+            now = time.monotonic()
+            deadlines = [
+                worker.since + (budget_s if worker.ready else START_BUDGET_S) for worker in pool
+            ]
+            timeout = max(0.0, min(deadlines) - now)
+            if tick_s is not None:
+                timeout = min(timeout, tick_s)
+            waitables: list[Any] = [w.conn for w in pool] + [w.process.sentinel for w in pool]
+            signalled = set(wait(waitables, timeout))
+            yielded = False
+            for slot, worker in enumerate(pool):
+                outcome = _outcome(worker, signalled, budget_s)
+                if outcome is None:
+                    continue
+                kind, payload = outcome
+                if kind == "ready":
+                    worker.ready = True
+                    start_failures = 0
+                    continue
+                if kind in ("done", "error"):
+                    assert worker.task is not None
+                    _, item = worker.task
+                    worker.task = None
+                    yield (item, payload if kind == "done" else Failure(item, payload))
+                    yielded = True
+                    continue
+                # the worker is gone (crashed or killed for its budget): replace it
+                worker.stop(force=True)
+                if kind == "init-failed":
+                    raise LookalikeError(f"worker processes cannot start: {payload}")
+                pool[slot] = _Worker(context, target_args)
+                if worker.task is not None:
+                    yield (worker.task[1], Failure(worker.task[1], payload))
+                    yielded = True
+                else:
+                    start_failures += 1
+                    if start_failures >= MAX_START_FAILURES:
+                        raise LookalikeError(f"worker processes cannot start: {payload}")
+            if not yielded and tick_s is not None:
+                yield None
+    finally:
+        graceful = exhausted
+        for worker in pool:
+            worker.stop(force=not graceful or worker.task is not None)
+
+
+def _outcome(worker: _Worker, signalled: set, budget_s: float) -> tuple[str, Any] | None:
+    """What happened to one worker since the last look, or None if it is still at work."""
+    if worker.conn in signalled:
+        try:
+            message = worker.conn.recv()
+        except Exception:  # closed, or a message cut short by a crash
+            message = None
+        if message is not None:
+            if message[0] == "ready":
+                return ("ready", None)
+            if message[0] == "init-failed":
+                return ("init-failed", message[1])
+            _, status, payload = message
+            return ("done" if status == "ok" else "error", payload)
+    if worker.conn in signalled or worker.process.sentinel in signalled:
+        worker.process.join(timeout=1.0)
+        if not worker.process.is_alive():
+            reason = _exit_reason(worker.process.exitcode)
+            if worker.task is not None:
+                return ("crashed", f"crashed the worker process ({reason})")
+            return ("start-failed", f"a worker process {reason} while starting")
+    budget = budget_s if worker.ready else START_BUDGET_S
+    if time.monotonic() - worker.since > budget:
+        if worker.task is not None:
+            return ("timeout", f"took longer than {budget_s:g} s (time budget per file)")
+        return ("start-failed", f"a worker process took longer than {budget:g} s to start")
+    return None
