@@ -128,7 +128,7 @@ def line(name: str, q, base: float | None = None) -> str:
 # -- Fashion-MNIST ------------------------------------------------------------------------------
 
 
-def fashion(per_class: int, k: int, cache: Path) -> None:
+def fashion(per_class: int, k: int, cache: Path, queries: int = 200) -> None:
     ensure_dataset()
     images, labels = load_test_set()
     chosen = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
@@ -149,6 +149,8 @@ def fashion(per_class: int, k: int, cache: Path) -> None:
         ids = [report.ids[p] for p in paths]
         classic = attribute_distance_matrices(coll, ids, list(CLASSIC_ATTRIBUTES))
         text_before, text_now, zero_only = text_runs(coll, ids)
+        feedback_args = argparse.Namespace(queries=queries, k=k)
+        query_lines = query_sections(coll, ids, label_list, feedback_args)
     deep = deep_variants(paths, folder / "deep.npz")
     n = len(chosen)
     print(f"Fashion-MNIST: {n} test images ({per_class} per class), leave-one-out")
@@ -218,6 +220,64 @@ def fashion(per_class: int, k: int, cache: Path) -> None:
             q = text_quality(text, held_labels, k)
             name = f"text: ConSE over the {len(CLASSES)} learned classes"
             print(f"  {name:<44} {q[0]:8.3f} {q[1]:8.3f}")
+    for text in query_lines:
+        print(text)
+
+
+def _precision_ap(ranked: list[int], label: int, labels: dict[int, int], k: int):
+    relevant = np.array([labels[i] == label for i in ranked])
+    from lookalike.evaluate import average_precision
+
+    return float(relevant[:k].mean()), average_precision(relevant)
+
+
+def query_sections(coll: Collection, ids: list[int], labels_list: list[int], args) -> list[str]:
+    """Calibrated against raw fusion (the engine's default weights, same queries), and one
+    round of more/less feedback on the top 10 (a simulated user marks same-class answers
+    'more' and the others 'less'), through Collection.query as users run it."""
+    labels = dict(zip(ids, labels_list, strict=True))
+    rng = np.random.default_rng(0)
+    queries = rng.choice(ids, min(args.queries, len(ids)), replace=False)
+    k = args.k
+    lines = [f"query sections: {len(queries)} queries, default weights, P@{k} and mAP"]
+    figures: dict[str, list[tuple[float, float]]] = {}
+    rounds: dict[str, list[float]] = {"none": [], "feedback": [], "feedback (unjudged)": []}
+    start = time.perf_counter()
+    for q in map(int, queries):
+        for mode in (True, False):
+            results = coll.query(image=q, top_k=None, calibrated=mode)
+            ranked = [h.id for h in results if not h.is_query]
+            figures.setdefault("calibrated" if mode else "raw", []).append(
+                _precision_ap(ranked, labels[q], labels, k)
+            )
+            if mode:
+                first = ranked[:k]
+                more = [i for i in first if labels[i] == labels[q]]
+                less = [i for i in first if labels[i] != labels[q]]
+                again = coll.query(image=q, top_k=len(ids), more=more, less=less)
+                after = [h.id for h in again if not h.is_query]
+                rounds["none"].append(_precision_ap(ranked, labels[q], labels, k)[0])
+                rounds["feedback"].append(_precision_ap(after, labels[q], labels, k)[0])
+                judged = set(first)
+                rest_before = [i for i in ranked if i not in judged]
+                rest_after = [i for i in after if i not in judged]
+                rounds["feedback (unjudged)"].append(
+                    _precision_ap(rest_after, labels[q], labels, k)[0]
+                    - _precision_ap(rest_before, labels[q], labels, k)[0]
+                )
+    base = None
+    for name, values in figures.items():
+        p, ap = np.mean([v[0] for v in values]), np.mean([v[1] for v in values])
+        base = base or ap
+        lines.append(f"  fusion {name:<11} P@{k} {p:.3f}  mAP {ap:.3f}  (mAP x{ap / base:.2f})")
+    before, after = np.mean(rounds["none"]), np.mean(rounds["feedback"])
+    lines.append(
+        f"  feedback, one round on the top {k}: P@{k} {before:.3f} -> {after:.3f} "
+        f"(x{after / before:.2f}); next {k} unjudged answers: P@{k} change "
+        f"{np.mean(rounds['feedback (unjudged)']):+.3f}"
+    )
+    lines.append(f"  ({time.perf_counter() - start:.1f} s for these queries)")
+    return lines
 
 
 def text_runs(coll: Collection, ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -355,13 +415,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--per-class", type=int, default=100)
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument(
+        "--queries", type=int, default=200, help="queries for calibration and feedback figures"
+    )
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lookalike-bench-quality"))
     parser.add_argument("--skip", choices=["fashion", "copies", "speed"], action="append",
                         default=[])  # fmt: skip
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     if "fashion" not in args.skip:
-        fashion(args.per_class, args.k, args.cache)
+        fashion(args.per_class, args.k, args.cache, args.queries)
     if "copies" not in args.skip:
         copies(args.cache)
     if "speed" not in args.skip:

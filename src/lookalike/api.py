@@ -28,6 +28,7 @@ from PIL import Image
 
 from lookalike import ingest
 from lookalike.adapt import ADAPTATION_KEY
+from lookalike.calibration import CalibrationStore
 from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, is_url, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor, PreparedImage
@@ -42,8 +43,11 @@ from lookalike.features.whitening import (
 from lookalike.index import check as _index_check  # noqa: F401  (registers `indexes` in check)
 from lookalike.index.attribute import AttributeIndex
 from lookalike.index.manager import AttributeSource, IndexSet
+from lookalike.query.feedback import Feedback, apply_feedback
+from lookalike.query.indexkey import index_key_record
 from lookalike.query.plan import Planner, PlanSources, SearchResults
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
+from lookalike.query.understand import read_query_box
 from lookalike.scoring import default_weights_for, normalise_weights
 from lookalike.store.backend import is_store_uri
 from lookalike.store.catalog import CATALOG_FILE, Catalog, ImageRecord, NewImage
@@ -184,6 +188,7 @@ class Collection:
         self._tower: TextTower | None = None
         self._perceptual_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.indexes = IndexSet(directory, catalog, self._attribute_source)
+        self.calibrations = CalibrationStore(catalog, self.index_for, lambda: list(self.attributes))
         self._filters: OrderedDict[str, tuple[Hashable, np.ndarray]] = OrderedDict()
         self._filters_lock = threading.Lock()
         self.planner = Planner(
@@ -194,6 +199,7 @@ class Collection:
                 candidates=self.indexes.candidates,
                 perceptual=self._perceptual,
                 text_distances=self._text_distances,
+                calibration=self.calibrations.get,
             )
         )
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
@@ -858,9 +864,13 @@ class Collection:
         weights: str | Mapping[str, float] | None = None,
         part_weights: str | Mapping[str, float] | None = None,
         top_k: int | None = 10,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         exact: bool = False,
         expand: bool = False,
+        more: Sequence[int | str] | None = None,
+        less: Sequence[int | str] | None = None,
+        calibrated: bool = False,
+        understand: bool = True,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered by metadata.
 
@@ -873,36 +883,68 @@ class Collection:
         instead of the index's candidates (the reference `tune` measures against). `expand`
         searches the image part with its deep vector moved towards its confident top
         neighbours (alpha-QE, `query/expansion_image.py`).
+
+        `text` is read as one query box (`understand`, query/understand.py): colour words
+        become the colour part, layout phrases the layout part, the rest keywords.
+        `more` / `less`: ids of answers wanted / not wanted (query/feedback.py). Scores fuse
+        raw 0..100 distances (interMedia's meaning; measured the better ranking, see
+        bench/README.md) or, with `calibrated=True`, calibrated ones (calibration.py); every
+        answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
         """
+        understood = None
+        if text and understand:
+            text, colors, layout, understood = read_query_box(
+                text, colors, layout, visual="perceptual" in self.attributes
+            )
+        marks = Feedback.parse(more, less)
         attribute_weights: dict[str, float] = {}
-        if image is not None:
+        if image is not None or marks.more:
             attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
         expanded_from: list[int] = []
 
-        def signature(names: list[str]) -> dict[str, np.ndarray]:
-            described = self.describe(image, names)
-            if expand and "deep" in described:
-                described["deep"], neighbours = self._expanded(described["deep"])
+        def described(names: list[str]) -> dict[str, np.ndarray]:
+            out = self.describe(image, names)
+            if expand and "deep" in out:
+                out["deep"], neighbours = self._expanded(out["deep"])
                 expanded_from.extend(neighbours)
-            return described
+            return out
 
+        signature = None if image is None else described
+        allowed = self._filter_ids(where) if where else None
+        feedback_info = None
+        if marks:
+            signature, attribute_weights, feedback_info = apply_feedback(
+                marks,
+                signature,
+                attribute_weights,
+                self._stored_signatures,
+                self._calibrated_distance,
+            )
+            pool = self._searchable(attribute_weights) if allowed is None else allowed
+            allowed = np.setdiff1d(pool, np.array(marks.less, np.int64))
         results = self.planner.run(
-            signature=None if image is None else signature,
+            signature=signature,
             attribute_weights=attribute_weights,
             text=text,
             sketch=sketch,
             layout=layout,
             colors=colors,
-            allowed=self._filter_ids(where) if where else None,
+            allowed=allowed,
             where=where,
             part_weights=part_weights,
             top_k=top_k,
             threshold=threshold,
             exact=exact,
+            calibrated=calibrated,
+            query_ids=self._same_as_query(image),
         )
         if expanded_from:
             results.explain["expand"] = {"neighbours": expanded_from}
-        return results
+        if understood is not None:
+            results.explain["understood"] = understood
+        if feedback_info is not None:
+            results.explain["feedback"] = feedback_info
+        return self._with_index_keys(results)
 
     def _expanded(self, vector: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """The deep vector moved towards its nearest stored neighbours (alpha-QE), and their
@@ -918,6 +960,62 @@ class Collection:
             return vector, []
         neighbours = np.stack([signature["deep"] for _, signature in rows])
         return expand_query_vector(vector, neighbours), [image_id for image_id, _ in rows]
+
+    def _calibrated_distance(self, name: str, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """An attribute's distance on the calibrated scale (raw without a calibration)."""
+        raw = self.extractors[name].distance(query, rows)
+        calibration = self.calibrations.get([name])
+        return raw if calibration is None else calibration.calibrate(name, raw)
+
+    def _same_as_query(self, image: ImageQuery | None) -> list[int]:
+        """Stored images that are the query itself: its id, or the same bytes."""
+        if image is None:
+            return []
+        if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
+            return [int(str(image).removeprefix("id:"))]
+        data = image if isinstance(image, bytes) else None
+        if isinstance(image, str | os.PathLike) and not is_url(os.fspath(image)):
+            try:
+                data = read_source_bytes(os.fspath(image))
+            except (OSError, DecodeError):
+                return []
+        if data is None:
+            return []
+        return [i for i, _ in self.catalog.images_with_hash(hashlib.sha256(data).hexdigest())]
+
+    def _with_index_keys(self, results: SearchResults) -> SearchResults:
+        """Every hit shows its index key (its colour terms by dominance, seed 004)."""
+        if "perceptual" not in self.attributes or not results.hits:
+            return results
+        ids, hists, _ = self._perceptual()
+        hits = []
+        for hit in results.hits:
+            at = int(np.searchsorted(ids, hit.id))
+            key = index_key_record(hists[at]) if at < len(ids) and ids[at] == hit.id else None
+            hits.append(dataclasses.replace(hit, index_key=key))
+        results.hits = hits
+        return results
+
+    def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
+        """An image's index key (None without the perceptual attribute)."""
+        record = self.get(image)
+        if "perceptual" not in self.attributes:
+            return None
+        stored = self.catalog.signature(record.id, "perceptual")
+        if stored is None:
+            return None
+        from lookalike.features.perceptual import split_perceptual
+
+        try:
+            hist = split_perceptual(stored[1])[0][0]
+        except ValueError:  # a damaged signature: `check` reports it; the record still shows
+            return None
+        return index_key_record(hist)
+
+    def image_info(self, image: int | str) -> dict[str, Any]:
+        """An image's record as shown to people: its facts, metadata and index key."""
+        record = self.get(image)
+        return {**record.to_dict(), "index_key": self.index_key(record.id)}
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""

@@ -20,7 +20,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.cli_output import header_lines, hit_lines, is_likely, shown_path
+from lookalike.cli_output import (
+    header_lines,
+    hit_lines,
+    is_likely,
+    likely_cut_lines,
+    shown_path,
+)
 from lookalike.errors import LookalikeError
 from lookalike.ingest import FILE_BUDGET_S
 from lookalike.server.command import serve
@@ -328,9 +334,26 @@ def search(
     ] = None,
     top: Annotated[int, typer.Option("--top", "-k", help="How many results.")] = 10,
     threshold: Annotated[
-        float | None, typer.Option(help="Only images scoring at most this (0..100).")
+        str | None,
+        typer.Option(help="Only images scoring at most this (0..100), or 'auto': likely matches."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    more: Annotated[
+        list[str] | None, typer.Option(help="An answer you want more like, e.g. id:3 (repeat).")
+    ] = None,
+    less: Annotated[
+        list[str] | None, typer.Option(help="An answer you want less like, e.g. id:7 (repeat).")
+    ] = None,
+    calibrated: Annotated[
+        bool,
+        typer.Option(
+            "--calibrated/--raw",
+            help="Fuse calibrated distances, or raw 0..100 ones (interMedia, the default).",
+        ),
+    ] = False,
+    understand: Annotated[
+        bool, typer.Option(help="Read colour and layout words in --text as those parts.")
+    ] = True,
     details: Annotated[
         bool, typer.Option("--details", help="Show each hit's distance per attribute.")
     ] = False,
@@ -364,7 +387,11 @@ def search(
             weights=weights,
             part_weights=parts,
             top_k=top,
-            threshold=threshold,
+            threshold=_threshold(threshold),
+            more=more,
+            less=less,
+            calibrated=calibrated,
+            understand=understand,
         )
     if not (as_json or paths_only):
         for name in ("layout", "sketch"):
@@ -435,6 +462,17 @@ def tags(
     out.print("keywords: " + ", ".join(f"{k.text} ({k.score:.2f})" for k in keywords))
 
 
+def _threshold(value: str | None) -> float | str | None:
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise LookalikeError(
+            f"--threshold takes a number 0..100 or 'auto', got {value!r}"
+        ) from None
+
+
 def print_results(
     results: Any, as_json: bool, details: bool = False, paths_only: bool = False
 ) -> None:
@@ -451,8 +489,9 @@ def print_results(
         return
     width = out.width
     marked = any(is_likely(hit) for hit in results.hits)
-    lines = header_lines(results.weights, results.threshold, marked, width)
+    lines = header_lines(results.weights, results.threshold, marked, width, results.likely_cut)
     lines += hit_lines(results.hits, width, details=details)
+    lines += likely_cut_lines(results, width)
     for line in lines:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -476,12 +515,24 @@ def remove(
 def info(
     collection: CollectionOption,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    image: Annotated[
+        str | None, typer.Option(help="Show one image's record and index key (id or path).")
+    ] = None,
 ) -> None:
     """What a collection holds: images, attributes, preprocessing, default weights."""
     from lookalike.api import Collection
 
     with Collection.open(collection) as coll:
-        data = coll.info()
+        data = coll.image_info(image.removeprefix("id:")) if image else coll.info()
+    if image:
+        if as_json:
+            out.print_json(data=data)
+            return
+        key = ", ".join(f"{k['term']} {k['share']:.0%}" for k in data["index_key"] or [])
+        out.print(f"image {data['id']}: {data['path']}", highlight=False)
+        out.print(f"  index key: {key or '(no perceptual attribute)'}", highlight=False)
+        out.print(f"  metadata: {data['metadata']}", highlight=False)
+        return
     if as_json:
         out.print_json(data=data)
         return
