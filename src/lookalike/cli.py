@@ -758,7 +758,7 @@ def print_check_report(report: Any) -> None:
         line = f"  {finding.check:<10} {finding.subject}: {finding.problem}"
         if finding.action:
             line += f"\n  {'':<10} -> {finding.action}"
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
     summary = f"{len(report.found)} problem(s) found"
     if report.repaired:
         fixed = sum(f.repaired for f in report.found)
@@ -766,7 +766,9 @@ def print_check_report(report: Any) -> None:
     out.print(f"checked {', '.join(report.checks)}: {summary}", highlight=False, soft_wrap=True)
     if report.repaired and report.remaining:
         for finding in report.remaining:
-            out.print(f"  still: {finding.subject}: {finding.problem}", highlight=False)
+            out.print(
+                f"  still: {finding.subject}: {finding.problem}", highlight=False, soft_wrap=True
+            )
 
 
 @app.command("import")
