@@ -64,7 +64,7 @@ def read_labels(source: str | Path) -> dict[str, str]:
     if path.is_dir():
         from lookalike.ingest import scan
 
-        files, _ = scan([path])
+        files = scan([path]).sources
         labels = {f: Path(f).parent.name for f in files if Path(f).parent != path.resolve()}
         if not labels:
             raise AdaptationError(f"{path} has no images in class sub-folders")
