@@ -314,9 +314,10 @@ def text_quality(distances: np.ndarray, labels: list[int], k: int) -> tuple[floa
     from lookalike.evaluate import average_precision
 
     labels_arr = np.asarray(labels)
+    shuffle = np.random.default_rng(0).permutation(len(labels_arr))  # ties in no class order
     precisions, aps = [], []
     for c, row in enumerate(distances):
-        order = np.argsort(row, kind="stable")
+        order = shuffle[np.argsort(row[shuffle], kind="stable")]
         relevant = labels_arr[order] == c
         precisions.append(relevant[:k].mean())
         aps.append(average_precision(relevant))

@@ -125,7 +125,7 @@ def text_match(
         known[known] = all_ids[positions[known]] == zero_shot.ids[known]
         visual[positions[known]] = zero_shot.distances(plain.strip(), embed)[known]
         distances = np.minimum(distances, visual)
-        zero_shot_info = {"images": int(known.sum()), "method": "ConSE over the CNN's classes"}
+        zero_shot_info = {"images": int(known.sum()), "method": zero_shot.method}
     explain = {
         "query": text,
         "terms": list(expansion.original) + phrases + [p + "*" for p in prefixes],

@@ -71,6 +71,7 @@ class ZeroShot:
     probabilities: np.ndarray  # (n, top)
     phrases: tuple[str, ...] = ()  # class names; empty: ImageNet's (class_phrases())
     discount_prior: bool = True
+    method: str = "ConSE over the CNN's ImageNet classes"  # what explain says
 
     @classmethod
     def from_matrix(cls, ids: np.ndarray, matrix: np.ndarray) -> ZeroShot:
@@ -154,4 +155,11 @@ def labelled_zero_shot(
     probs /= probs.sum(axis=1, keepdims=True)
     top = min(TOP_CLASSES, len(names))
     classes, probabilities = split_signature(class_signature(probs, top))
-    return ZeroShot(np.asarray(ids, np.int64), classes, probabilities, tuple(names), False)
+    return ZeroShot(
+        np.asarray(ids, np.int64),
+        classes,
+        probabilities,
+        tuple(names),
+        discount_prior=False,
+        method="ConSE over the classes learned by adapt",
+    )
