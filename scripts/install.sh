@@ -14,12 +14,15 @@ if [ "${1:-}" = "--test" ]; then
     extras="$extras,test,scaleout"
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[${extras}]"
-if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
+# Debian's packages for the tests: chromium (browser tests), Fashion-MNIST (quality tests).
+if [ "${1:-}" = "--test" ] && { ! command -v chromium >/dev/null 2>&1 \
+        || [ ! -d /usr/share/datasets/fashion-mnist ]; }; then
     if [ "$(id -u)" = "0" ]; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-            || echo "note: chromium could not be installed; browser tests will be skipped" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            chromium dataset-fashion-mnist >/dev/null) \
+            || echo "note: chromium or dataset-fashion-mnist could not be installed; their tests will fail" >&2
     else
-        echo "note: run 'apt-get install chromium' for the browser tests" >&2
+        echo "note: run 'apt-get install chromium dataset-fashion-mnist' for the browser and quality tests" >&2
     fi
 fi
 # The scale-out tests start a real Milvus standalone server (PyPI's `milvus` wheel) as a

@@ -208,7 +208,41 @@ def test_one_number_per_result_on_one_scale(page):
     page.hover("[data-group=others] .result-open >> nth=0")
     tip = page.inner_text("#tooltip")
     assert "% similar" in tip and "score" not in tip
-    assert not page.query_selector_all(".feedback")  # the engine offers no feedback: no buttons
+    cards = page.eval_on_selector_all(".result", "cs => cs.length")
+    assert page.eval_on_selector_all(".result .feedback.more", "bs => bs.length") == cards
+    assert page.eval_on_selector_all(".result .feedback.less", "bs => bs.length") == cards
+
+
+def test_more_and_less_like_this_change_the_results(page):
+    """The engine says it takes feedback (/api/info), so each card has the two buttons; they
+    send `more` / `less` id lists, show as chips, and move the marked image up or out."""
+    search_with_file(page, "cat.jpg", photo_variant_bytes("chelsea"), "image/jpeg")
+    names = page.eval_on_selector_all(".result", "cs => cs.map(c => c.dataset.name)")
+    wanted = names[5]
+    count = len(page.answers)
+    page.click(f".result[data-name='{wanted}'] .feedback.more")
+    wait_for_searches(page, count + 1)
+    wanted_id = int(page.get_attribute(f".result[data-name='{wanted}']", "data-id"))
+    feedback = page.answers[-1].json()["explain"]["feedback"]  # what the server read
+    assert feedback["more"] == [wanted_id] and not feedback.get("less")
+    assert chips(page) == ["Image: cat.jpg", f"More like: {wanted}"]
+    assert last_kinds(page) == ["image", "feedback"]
+    after = page.eval_on_selector_all(".result", "cs => cs.map(c => c.dataset.name)")
+    assert after.index(wanted) < names.index(wanted), (names, after)
+    assert page.get_attribute(f".result[data-name='{wanted}'] .feedback.more", "aria-pressed") == (
+        "true"
+    )
+    unwanted = next(name for name in after[1:] if name != wanted)
+    unwanted_id = int(page.get_attribute(f".result[data-name='{unwanted}']", "data-id"))
+    count = len(page.answers)
+    page.click(f".result[data-name='{unwanted}'] .feedback.less")
+    wait_for_searches(page, count + 1)
+    feedback = page.answers[-1].json()["explain"]["feedback"]
+    assert feedback["more"] == [wanted_id] and feedback["less"] == [unwanted_id]
+    assert f"Less like: {unwanted}" in chips(page)
+    later = page.eval_on_selector_all(".result", "cs => cs.map(c => c.dataset.name)")
+    assert unwanted not in later or later.index(unwanted) > after.index(unwanted), (after, later)
+    assert not page.errors, page.errors
 
 
 def test_moving_a_slider_changes_the_order(page):

@@ -21,7 +21,7 @@ from lookalike.samples import PHOTO_NAMES, write_samples
 
 CLI = [sys.executable, "-m", "lookalike"]
 ATTRIBUTES = ["color", "texture", "color_location", "perceptual"]
-HIT_LINE = re.compile(r"^\s*(\d+)\s+(\d+\.\d\d)([* ]) id:(\d+)\s+(\S.*)$")
+HIT_LINE = re.compile(r"^\s*(\d+)\s+(\d+\.\d\d)([* ]) id:(\d+)\s+(\S.*?)( \(the query\))?$")
 
 
 def run(*args: str, columns: int = 80, check: bool = True) -> subprocess.CompletedProcess:
@@ -77,13 +77,54 @@ def test_details_adds_the_breakdown_and_still_fits(photos):
     assert all(name in breakdown[0] for name in ("color", "texture", "color_location"))
 
 
-def test_threshold_marks_the_likely_matches(photos):
+def test_likely_matches_are_marked_below_the_engines_cut(photos):
+    """The mark is the engine's likely-matches cut, given as one line after the hits; the
+    query image itself (and its byte-identical copy) is shown, labelled, and never likely."""
+    query = photos.originals[0]
+    proc = run("search", str(query), "-c", str(photos.coll), "-k", "12")
+    rows = hit_rows(proc.stdout)
+    assert len(rows) == 12
+    cut_line = [line for line in proc.stdout.splitlines() if line.startswith("likely matches:")]
+    assert len(cut_line) == 1, proc.stdout
+    cut = float(re.search(r"score below (\d+\.\d+)", cut_line[0])[1])
+    own = [m for m in rows if m[6]]
+    assert {m[5].rsplit("/", 1)[-1] for m in own} == {query.name, "cat[bold]copy.png"}
+    assert all(m[3] == " " and float(m[2]) == 0.0 for m in own)
+    others = [m for m in rows if not m[6]]
+    assert all((m[3] == "*") == (float(m[2]) < cut) for m in others), proc.stdout
+    marked = sum(m[3] == "*" for m in rows)
+    assert f"{marked} of 12 shown" in cut_line[0]
+    assert ("* = likely match" in proc.stdout) == bool(marked)
+
+
+def test_hit_lines_mark_likely_hits_and_the_query():
+    hits = [
+        SimpleNamespace(id=1, path="/p/q.png", score=0.0, similar=None, likely=False,
+                        is_query=True, breakdown={}),
+        SimpleNamespace(id=2, path="/p/copy.png", score=3.0, similar=None, likely=True,
+                        is_query=False, breakdown={}),
+        SimpleNamespace(id=3, path="/p/far.png", score=3.5, similar=True, likely=False,
+                        is_query=False, breakdown={}),
+        SimpleNamespace(id=4, path="/p/old.png", score=4.0, similar=True, breakdown={}),
+    ]  # fmt: skip
+    lines = hit_lines(hits, 60)
+    rows = [HIT_LINE.match(line) for line in lines]
+    assert [(m[3], m[5], bool(m[6])) for m in rows] == [
+        (" ", "/p/q.png", True),
+        ("*", "/p/copy.png", False),
+        (" ", "/p/far.png", False),  # the engine's cut wins over the threshold's verdict
+        ("*", "/p/old.png", False),  # no cut drawn: the threshold's verdict
+    ]
+    assert lines[0].endswith("/p/q.png (the query)")
+
+
+def test_threshold_keeps_only_scores_at_or_below_it(photos):
     proc = run("search", str(photos.originals[0]), "-c", str(photos.coll), "--threshold", "5")
     rows = hit_rows(proc.stdout)
-    marked = [m for m in rows if m[3] == "*"]
-    assert marked and all(float(m[2]) <= 5 for m in marked)
-    assert all(float(m[2]) > 5 for m in rows if m[3] == " ")
-    assert "* = likely match" in proc.stdout
+    assert rows and all(float(m[2]) <= 5 for m in rows)
+    auto = run("search", str(photos.originals[0]), "-c", str(photos.coll), "--threshold", "auto")
+    auto_rows = hit_rows(auto.stdout)
+    assert auto_rows and all(m[3] == "*" or m[6] for m in auto_rows), auto.stdout
 
 
 def test_brackets_in_a_path_are_printed_as_they_are(photos):

@@ -236,7 +236,14 @@ def test_threshold_and_top_k(client):
     assert all(h["similar"] is True and h["score"] <= 5 for h in hits)
     assert client.post("/api/search", data={"id": 1, "top_k": 0}).status_code == 400
     assert client.post("/api/search", data={"id": 1, "top_k": 100_000}).status_code == 400
-    assert client.post("/api/search", data={"id": 1, "threshold": 101}).status_code == 422
+    for bad in ("101", "nan", "-1", "abc"):  # a form's threshold: 0..100 or 'auto'
+        refused = client.post("/api/search", data={"id": 1, "threshold": bad})
+        assert refused.status_code == 400 and refused.json()["field"] == "threshold", bad
+    auto = client.post("/api/search", files=upload("q.png", query), data={"threshold": "auto"})
+    kept = auto.json()["results"]
+    assert auto.status_code == 200 and kept
+    assert all(h["likely"] or h["is_query"] for h in kept)
+    assert all(h["score"] < auto.json()["likely_cut"] or h["is_query"] for h in kept)
 
 
 @pytest.mark.parametrize(

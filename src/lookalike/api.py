@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image
 
 from lookalike import ingest
+from lookalike.adapt import ADAPTATION_KEY
+from lookalike.calibration import CalibrationStore
 from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, is_url, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor, PreparedImage
@@ -38,10 +40,14 @@ from lookalike.features.whitening import (
     whitened_distance,
     whitened_space,
 )
+from lookalike.index import check as _index_check  # noqa: F401  (registers `indexes` in check)
 from lookalike.index.attribute import AttributeIndex
 from lookalike.index.manager import AttributeSource, IndexSet
+from lookalike.query.feedback import Feedback, apply_feedback
+from lookalike.query.indexkey import index_key_record
 from lookalike.query.plan import Planner, PlanSources, SearchResults
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
+from lookalike.query.understand import read_query_box
 from lookalike.scoring import default_weights_for, normalise_weights
 from lookalike.store.backend import is_store_uri
 from lookalike.store.catalog import CATALOG_FILE, Catalog, ImageRecord, NewImage
@@ -182,6 +188,7 @@ class Collection:
         self._tower: TextTower | None = None
         self._perceptual_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.indexes = IndexSet(directory, catalog, self._attribute_source)
+        self.calibrations = CalibrationStore(catalog, self.index_for, lambda: list(self.attributes))
         self._filters: OrderedDict[str, tuple[Hashable, np.ndarray]] = OrderedDict()
         self._filters_lock = threading.Lock()
         self.planner = Planner(
@@ -192,9 +199,11 @@ class Collection:
                 candidates=self.indexes.candidates,
                 perceptual=self._perceptual,
                 text_distances=self._text_distances,
+                calibration=self.calibrations.get,
             )
         )
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
+        self._zero_shot_cache: tuple[Hashable, Any] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -532,7 +541,6 @@ class Collection:
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
-        import lookalike.index.check  # noqa: F401  (registers the index files' check)
         from lookalike.check import run_checks
 
         return run_checks(self, repair=repair)
@@ -664,7 +672,8 @@ class Collection:
         token = self.catalog.change_token()
         cached = self._whitenings.get(attribute)
         if cached is None or cached[0] != token:
-            stored = self.catalog.get_meta(f"whitening:{attribute}")
+            stored = self.catalog.get_meta(ADAPTATION_KEY.format(attribute))  # adapt wins
+            stored = stored or self.catalog.get_meta(f"whitening:{attribute}")
             whitening = (
                 None if stored is None else Whitening.from_bytes(base64.b64decode(stored["data"]))
             )
@@ -700,6 +709,48 @@ class Collection:
         was = self.catalog.get_meta(f"whitening:{attribute}") is not None
         self.catalog.delete_meta(f"whitening:{attribute}")
         return was
+
+    def adapt(self, labels: str | os.PathLike[str] | Mapping[str, str]) -> dict[str, Any]:
+        """Learn from labelled examples (a folder of class folders, a CSV, or {path or "id:N":
+        label}) a projection of the deep vectors and attribute weights that separate the
+        labels' classes; use both from now on. Returns the held-out report. Reversible with
+        `reset_adaptation`; stored signatures are untouched."""
+        from lookalike.adapt import adaptation_meta, fit_adaptation, labelled_signatures
+
+        signatures, names = labelled_signatures(self, labels)
+        adaptation = fit_adaptation(signatures, names, self.extractors)
+        previous = self.catalog.get_meta(ADAPTATION_KEY.format("deep"))
+        self.catalog.set_meta_many(adaptation_meta(adaptation, self.default_weights, previous))
+        self.default_weights = adaptation.weights
+        return adaptation.report
+
+    def reset_adaptation(self) -> bool:
+        """Forget what `adapt` learned: the previous default weights and projection return."""
+        stored = self.catalog.get_meta(ADAPTATION_KEY.format("deep"))
+        if stored is None:
+            return False
+        self.catalog.set_meta("default_weights", stored["previous_weights"])
+        self.catalog.delete_meta(ADAPTATION_KEY.format("deep"))
+        self.default_weights = stored["previous_weights"]
+        return True
+
+    def _zero_shot(self) -> Any:
+        """The ConSE scorer (over the classes learned by `adapt`, else ImageNet's), rebuilt
+        after a change."""
+        from lookalike.adapt import stored_classes
+        from lookalike.query.zeroshot import labelled_zero_shot, load_zero_shot
+
+        token = self.catalog.change_token()
+        if self._zero_shot_cache is None or self._zero_shot_cache[0] != token:
+            learned = stored_classes(self.catalog.get_meta(ADAPTATION_KEY.format("deep")))
+            if learned is not None:  # the user's own classes know this collection better
+                index = self.index_for("deep")  # adapted vectors, like the centroids
+                ids = index.ids
+                scorer = labelled_zero_shot(ids, index.rows(ids), learned[1], learned[0])
+            else:
+                scorer = load_zero_shot(self.catalog, self.extractors.get("deep"))
+            self._zero_shot_cache = (token, scorer)
+        return self._zero_shot_cache[1]
 
     def set_text_tower(self, model: str | os.PathLike[str], tokenizer: str | os.PathLike[str]):
         """Use a CLIP-style text tower (matching this collection's `deep` image tower) so that
@@ -737,7 +788,7 @@ class Collection:
         tower-to-image distance."""
         from lookalike.query.text import text_match
 
-        match = text_match(self.catalog, text)
+        match = text_match(self.catalog, text, zero_shot=self._zero_shot())
         distances = match.distances
         tower = self._text_tower()
         if tower is not None:
@@ -813,8 +864,13 @@ class Collection:
         weights: str | Mapping[str, float] | None = None,
         part_weights: str | Mapping[str, float] | None = None,
         top_k: int | None = 10,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         exact: bool = False,
+        expand: bool = False,
+        more: Sequence[int | str] | None = None,
+        less: Sequence[int | str] | None = None,
+        calibrated: bool = False,
+        understand: bool = True,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered by metadata.
 
@@ -824,25 +880,142 @@ class Collection:
         blue and bottom grey"), `colors` (an index key such as "blue then white"). Each part
         gives a distance 0..100; `part_weights` (0..1, normalised; default equal) fuse them.
         `explain` says what each part understood and weighed. `exact` scores every image
-        instead of the index's candidates (the reference `tune` measures against).
+        instead of the index's candidates (the reference `tune` measures against). `expand`
+        searches the image part with its deep vector moved towards its confident top
+        neighbours (alpha-QE, `query/expansion_image.py`).
+
+        `text` is read as one query box (`understand`, query/understand.py): colour words
+        become the colour part, layout phrases the layout part, the rest keywords.
+        `more` / `less`: ids of answers wanted / not wanted (query/feedback.py). Scores fuse
+        raw 0..100 distances (interMedia's meaning; measured the better ranking, see
+        bench/README.md) or, with `calibrated=True`, calibrated ones (calibration.py); every
+        answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
         """
+        understood = None
+        if text and understand:
+            text, colors, layout, understood = read_query_box(
+                text, colors, layout, visual="perceptual" in self.attributes
+            )
+        marks = Feedback.parse(more, less)
         attribute_weights: dict[str, float] = {}
-        if image is not None:
+        if image is not None or marks.more:
             attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
-        return self.planner.run(
-            signature=None if image is None else (lambda names: self.describe(image, names)),
+        expanded_from: list[int] = []
+
+        def described(names: list[str]) -> dict[str, np.ndarray]:
+            out = self.describe(image, names)
+            if expand and "deep" in out:
+                out["deep"], neighbours = self._expanded(out["deep"])
+                expanded_from.extend(neighbours)
+            return out
+
+        signature = None if image is None else described
+        allowed = self._filter_ids(where) if where else None
+        feedback_info = None
+        if marks:
+            signature, attribute_weights, feedback_info = apply_feedback(
+                marks,
+                signature,
+                attribute_weights,
+                self._stored_signatures,
+                self._calibrated_distance,
+            )
+            pool = self._searchable(attribute_weights) if allowed is None else allowed
+            allowed = np.setdiff1d(pool, np.array(marks.less, np.int64))
+        results = self.planner.run(
+            signature=signature,
             attribute_weights=attribute_weights,
             text=text,
             sketch=sketch,
             layout=layout,
             colors=colors,
-            allowed=self._filter_ids(where) if where else None,
+            allowed=allowed,
             where=where,
             part_weights=part_weights,
             top_k=top_k,
             threshold=threshold,
             exact=exact,
+            calibrated=calibrated,
+            query_ids=self._same_as_query(image),
         )
+        if expanded_from:
+            results.explain["expand"] = {"neighbours": expanded_from}
+        if understood is not None:
+            results.explain["understood"] = understood
+        if feedback_info is not None:
+            results.explain["feedback"] = feedback_info
+        return self._with_index_keys(results)
+
+    def _expanded(self, vector: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """The deep vector moved towards its nearest stored neighbours (alpha-QE), and their
+        ids; found through the planner, so an ANN index serves it like any query."""
+        from lookalike.query.expansion_image import DEFAULT_NEIGHBOURS, expand_query_vector
+
+        part = self.planner.image_part({"deep": vector}, {"deep": 1.0}, k=DEFAULT_NEIGHBOURS)
+        nearest = part.ids[np.argsort(part.distances["deep"], kind="stable")[:DEFAULT_NEIGHBOURS]]
+        if not len(nearest):
+            return vector, []
+        rows = self._stored_signatures([int(i) for i in nearest], ["deep"])
+        if not rows:
+            return vector, []
+        neighbours = np.stack([signature["deep"] for _, signature in rows])
+        return expand_query_vector(vector, neighbours), [image_id for image_id, _ in rows]
+
+    def _calibrated_distance(self, name: str, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """An attribute's distance on the calibrated scale (raw without a calibration)."""
+        raw = self.extractors[name].distance(query, rows)
+        calibration = self.calibrations.get([name])
+        return raw if calibration is None else calibration.calibrate(name, raw)
+
+    def _same_as_query(self, image: ImageQuery | None) -> list[int]:
+        """Stored images that are the query itself: its id, or the same bytes."""
+        if image is None:
+            return []
+        if isinstance(image, int) or (isinstance(image, str) and image.startswith("id:")):
+            return [int(str(image).removeprefix("id:"))]
+        data = image if isinstance(image, bytes) else None
+        if isinstance(image, str | os.PathLike) and not is_url(os.fspath(image)):
+            try:
+                data = read_source_bytes(os.fspath(image))
+            except (OSError, DecodeError):
+                return []
+        if data is None:
+            return []
+        return [i for i, _ in self.catalog.images_with_hash(hashlib.sha256(data).hexdigest())]
+
+    def _with_index_keys(self, results: SearchResults) -> SearchResults:
+        """Every hit shows its index key (its colour terms by dominance, seed 004)."""
+        if "perceptual" not in self.attributes or not results.hits:
+            return results
+        ids, hists, _ = self._perceptual()
+        hits = []
+        for hit in results.hits:
+            at = int(np.searchsorted(ids, hit.id))
+            key = index_key_record(hists[at]) if at < len(ids) and ids[at] == hit.id else None
+            hits.append(dataclasses.replace(hit, index_key=key))
+        results.hits = hits
+        return results
+
+    def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
+        """An image's index key (None without the perceptual attribute)."""
+        record = self.get(image)
+        if "perceptual" not in self.attributes:
+            return None
+        stored = self.catalog.signature(record.id, "perceptual")
+        if stored is None:
+            return None
+        from lookalike.features.perceptual import split_perceptual
+
+        try:
+            hist = split_perceptual(stored[1])[0][0]
+        except ValueError:  # a damaged signature: `check` reports it; the record still shows
+            return None
+        return index_key_record(hist)
+
+    def image_info(self, image: int | str) -> dict[str, Any]:
+        """An image's record as shown to people: its facts, metadata and index key."""
+        record = self.get(image)
+        return {**record.to_dict(), "index_key": self.index_key(record.id)}
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""

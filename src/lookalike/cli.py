@@ -20,7 +20,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lookalike.cli_output import header_lines, hit_lines, is_likely, shown_path
+from lookalike.cli_output import (
+    header_lines,
+    hit_lines,
+    is_likely,
+    likely_cut_lines,
+    shown_path,
+)
 from lookalike.errors import LookalikeError
 from lookalike.ingest import FILE_BUDGET_S
 from lookalike.server.command import serve
@@ -186,7 +192,8 @@ def index(
         ),
     ] = None,
     deep_pooling: Annotated[
-        str | None, typer.Option(help="For a new collection: gap or gem pooling of `deep`.")
+        str | None,
+        typer.Option(help="For a new collection: pooling of `deep`: rmac, rgem, gem or gap."),
     ] = None,
     frame: Annotated[
         int | None,
@@ -328,9 +335,26 @@ def search(
     ] = None,
     top: Annotated[int, typer.Option("--top", "-k", help="How many results.")] = 10,
     threshold: Annotated[
-        float | None, typer.Option(help="Only images scoring at most this (0..100).")
+        str | None,
+        typer.Option(help="Only images scoring at most this (0..100), or 'auto': likely matches."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    more: Annotated[
+        list[str] | None, typer.Option(help="An answer you want more like, e.g. id:3 (repeat).")
+    ] = None,
+    less: Annotated[
+        list[str] | None, typer.Option(help="An answer you want less like, e.g. id:7 (repeat).")
+    ] = None,
+    calibrated: Annotated[
+        bool,
+        typer.Option(
+            "--calibrated/--raw",
+            help="Fuse calibrated distances, or raw 0..100 ones (interMedia, the default).",
+        ),
+    ] = False,
+    understand: Annotated[
+        bool, typer.Option(help="Read colour and layout words in --text as those parts.")
+    ] = True,
     details: Annotated[
         bool, typer.Option("--details", help="Show each hit's distance per attribute.")
     ] = False,
@@ -364,7 +388,11 @@ def search(
             weights=weights,
             part_weights=parts,
             top_k=top,
-            threshold=threshold,
+            threshold=_threshold(threshold),
+            more=more,
+            less=less,
+            calibrated=calibrated,
+            understand=understand,
         )
     if not (as_json or paths_only):
         for name in ("layout", "sketch"):
@@ -435,6 +463,17 @@ def tags(
     out.print("keywords: " + ", ".join(f"{k.text} ({k.score:.2f})" for k in keywords))
 
 
+def _threshold(value: str | None) -> float | str | None:
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise LookalikeError(
+            f"--threshold takes a number 0..100 or 'auto', got {value!r}"
+        ) from None
+
+
 def print_results(
     results: Any, as_json: bool, details: bool = False, paths_only: bool = False
 ) -> None:
@@ -451,8 +490,9 @@ def print_results(
         return
     width = out.width
     marked = any(is_likely(hit) for hit in results.hits)
-    lines = header_lines(results.weights, results.threshold, marked, width)
+    lines = header_lines(results.weights, results.threshold, marked, width, results.likely_cut)
     lines += hit_lines(results.hits, width, details=details)
+    lines += likely_cut_lines(results, width)
     for line in lines:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -476,12 +516,24 @@ def remove(
 def info(
     collection: CollectionOption,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    image: Annotated[
+        str | None, typer.Option(help="Show one image's record and index key (id or path).")
+    ] = None,
 ) -> None:
     """What a collection holds: images, attributes, preprocessing, default weights."""
     from lookalike.api import Collection
 
     with Collection.open(collection) as coll:
-        data = coll.info()
+        data = coll.image_info(image.removeprefix("id:")) if image else coll.info()
+    if image:
+        if as_json:
+            out.print_json(data=data)
+            return
+        key = ", ".join(f"{k['term']} {k['share']:.0%}" for k in data["index_key"] or [])
+        out.print(f"image {data['id']}: {data['path']}", highlight=False)
+        out.print(f"  index key: {key or '(no perceptual attribute)'}", highlight=False)
+        out.print(f"  metadata: {data['metadata']}", highlight=False)
+        return
     if as_json:
         out.print_json(data=data)
         return
@@ -525,9 +577,14 @@ def evaluate(
     weights: Annotated[
         str | None, typer.Option("--weights", "-w", help="Also score this fused weighting.")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write report.json, pr.png and report.html into this folder."),
+    ] = None,
 ) -> None:
     """Retrieval quality of a labelled collection (label = the folder holding each image):
-    precision@k, recall@k and mAP for each attribute alone and fused, leave-one-out."""
+    precision@k, recall@k and mAP for each attribute alone and fused, leave-one-out; with
+    --report also a JSON file and an HTML page with a precision/recall plot and examples."""
     from lookalike.api import Collection
     from lookalike.evaluate import (
         attribute_distance_matrices,
@@ -564,6 +621,13 @@ def evaluate(
             f"{q.mean_average_precision:.3f}",
         )
     out.print(table)
+    if report is not None:
+        from lookalike.evaluate import write_report
+
+        written = write_report(
+            report, matrices=matrices, fused=fused, ids=ids, paths=paths, labels=labels, k=k
+        )
+        out.print(f"report: {written['html']} (and {written['json'].name}, {written['png'].name})")
 
 
 @app.command()
@@ -588,6 +652,49 @@ def whiten(
         f"{attribute}: whitened to {info_['dim']} of {info_['input_dim']} dimensions, "
         f"learned from {info_['images']} images"
     )
+
+
+@app.command()
+@friendly_errors
+def adapt(
+    collection: CollectionOption,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled examples: a folder of class folders, or a CSV with "
+            "'label' and 'path' or 'id' columns."
+        ),  # fmt: skip
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="Forget what adapt learned.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Learn from labelled examples a projection of the deep vectors and the attribute weights
+    that separate your classes; reports precision on a held-out part of the labels."""
+    import json
+
+    from lookalike.api import Collection
+
+    if reset == (labels is not None):
+        raise LookalikeError("give either --labels FOLDER_OR_CSV or --reset")
+    with Collection.open(collection) as coll:
+        if reset:
+            out.print("adaptation removed" if coll.reset_adaptation() else "was not adapted")
+            return
+        assert labels is not None
+        report = coll.adapt(labels)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    before = report["before"]["deep"]
+    after = report["after"]
+    out.print(
+        f"learned from {report['trained_on']} of {report['examples']} labelled images "
+        f"({report['classes']} classes); held out {report['held_out']}:"
+    )
+    for name, values in (("deep before", before), ("deep after", after["deep"]),
+                         ("fused after", after["fused"])):  # fmt: skip
+        out.print(f"  {name:<12} " + "  ".join(f"{m} {v}" for m, v in values.items()))
+    out.print("weights: " + ", ".join(f"{a}={w:g}" for a, w in report["weights"].items()))
 
 
 @app.command("text-tower")
@@ -657,7 +764,7 @@ def print_check_report(report: Any) -> None:
     if report.repaired:
         fixed = sum(f.repaired for f in report.found)
         summary += f", {fixed} repaired, {len(report.remaining)} remain"
-    out.print(f"checked {', '.join(report.checks)}: {summary}", highlight=False)
+    out.print(f"checked {', '.join(report.checks)}: {summary}", highlight=False, soft_wrap=True)
     if report.repaired and report.remaining:
         for finding in report.remaining:
             out.print(f"  still: {finding.subject}: {finding.problem}", highlight=False)

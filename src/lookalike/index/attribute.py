@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import mmap
 import os
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -190,6 +191,10 @@ class AttributeIndex:
             raise IndexFileError(f"{self.folder.name}: vector files are truncated")
         if self.count:
             self.vectors = np.memmap(vector_file, "<f4", "r", shape=(self.count, self.spec.dim))
+            advise = getattr(getattr(self.vectors, "_mmap", None), "madvise", None)
+            if advise is not None and hasattr(mmap, "MADV_RANDOM"):
+                # rescoring reads scattered rows: no read-ahead of the pages around each one
+                advise(mmap.MADV_RANDOM)
             self.main_ids = np.fromfile(id_file, "<i8", count=self.count)
         self._index_positions()
 

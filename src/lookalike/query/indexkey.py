@@ -134,7 +134,19 @@ def score_index_key(
     return total / weights
 
 
+def index_key_record(hist: np.ndarray, min_share: float = DEFAULT_MIN_SHARE) -> list[dict]:
+    """An image's index key as shown with its record: terms by dominance, with their shares."""
+    from lookalike.features.perceptual import index_key
+
+    hist = np.asarray(hist, np.float64).ravel()
+    return [
+        {"term": term, "share": round(float(hist[TERM_INDEX[term]]), 4)}
+        for term in index_key(hist, min_share)
+    ]
+
+
 __all__ = [
+    "index_key_record",
     "DEFAULT_MIN_SHARE",
     "DEFAULT_TOLERANCE",
     "TERMS",

@@ -26,8 +26,20 @@ Clause = in any order and with filler words ("the", "part", "is", "of", "in", "i
 
 A clause without a colour lends its region to the next clause ("top and bottom blue",
 "the centre with some white"); at the end of a sentence it borrows the previous clause's
-colour ("blue top and bottom"). Anything else raises QueryError naming the word and its
-position.
+colour ("blue top and bottom"). A clause with only a colour (no region, no quantity) after a
+clause with a colour shares that clause's region: "the top is blue and grey" is a *mixed*
+region, its cells shared out between the colours (drawn interleaved; when scoring, each colour
+may be anywhere in the region, as long as it covers its share of cells).
+
+Relative positions: "blue above grey", "red left of green" (also over, below, under,
+beneath, right of, to the left of, beside, next to) say where colours sit against each other,
+not where in the frame: an image scores by the share of (A cell, B cell) pairs in that order,
+times how present each colour is (fully from 8 of the 256 cells).
+
+"or" gives alternatives: between colours of one clause ("top blue or grey": either counts),
+or between whole sentences ("top blue and bottom grey or left red"), scored by the best
+alternative. Anything else raises QueryError naming the word, its position and the words the
+language knows.
 
 Score (`LayoutQuery.score`): the share of specified cells whose term matches, minus the share
 of negative cells that hold a forbidden term, clipped to [0, 1]. A query with only negative
@@ -190,6 +202,45 @@ _PHRASES.update({k: ("quantity", v) for k, v in _QUANTITIES.items()})
 _PHRASES.update({k: ("region", v) for k, v in REGIONS.items()})  # regions win on overlap
 _LONGEST = max(len(k) for k in _PHRASES)
 
+ABOVE, LEFT_OF, BESIDE = "above", "left of", "beside"
+# Relation phrase -> (relation, whether the sides swap): "A below B" is "B above A".
+RELATIONS: dict[tuple[str, ...], tuple[str, bool]] = {
+    ("above",): (ABOVE, False),
+    ("over",): (ABOVE, False),
+    ("below",): (ABOVE, True),
+    ("under",): (ABOVE, True),
+    ("beneath",): (ABOVE, True),
+    ("underneath",): (ABOVE, True),
+    ("left", "of"): (LEFT_OF, False),
+    ("to", "the", "left", "of"): (LEFT_OF, False),
+    ("right", "of"): (LEFT_OF, True),
+    ("to", "the", "right", "of"): (LEFT_OF, True),
+    ("beside",): (BESIDE, False),
+    ("next", "to"): (BESIDE, False),
+}
+PRESENT_CELLS = 8  # a colour is fully present in a relation from 8 of the 256 cells
+_OR = "or"
+
+LAYOUT_WORDS: frozenset[str] = frozenset(
+    w for phrase in [*_PHRASES, *RELATIONS] for w in phrase if w not in _FILLERS
+) | {"without", _OR}
+"""Words that make a text a layout sentence (for the one query box)."""
+
+
+def known_words() -> str:
+    """The vocabulary, for error messages: what the user may type instead."""
+    regions = sorted({w for k in REGIONS for w in k})
+    quantities = sorted({w for k in _QUANTITIES for w in k})
+    relations = sorted({" ".join(k) for k in RELATIONS})
+    return (
+        "regions: " + ", ".join(regions)
+        + "; amounts: " + ", ".join(quantities)
+        + "; relations: " + ", ".join(relations)
+        + "; joiners: and, with, or, without, ','"
+        + "; colours: " + ", ".join(TERMS)
+        + " and their shades and synonyms (navy, crimson, beige, ...)"
+    )  # fmt: skip
+
 
 @dataclass(frozen=True, eq=False)
 class Clause:
@@ -201,11 +252,51 @@ class Clause:
     quantity: str  # ALL, SOME or NONE
     terms: tuple[str, ...]  # the colour's readings, most likely first
     mask: np.ndarray = field(repr=False)  # (size, size) bool: the region
+    share: tuple[int, int] | None = None  # (j, m): the j-th of m colours of a mixed region
 
     def describe(self) -> str:
         colour = " or ".join(self.terms)
         amount = {ALL: "", SOME: "some ", NONE: "no "}[self.quantity]
+        if self.share is not None:
+            amount = f"1/{self.share[1]} (mixed) "
         return f"{self.region}: {amount}{colour}"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """ "A above B" / "A left of B" / "A beside B": colours placed against each other."""
+
+    text: str
+    first: tuple[str, ...]
+    kind: str  # ABOVE, LEFT_OF or BESIDE
+    second: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{' or '.join(self.first)} {self.kind} {' or '.join(self.second)} (anywhere)"
+
+    def score(self, stack: np.ndarray) -> np.ndarray:
+        """(n, size, size) matrices -> [0, 1]: ordered share of cell pairs x presence of both."""
+        a = np.isin(stack, [TERM_INDEX[t] for t in self.first])
+        b = np.isin(stack, [TERM_INDEX[t] for t in self.second])
+        if self.kind == BESIDE:
+            order = np.maximum(_order(a, b, axis=1), _order(b, a, axis=1))
+        else:
+            order = _order(a, b, axis=2 if self.kind == ABOVE else 1)
+        present = np.minimum(1.0, a.sum(axis=(1, 2)) / PRESENT_CELLS) * np.minimum(
+            1.0, b.sum(axis=(1, 2)) / PRESENT_CELLS
+        )
+        return order * present
+
+
+def _order(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    """Share of (a cell, b cell) pairs whose a cell comes strictly first along rows (axis=2:
+    counts per row, so 'first' = higher up) or columns (axis=1: further left)."""
+    a_lines = a.sum(axis=axis).astype(np.float64)  # (n, size) per row (or column)
+    b_lines = b.sum(axis=axis).astype(np.float64)
+    b_after = b_lines[:, ::-1].cumsum(axis=1)[:, ::-1] - b_lines  # b strictly after each line
+    ordered = (a_lines * b_after).sum(axis=1)
+    total = a_lines.sum(axis=1) * b_lines.sum(axis=1)
+    return np.divide(ordered, total, out=np.zeros_like(ordered), where=total > 0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,9 +311,13 @@ class LayoutQuery:
     # whether it is partial); per negative clause: (term indices, mask).
     _positive: tuple[tuple[np.ndarray, np.ndarray, np.ndarray, bool], ...] = field(repr=False)
     _negative: tuple[tuple[np.ndarray, np.ndarray], ...] = field(repr=False)
+    relations: tuple[Relation, ...] = ()
+    alternatives: tuple[LayoutQuery, ...] = ()  # "... or ...": the best one counts
 
     def score(self, matrices: np.ndarray) -> np.ndarray:
         """Scores in [0, 1] for index matrices (n, size, size) (or one (size, size))."""
+        if self.alternatives:
+            return np.max([alt.score(matrices) for alt in self.alternatives], axis=0)
         stack = np.asarray(matrices)
         if stack.ndim == 2:
             stack = stack[None]
@@ -251,13 +346,23 @@ class LayoutQuery:
             forbidden += int(mask.sum())
             hits += (np.isin(stack, terms) & mask).sum(axis=(1, 2))
         penalty = hits / forbidden if forbidden else 0.0
-        return np.clip(positive - penalty, 0.0, 1.0)
+        parts = [np.clip(positive - penalty, 0.0, 1.0)] if self.clauses else []
+        parts += [relation.score(stack) for relation in self.relations]
+        return np.mean(parts, axis=0)
 
     def render(self, legend: bool = True) -> str:
-        return render_grid(self.grid, self.negatives, legend=legend)
+        if self.alternatives:
+            return "\nor\n".join(alt.render(legend) for alt in self.alternatives)
+        lines = [render_grid(self.grid, self.negatives, legend=legend)] if self.clauses else []
+        lines += [relation.describe() for relation in self.relations]
+        return "\n".join(lines)
 
     def explain(self) -> list[str]:
-        return [clause.describe() for clause in self.clauses]
+        if self.alternatives:
+            return [" | ".join(alt.explain()) for alt in self.alternatives]
+        return [clause.describe() for clause in self.clauses] + [
+            relation.describe() for relation in self.relations
+        ]
 
 
 def render_grid(
@@ -306,6 +411,7 @@ class _Part:
     masks: list[tuple[str, np.ndarray]] = field(default_factory=list)
     quantity: str | None = None
     terms: tuple[str, ...] | None = None
+    relation: Relation | None = None
 
     def region(self, size: int) -> tuple[str, np.ndarray] | None:
         if not self.masks:
@@ -317,10 +423,13 @@ class _Part:
         return names, mask
 
 
-def _split(text: str) -> list[list[tuple[str, int]]]:
+_Tokens = list[tuple[str, int]]
+
+
+def _split(tokens: _Tokens) -> list[_Tokens]:
     """Words grouped into clauses; 'without' ends a clause and starts a negative one."""
-    groups: list[list[tuple[str, int]]] = [[]]
-    for word, position in words_with_positions(text):
+    groups: list[_Tokens] = [[]]
+    for word, position in tokens:
         if word in _JOINERS:
             groups.append([])
         elif word == "without":
@@ -330,10 +439,82 @@ def _split(text: str) -> list[list[tuple[str, int]]]:
     return [g for g in groups if g]
 
 
-def _read_clause(tokens: list[tuple[str, int]], size: int) -> _Part:
+def _alternatives(tokens: _Tokens) -> list[_Tokens]:
+    """Split at each 'or' that is not between two colours of one clause ("blue or grey")."""
+    words = [w for w, _ in tokens]
+    out: list[_Tokens] = [[]]
+    for i, token in enumerate(tokens):
+        if token[0] == _OR and not _colour_alternative(words, i):
+            out.append([])
+        else:
+            out[-1].append(token)
+    return out
+
+
+def _colour_alternative(words: list[str], i: int) -> bool:
+    """Whether the 'or' at words[i] joins a colour to the colour just before it."""
+    j = i + 1
+    while j < len(words) and words[j] in _FILLERS:
+        j += 1
+    parsed = parse_color(words, j)
+    if parsed is None or i == 0:
+        return False
+    after = j + parsed[1]
+    return after == len(words) or words[after] in _JOINERS or words[after] == _OR
+
+
+def _unknown(word: str, position: int) -> QueryError:
+    return QueryError(f"did not understand {word!r}; the layout language knows {known_words()}",
+                      position)  # fmt: skip
+
+
+def _relation_at(words: list[str]) -> tuple[int, int, tuple[str, bool]] | None:
+    """(start, length, relation) of a relation phrase with a colour on each side, if any."""
+    for i in range(1, len(words)):
+        for length in (4, 2, 1):
+            meaning = RELATIONS.get(tuple(words[i : i + length]))
+            if meaning is None:
+                continue
+            before = any(parse_color(words, j) for j in range(i))
+            after = any(parse_color(words, j) for j in range(i + length, len(words)))
+            if before and after:
+                return i, length, meaning
+    return None
+
+
+def _read_relation(tokens: _Tokens, text: str, size: int) -> _Part | None:
+    words = [w for w, _ in tokens]
+    found = _relation_at(words)
+    if found is None:
+        return None
+    start, length, (kind, swap) = found
+    sides = [tokens[:start], tokens[start + length :]]
+    colours = []
+    for side in sides:
+        part = _read_clause(side, text, size)
+        if part.masks or part.relation is not None or part.terms is None:
+            raise QueryError(
+                "a relative position takes one colour on each side and no region "
+                "(e.g. 'blue above grey')",
+                side[0][1],
+            )
+        colours.append(part.terms)
+    if set(colours[0]) & set(colours[1]):
+        raise QueryError("a relative position needs two different colours", tokens[0][1])
+    first, second = (colours[1], colours[0]) if swap else (colours[0], colours[1])
+    end = tokens[-1][1] + len(tokens[-1][0])
+    relation = Relation(text[tokens[0][1] : end], first, kind, second)
+    return _Part(position=tokens[0][1], end=end, relation=relation)
+
+
+def _read_clause(tokens: _Tokens, text: str, size: int) -> _Part:
+    relation = _read_relation(tokens, text, size)
+    if relation is not None:
+        return relation
     words = [w for w, _ in tokens]
     part = _Part(position=tokens[0][1], end=tokens[-1][1] + len(tokens[-1][0]))
     i = 0
+    alternative = False
     while i < len(tokens):
         word, position = tokens[i]
         for length in range(min(_LONGEST, len(words) - i), 0, -1):
@@ -353,19 +534,30 @@ def _read_clause(tokens: list[tuple[str, int]], size: int) -> _Part:
                     part.quantity = value  # type: ignore[assignment]
             i += length
             continue
+        if word == _OR and part.terms is not None:
+            alternative = True
+            i += 1
+            continue
         if word in _FILLERS:
             i += 1
             continue
         colour = parse_color(words, i)
-        if colour is None:
-            raise QueryError(f"did not understand {word!r}", position)
-        if part.terms is not None:
+        if colour is None and any(word in phrase for phrase in RELATIONS):
             raise QueryError(
-                f"a second colour {word!r} in one clause: join colours with 'and' and give "
-                "each its region",
+                f"{word!r} places one colour against another: say e.g. 'blue {word} grey'",
                 position,
             )
-        part.terms, used = colour
+        if colour is None:
+            raise _unknown(word, position)
+        if part.terms is not None and not alternative:
+            raise QueryError(
+                f"a second colour {word!r} in one clause: say 'blue and {word}' for a mixed "
+                f"region, 'blue or {word}' for either, or give each colour its region",
+                position,
+            )
+        terms, used = colour
+        part.terms = terms if part.terms is None else (*part.terms, *terms)
+        alternative = False
         i += used
     return part
 
@@ -389,9 +581,31 @@ def _centre_part(mask: np.ndarray) -> np.ndarray:
 
 def parse_layout(text: str, size: int = MATRIX_SIZE) -> LayoutQuery:
     """Parse a layout sentence into a LayoutQuery (see the module docstring for the language)."""
-    groups = _split(text)
-    parts = [_read_clause(group, size) for group in groups]
-    if not any(p.terms for p in parts):
+    tokens = words_with_positions(text)
+    alternatives = [alt for alt in _alternatives(tokens)]
+    if len(alternatives) > 1:
+        if not all(alternatives):
+            raise QueryError("'or' needs something on each side", tokens[0][1] if tokens else 0)
+        queries = tuple(_parse_tokens(text, alt, size) for alt in alternatives)
+        first = queries[0]
+        return LayoutQuery(
+            text=text,
+            grid=first.grid,
+            negatives=first.negatives,
+            clauses=tuple(c for q in queries for c in q.clauses),
+            _positive=(),
+            _negative=(),
+            relations=tuple(r for q in queries for r in q.relations),
+            alternatives=queries,
+        )
+    return _parse_tokens(text, tokens, size)
+
+
+def _parse_tokens(text: str, tokens: _Tokens, size: int) -> LayoutQuery:
+    parts = [_read_clause(group, text, size) for group in _split(tokens)]
+    relations = tuple(p.relation for p in parts if p.relation is not None)
+    parts = [p for p in parts if p.relation is None]
+    if not any(p.terms for p in parts) and not relations:
         if parts:
             raise QueryError("no colour given: say which colour goes where", parts[0].position)
         raise QueryError("empty layout query: describe where which colours are", 0)
@@ -418,26 +632,40 @@ def parse_layout(text: str, size: int = MATRIX_SIZE) -> LayoutQuery:
             pending = None
         resolved.append(part)
     if pending is not None:
+        if not resolved:
+            raise QueryError("no colour given: say which colour goes where", pending.position)
         previous = resolved[-1]
         pending.terms = previous.terms
         pending.quantity = pending.quantity or previous.quantity
         resolved.append(pending)
 
-    clauses: list[Clause] = []
+    # A bare colour after a coloured clause shares that clause's region: a mixed region.
+    groups: list[list[_Part]] = []
     for part in resolved:
-        assert part.terms is not None
-        region = part.region(size) or ("whole image", _whole(size))
-        clauses.append(
-            Clause(
-                text=text[part.position : part.end],
-                position=part.position,
-                region=region[0],
-                quantity=part.quantity or ALL,
-                terms=part.terms,
-                mask=region[1],
+        bare = not part.masks and part.quantity is None
+        if bare and groups and (groups[-1][0].quantity or ALL) == ALL:
+            groups[-1].append(part)
+        else:
+            groups.append([part])
+
+    clauses: list[Clause] = []
+    for group in groups:
+        head = group[0]
+        region = head.region(size) or ("whole image", _whole(size))
+        for j, part in enumerate(group):
+            assert part.terms is not None
+            clauses.append(
+                Clause(
+                    text=text[part.position : part.end],
+                    position=part.position,
+                    region=region[0],
+                    quantity=head.quantity or ALL,
+                    terms=part.terms,
+                    mask=region[1],
+                    share=(j, len(group)) if len(group) > 1 else None,
+                )
             )
-        )
-    return _paint(text, clauses, size)
+    return _paint(text, clauses, size, relations)
 
 
 def _union(first: _Part, second: _Part, size: int) -> list[tuple[str, np.ndarray]]:
@@ -447,7 +675,17 @@ def _union(first: _Part, second: _Part, size: int) -> list[tuple[str, np.ndarray
     return [(f"{a[0]} + {b[0]}", a[1] | b[1])]
 
 
-def _paint(text: str, clauses: list[Clause], size: int) -> LayoutQuery:
+def _mixed_share(clause: Clause) -> np.ndarray:
+    """The cells of a mixed region drawn with this clause's colour: diagonal stripes."""
+    assert clause.share is not None
+    j, m = clause.share
+    r, c = np.indices(clause.mask.shape)
+    return clause.mask & ((r + c) % m == j)
+
+
+def _paint(
+    text: str, clauses: list[Clause], size: int, relations: tuple[Relation, ...] = ()
+) -> LayoutQuery:
     """Paint clauses in order; later ones override earlier ones where they overlap."""
     cells = np.full((size, size), UNSPECIFIED, dtype=np.int8)
     owner = np.full((size, size), -1, dtype=np.int64)
@@ -462,7 +700,10 @@ def _paint(text: str, clauses: list[Clause], size: int) -> LayoutQuery:
             negatives.append([indices, clause.mask.copy(), number])
             shown.append(None)
             continue
-        part = clause.mask if clause.quantity == ALL else _centre_part(clause.mask)
+        if clause.share is not None:
+            part = _mixed_share(clause)
+        else:
+            part = clause.mask if clause.quantity == ALL else _centre_part(clause.mask)
         if clause.quantity == SOME:
             # "some white in the centre" says the centre is partly white and no longer vouches
             # for what an earlier clause put there: the rest of the region is left open.
@@ -482,13 +723,16 @@ def _paint(text: str, clauses: list[Clause], size: int) -> LayoutQuery:
             continue
         later = np.zeros((size, size), dtype=bool)
         for other in range(number + 1, len(clauses)):
+            if clauses[other].share is not None and clauses[other].mask is clause.mask:
+                continue  # colours of one mixed region share it, none overrides another
             if shown[other] is not None:
                 later |= shown[other]  # type: ignore[operator]
         for indices, mask, at in negatives:
             if at > number and np.isin(indices, TERM_INDEX[clause.terms[0]]).any():
                 later |= mask
         indices = np.array([TERM_INDEX[t] for t in clause.terms], dtype=np.int8)
-        positive.append((indices, owner == number, clause.mask & ~later, clause.quantity == SOME))
+        partial = clause.quantity == SOME or clause.share is not None
+        positive.append((indices, owner == number, clause.mask & ~later, partial))
     negative_masks = tuple((n[0], n[1]) for n in negatives if n[1].any())
     listed = [(TERMS[int(i)], mask.copy()) for indices, mask in negative_masks for i in indices]
     return LayoutQuery(
@@ -498,6 +742,7 @@ def _paint(text: str, clauses: list[Clause], size: int) -> LayoutQuery:
         clauses=tuple(clauses),
         _positive=tuple(positive),
         _negative=negative_masks,
+        relations=relations,
     )
 
 
@@ -506,8 +751,12 @@ __all__ = [
     "NONE",
     "REGIONS",
     "SOME",
+    "LAYOUT_WORDS",
+    "RELATIONS",
     "Clause",
     "LayoutQuery",
+    "Relation",
+    "known_words",
     "parse_layout",
     "render_grid",
 ]

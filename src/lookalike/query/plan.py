@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.calibration import Calibration, likely_cut, mark_hits
 from lookalike.errors import LookalikeError
 from lookalike.index.attribute import AttributeIndex
 from lookalike.query import parts as query_parts
@@ -43,6 +44,9 @@ class SearchHit:
     similar: bool | None
     metadata: dict[str, Any] = field(default_factory=dict)
     details: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. sketch Jaccard
+    likely: bool | None = None  # below the likely-matches cut (None: no cut drawn)
+    is_query: bool = False  # the query image itself (same id or same bytes), not a match
+    index_key: list[dict[str, Any]] | None = None  # its colours by dominance (seed 004)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -50,9 +54,13 @@ class SearchHit:
             "path": self.path,
             "score": round(self.score, 3),
             "similar": self.similar,
+            "likely": self.likely,
+            "is_query": self.is_query,
             "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
             "metadata": self.metadata,
         }
+        if self.index_key is not None:
+            out["index_key"] = self.index_key
         if self.details:
             out["details"] = self.details
         return out
@@ -67,6 +75,8 @@ class SearchResults:
     threshold: float | None
     considered: int
     explain: dict[str, Any] = field(default_factory=dict)
+    likely_cut: float | None = None  # scores below it are likely matches (calibration.py)
+    calibrated: bool = False  # image attributes fused on the calibrated scale
 
     def __iter__(self):
         return iter(self.hits)
@@ -82,6 +92,8 @@ class SearchResults:
             "weights": {k: round(v, 4) for k, v in self.weights.items()},
             "threshold": self.threshold,
             "considered": self.considered,
+            "likely_cut": None if self.likely_cut is None else round(self.likely_cut, 3),
+            "calibrated": self.calibrated,
             "explain": self.explain,
             "results": [hit.to_dict() for hit in self.hits],
         }
@@ -97,6 +109,7 @@ class PlanSources:
     candidates: Callable[[], int]  # candidates per attribute, as a multiple of k
     perceptual: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
     text_distances: Callable[[str], tuple[np.ndarray, np.ndarray, dict[str, Any]]]
+    calibration: Callable[[Sequence[str]], Calibration | None] | None = None
 
 
 @dataclass
@@ -181,12 +194,17 @@ class Planner:
         where: str | None = None,
         part_weights: str | Mapping[str, float] | None = None,
         top_k: int | None = 10,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         exact: bool = False,
+        calibrated: bool = False,
+        query_ids: Sequence[int] = (),
     ) -> SearchResults:
         """Rank images for every part given; `signature(attributes)` describes the query image
-        for just the attributes that carry weight."""
-        check_threshold(threshold)
+        for just the attributes that carry weight. `threshold="auto"` keeps the likely
+        matches; `calibrated` fuses calibrated attribute scores (calibration.py)."""
+        auto = threshold == "auto"
+        if not auto:
+            check_threshold(threshold)  # type: ignore[arg-type]
         if top_k is not None and top_k < 1:
             raise LookalikeError("top_k must be at least 1")
         explain: dict[str, Any] = {}
@@ -217,7 +235,7 @@ class Planner:
                 )
             explain["parts"] = {}
             ids = np.sort(allowed)
-            return self.rank(ids, np.zeros(len(ids)), {}, {}, top_k, threshold, explain)
+            return self.rank(ids, np.zeros(len(ids)), {}, {}, top_k, None, explain)
         names = (["image"] if signature is not None else []) + list(other)
         mix = query_parts.normalise_part_weights(part_weights, names)
         explain["parts"] = mix
@@ -231,6 +249,9 @@ class Planner:
             aligned_ids = np.intersect1d(aligned_ids, text_ids[text_distances < 100.0])
         breakdown: dict[str, np.ndarray] = {}
         part_distances: dict[str, tuple[np.ndarray, np.ndarray]] = dict(other)
+        calibration = None
+        if signature is not None and self.sources.calibration is not None:
+            calibration = self.sources.calibration(list(attribute_weights))
         if signature is not None:
             k = None if top_k is None else top_k
             extra = [self._best(pid, d, allowed, k) for pid, d in other.values()] if k else []
@@ -242,10 +263,15 @@ class Planner:
                 extra=extra,
                 exact=exact,
             )
-            part_distances["image"] = (image.ids, fuse(image.distances, attribute_weights))
+            image_distances = image.distances  # calibration hook: calibration.py
+            image_scores = fuse(image.distances, attribute_weights)
+            if calibration is not None and calibrated:
+                image_distances = calibration.apply(image.distances)
+                image_scores = calibration.fuse(image.distances, attribute_weights)
+            part_distances["image"] = (image.ids, image_scores)
             ids = image.ids if aligned_ids is None else np.intersect1d(image.ids, aligned_ids)
             breakdown = {
-                name: query_parts.align(image.ids, d, ids) for name, d in image.distances.items()
+                name: query_parts.align(image.ids, d, ids) for name, d in image_distances.items()
             }
             explain["plan"] = "exact" if image.exact else "candidates"
         else:
@@ -262,7 +288,17 @@ class Planner:
             part: {m: query_parts.align(pid, values, ids) for m, values in measures.items()}
             for part, (pid, measures) in per_image.items()
         }
-        return self.rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
+        null = None
+        if calibration is not None:
+            null = (
+                calibration.null_image(attribute_weights, calibrated),
+                calibration.null_image(attribute_weights, False),
+            )
+        cut = likely_cut(null, {n: d for n, (_, d) in other.items()}, mix)
+        threshold = cut if auto else threshold
+        results = self.rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
+        results.calibrated = calibration is not None and calibrated
+        return mark_hits(results, cut, query_ids)
 
     def _best(
         self, ids: np.ndarray, distances: np.ndarray, allowed: np.ndarray | None, k: int

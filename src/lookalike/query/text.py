@@ -5,7 +5,8 @@ keywords, found with the packaged sentence model) and every term is looked up in
 index with BM25 ranking. An image's text similarity is its best term: the term's weight (1 for
 the user's own words, the expansion's strength for added ones) times its BM25 relevance
 relative to the best image for that term. Distance = 100 x (1 - similarity); images that match
-no term are 100 away.
+no term are 100 away, unless the collection's classifier gives them a zero-shot distance
+(`query/zeroshot.py`): then the nearer of the two counts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from lookalike.query.colorwords import synonyms_of_term, terms_for_word
 from lookalike.query.expansion import TEMPLATE, Embedder, Expansion, colour_expander, expand
+from lookalike.query.zeroshot import ZeroShot
 from lookalike.store.catalog import Catalog
 
 COLOUR_SYNONYM_WEIGHT = 0.9  # a synonym is nearly, not exactly, what was asked
@@ -66,8 +68,11 @@ def stored_embedder(catalog: Catalog, vocabulary: list[str]) -> Embedder:
     return embed
 
 
-def text_match(catalog: Catalog, text: str, *, semantic: bool = True) -> TextMatch:
-    """Distances (0..100) from `text` to every image in the catalog."""
+def text_match(
+    catalog: Catalog, text: str, *, semantic: bool = True, zero_shot: ZeroShot | None = None
+) -> TextMatch:
+    """Distances (0..100) from `text` to every image in the catalog; with `zero_shot`, an
+    image's distance is the nearer of its keyword match and its ConSE distance."""
     phrases = _QUOTED.findall(text)
     prefixes = _PREFIX.findall(text)
     plain = _PREFIX.sub(" ", _QUOTED.sub(" ", text))
@@ -110,6 +115,17 @@ def text_match(catalog: Catalog, text: str, *, semantic: bool = True) -> TextMat
             all_ids[np.minimum(positions, len(all_ids) - 1)] == ids
         )
         np.maximum.at(similarity, positions[valid], value[valid])
+    distances = 100.0 * (1.0 - np.clip(similarity, 0.0, 1.0))
+    zero_shot_info = None
+    if zero_shot is not None and plain.strip():
+        embed = stored_embedder(catalog, zero_shot.used_phrases())
+        visual = np.full(len(all_ids), 100.0)
+        positions = np.searchsorted(all_ids, zero_shot.ids)
+        known = positions < len(all_ids)
+        known[known] = all_ids[positions[known]] == zero_shot.ids[known]
+        visual[positions[known]] = zero_shot.distances(plain.strip(), embed)[known]
+        distances = np.minimum(distances, visual)
+        zero_shot_info = {"images": int(known.sum()), "method": "ConSE over the CNN's classes"}
     explain = {
         "query": text,
         "terms": list(expansion.original) + phrases + [p + "*" for p in prefixes],
@@ -117,4 +133,6 @@ def text_match(catalog: Catalog, text: str, *, semantic: bool = True) -> TextMat
         "matches": matched_terms,
         "notes": list(expansion.notes),
     }
-    return TextMatch(all_ids, 100.0 * (1.0 - np.clip(similarity, 0.0, 1.0)), explain)
+    if zero_shot_info:
+        explain["zero_shot"] = zero_shot_info
+    return TextMatch(all_ids, distances, explain)

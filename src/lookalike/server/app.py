@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -50,7 +50,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lookalike.api import Collection, SearchResults
 from lookalike.decode import is_url, probe_size
 from lookalike.errors import CollectionError, DecodeError, LookalikeError, QueryError
-from lookalike.features.perceptual import index_key, split_perceptual
 from lookalike.server import thumbnails
 from lookalike.server.admission import (
     Saturated,
@@ -61,13 +60,16 @@ from lookalike.server.admission import (
     thread_report,
 )
 from lookalike.server.inputs import (
+    MAX_FEEDBACK_IDS,
     MAX_ID,
     MIN_ID,
     InputError,
     check_json_value,
     check_number,
     check_text,
+    check_threshold,
     filter_fields,
+    parse_ids,
     parse_json_text,
     safe_filename,
 )
@@ -587,13 +589,18 @@ class SearchSpec:
     weights: str | dict[str, float] | None = None
     part_weights: dict[str, float] | None = None
     top_k: int = 10
-    threshold: float | None = None
+    threshold: float | str | None = None
+    more: list[int] | None = None  # relevance feedback: ids wanted / not wanted
+    less: list[int] | None = None
+    calibrated: bool = False
+    understand: bool = True
 
     def kinds(self) -> list[str]:
         return [
             name
             for name, value in (
                 ("image", self.image is not None or self.url is not None),
+                ("feedback", self.more or self.less),
                 ("text", self.text),
                 ("sketch", self.sketch),
                 ("layout", self.layout),
@@ -619,7 +626,17 @@ class SearchRequest(BaseModel):
     weights: dict[str, float] | str | None = None
     part_weights: dict[str, float] | None = None
     top_k: int = Field(10, ge=1, le=MAX_ID)
-    threshold: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    threshold: float | Literal["auto"] | None = Field(
+        None, description="0..100, or 'auto': the likely matches"
+    )
+    more: list[Annotated[int, Field(ge=MIN_ID, le=MAX_ID)]] | None = Field(
+        None, max_length=MAX_FEEDBACK_IDS, description="Ids of answers wanted: more like these."
+    )
+    less: list[Annotated[int, Field(ge=MIN_ID, le=MAX_ID)]] | None = Field(
+        None, max_length=MAX_FEEDBACK_IDS, description="Ids of answers not wanted: less like these."
+    )
+    calibrated: bool = Field(False, description="true: calibrated distances; false: raw 0..100")
+    understand: bool = Field(True, description="false: text is only words")
 
 
 class MetadataPatch(BaseModel):
@@ -633,7 +650,9 @@ def check_spec(spec: SearchSpec, settings: ServerSettings) -> SearchSpec:
     """Refuse (400) a search whose size or cost is past the configured limits, before any work."""
     if not 1 <= spec.top_k <= settings.max_top_k:
         raise ApiError(400, "bad_field", f"top_k must be between 1 and {settings.max_top_k}")
-    spec.threshold = check_number(spec.threshold, "threshold", 0, 100)
+    spec.threshold = check_threshold(spec.threshold)
+    spec.more = parse_ids(spec.more, "more")
+    spec.less = parse_ids(spec.less, "less")
     for name in ("text", "layout", "colors"):
         setattr(spec, name, check_text(getattr(spec, name), name, settings.max_text_chars))
     spec.where = check_text(spec.where, "where", settings.max_filter_chars)
@@ -686,6 +705,8 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
     coll = state.collection
     if isinstance(image, int):
         state_get(coll, image)  # 404 for an unknown id, before any work
+    for marked in (*(spec.more or ()), *(spec.less or ())):
+        state_get(coll, marked)
     results = coll.query(
         image=image,
         text=spec.text,
@@ -697,6 +718,10 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
         part_weights=spec.part_weights,
         top_k=spec.top_k,
         threshold=spec.threshold,
+        more=spec.more,
+        less=spec.less,
+        calibrated=spec.calibrated,
+        understand=spec.understand,
     )
     data = public_results(results, settings)
     data["query"] = {"kinds": kinds, "top_k": spec.top_k, "where": spec.where}
@@ -736,20 +761,6 @@ def stored_copies(coll: Collection, data: bytes) -> list[int]:
     return [
         row[0] for row in coll.catalog.query("SELECT id FROM images WHERE sha256 = ?", (digest,))
     ]
-
-
-def image_index_key(coll: Collection, image_id: int) -> list[str] | None:
-    """The image's index key (dominant colour terms, most first), for the page's viewer."""
-    if "perceptual" not in coll.attributes:
-        return None
-    found = coll.catalog.signature(image_id, "perceptual")
-    if found is None:
-        return None
-    try:
-        hist, _ = split_perceptual(found[1])
-    except ValueError:  # a damaged signature: `check` reports it; the record still shows
-        return None
-    return list(index_key(hist[0]))
 
 
 def state_get(coll: Collection, image_id: int) -> ImageRecord:
@@ -950,7 +961,10 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
                 "layout": colour_grid,
                 "where": True,
                 "colors": colour_grid,
+                "feedback": True,  # the page shows "more / less like this" buttons
             },
+            "feedback": {"more": True, "less": True},
+            "scores": {"calibrated": True, "raw": True, "threshold_auto": True},
             "palette": palette(),
             "server": {**settings.public(), "threads": thread_report()},
         }
@@ -1001,8 +1015,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
     )
     def get_image(image_id: ImageId) -> dict[str, Any]:
         record = public_record(state_get(coll, image_id), settings)
-        record["index_key"] = image_index_key(coll, image_id)
-        return record
+        return {**record, "index_key": coll.index_key(image_id)}
 
     @app.put(
         "/api/images/{image_id}",
@@ -1138,7 +1151,11 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         weights: Annotated[str | None, Form(description="JSON object or a=0.5,b=0.5")] = None,
         part_weights: Annotated[str | None, Form(description="JSON object.")] = None,
         top_k: Annotated[int, Form()] = 10,
-        threshold: Annotated[float | None, Form(ge=0, le=100, allow_inf_nan=False)] = None,
+        threshold: Annotated[str | None, Form(description="0..100 or 'auto'")] = None,
+        more: Annotated[str | None, Form(description="Ids wanted, e.g. '3,12'.")] = None,
+        less: Annotated[str | None, Form(description="Ids not wanted, e.g. '7'.")] = None,
+        calibrated: Annotated[bool, Form()] = False,
+        understand: Annotated[bool, Form()] = True,
     ) -> dict[str, Any]:
         sources = sum(x is not None and x != "" for x in (image, url, id))
         if sources > 1:
@@ -1157,6 +1174,10 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             ),
             top_k=top_k,
             threshold=threshold,
+            more=parse_ids(more, "more"),
+            less=parse_ids(less, "less"),
+            calibrated=calibrated,
+            understand=understand,
         )
         check_spec(spec, settings)
         return await bounded(
@@ -1185,6 +1206,10 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             part_weights=parse_part_weights(body.part_weights),
             top_k=body.top_k,
             threshold=body.threshold,
+            more=body.more,
+            less=body.less,
+            calibrated=body.calibrated,
+            understand=body.understand,
         )
         check_spec(spec, settings)
         return await bounded(

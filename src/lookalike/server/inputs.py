@@ -18,6 +18,7 @@ from typing import Any
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot name any image
 MIN_ID = -(2**63)
+MAX_FEEDBACK_IDS = 100  # ids per `more` / `less` list: each one is a stored vector to read
 
 
 class InputError(ValueError):
@@ -129,6 +130,37 @@ def check_number(value: float | None, field: str, low: float, high: float) -> fl
     if not math.isfinite(value) or not low <= value <= high:
         raise InputError(field, f"must be a finite number between {low:g} and {high:g}")
     return float(value)
+
+
+def check_threshold(value: float | str | None, field: str = "threshold") -> float | str | None:
+    """A threshold: a number 0..100, 'auto' (the likely matches), or None; a form's text too."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(value)
+        except ValueError:
+            raise InputError(field, "must be a number 0..100 or 'auto'") from None
+    return check_number(value, field, 0, 100)
+
+
+def parse_ids(raw: str | list[int] | None, field: str) -> list[int] | None:
+    """Image ids of a feedback field (`more`, `less`): a list, or a form's '3,12' / '[3, 12]' /
+    'id:3,id:12'; at most MAX_FEEDBACK_IDS, each a possible image id."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        parts = [p.strip().removeprefix("id:") for p in raw.strip().strip("[]").split(",")]
+        if not all(p.lstrip("-").isdigit() for p in parts if p):
+            raise InputError(field, "takes image ids such as '3,12'")
+        raw = [int(p) for p in parts if p]
+    if len(raw) > MAX_FEEDBACK_IDS:
+        raise InputError(field, f"takes at most {MAX_FEEDBACK_IDS} ids, got {len(raw)}")
+    if not all(MIN_ID <= int(i) <= MAX_ID for i in raw):
+        raise InputError(field, "holds an id no image can have")
+    return [int(i) for i in raw] or None
 
 
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f]")

@@ -689,7 +689,7 @@
     const box = $("results");
     box.replaceChildren();
     const itself = new Set((data.query && data.query.same_as) || []);
-    const hits = data.results.filter((hit) => !itself.has(hit.id));
+    const hits = data.results.filter((hit) => !itself.has(hit.id) && !hit.is_query);
     state.hits = hits;
     let line = `${hits.length} shown of ${data.considered.toLocaleString()} compared · ` +
       `${Math.round(elapsed)} ms`;
@@ -913,7 +913,7 @@
       if (record.width) add("size", `${record.width} × ${record.height} px` +
         (record.size ? ` · ${formatBytes(record.size)}` : ""));
       add("format", record.format);
-      if (record.index_key && record.index_key.length) add("index key", record.index_key.join(" then "));
+      if (record.index_key && record.index_key.length) add("index key", record.index_key.map((k) => k.term || k).join(" then "));
       const tags = (record.keywords || []).map((k) => k.keyword);
       add("tags", tags.join(", "));
       for (const [key, value] of Object.entries(record.metadata || {})) {

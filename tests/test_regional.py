@@ -1,0 +1,92 @@
+"""Regional (R-MAC) pooling of the CNN's feature map: a crop or an inset still finds its source.
+
+Through the CLI on scikit-image's photos, with the default job count, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from quality_fixtures import run
+
+pytest.importorskip("torch")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from lookalike.features.deep import DeepExtractor, pool_features, regions  # noqa: E402
+from lookalike.samples import COPY_TRANSFORMS, sample_photo, write_samples  # noqa: E402
+
+
+def test_regions_cover_the_map_at_three_levels():
+    square = regions(7, 7)
+    assert square[0] == (0, 0, 7, 7) and len(square) == 1 + 4 + 9
+    for top, left, h, w in square:
+        assert min(top, left) >= 0 and top + h <= 7 and left + w <= 7
+    wide = regions(7, 10)  # one more region along the longer side
+    assert len(wide) == 1 + 2 * 3 + 3 * 4
+
+
+def test_rmac_sums_normalised_region_maxima():
+    fmap = torch.rand(2, 5, 7, 7)
+    expected = sum(
+        torch.nn.functional.normalize(fmap[:, :, t : t + h, x : x + w].amax(dim=(2, 3)), dim=1)
+        for t, x, h, w in regions(7, 7)
+    )
+    assert torch.allclose(pool_features(fmap, "rmac"), expected)
+    # a strong response in one corner moves R-MAC more than the global average
+    spot = fmap.clone()
+    spot[:, 0, :3, :3] += 5
+    assert (pool_features(spot, "rmac")[:, 0] - pool_features(fmap, "rmac")[:, 0]).min() > 1
+
+
+def test_default_pooling_is_regional():
+    assert DeepExtractor().pooling == "rmac"
+    assert "rmac" in DeepExtractor().version
+
+
+@pytest.fixture(scope="module")
+def photo_collection(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("regional")
+    write_samples(tmp / "images", variants=())
+    coll = tmp / "coll"
+    run("index", str(tmp / "images"), "-c", str(coll), "--attributes", "color,texture,deep")
+    return tmp, coll
+
+
+@pytest.mark.parametrize("transform", ["inset", "crop30"])
+def test_an_inset_or_crop_finds_its_source(photo_collection, transform):
+    tmp, coll = photo_collection
+    for name in ("astronaut", "coffee", "rocket"):
+        query = tmp / f"{name}_{transform}.jpg"
+        COPY_TRANSFORMS[transform](sample_photo(name)).save(query, quality=92)
+        hits = json.loads(
+            run("search", str(query), "-c", str(coll), "--weights", "deep=1", "--json").stdout
+        )["results"]
+        assert hits[0]["path"].endswith(f"{name}.png"), (transform, name, hits[:3])
+
+
+def test_expand_query_vector_leans_towards_confident_neighbours():
+    from lookalike.query.expansion_image import expand_query_vector
+
+    query = np.array([1.0, 0.0, 0.0])
+    near, far = np.array([0.8, 0.6, 0.0]), np.array([0.0, 0.0, 1.0])
+    out = expand_query_vector(query, np.stack([near, far]), alpha=3.0)
+    assert np.linalg.norm(out) == pytest.approx(1.0, abs=1e-6)
+    assert out[1] > 0.2 and out[2] == pytest.approx(0.0)  # the orthogonal one pulls nothing
+    assert np.allclose(expand_query_vector(query, np.zeros((0, 3))), query)
+
+
+def test_search_with_query_expansion_keeps_the_source_first(photo_collection):
+    from lookalike.api import Collection
+
+    tmp, coll = photo_collection
+    query = tmp / "coffee_expand.jpg"
+    COPY_TRANSFORMS["crop30"](sample_photo("coffee")).save(query, quality=92)
+    with Collection.open(coll) as opened:
+        plain = opened.query(image=query, weights="deep=1", top_k=5)
+        expanded = opened.query(image=query, weights="deep=1", top_k=5, expand=True)
+    assert expanded[0].path.endswith("coffee.png")
+    assert len(expanded.explain["expand"]["neighbours"]) == 3
+    assert [h.score for h in expanded] != [h.score for h in plain]
