@@ -30,6 +30,7 @@ from lookalike.cli_output import (
 from lookalike.errors import LookalikeError
 from lookalike.ingest import FILE_BUDGET_S
 from lookalike.server.command import serve
+from lookalike.store.backend import is_store_uri
 
 app = typer.Typer(
     help="lookalike: find the images that look like this one.",
@@ -280,7 +281,7 @@ SEARCH_EXAMPLES = """Examples:
 
 def search_slip(image: str | None, collection: Path) -> str | None:
     """A likely mistake in how `search` was called, said as a hint; None when none is seen."""
-    if not (collection / "catalog.sqlite").exists():
+    if not is_store_uri(collection) and not (collection / "catalog.sqlite").exists():
         hint = f"no collection at {collection}"
         if image and (Path(image) / "catalog.sqlite").exists():
             return f"{hint}; {image} is one: give it with -c {image}"

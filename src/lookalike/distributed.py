@@ -25,6 +25,7 @@ import hashlib
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from typing import Any
 
@@ -119,8 +120,8 @@ def describe_on_dask(
                 return future.result()
             except KilledWorker:
                 return DecodeError(source, "the worker describing it died every time it tried")
-            except (OSError, TimeoutError) as exc:
-                raise ClusterError(f"Dask scheduler {address} went away: {exc}") from None
+            except (OSError, TimeoutError, CancelledError) as exc:
+                raise ClusterError(f"Dask scheduler {address} went away: {exc!r}") from None
             finally:
                 future.release()
 

@@ -472,10 +472,21 @@ class MilvusCollection:
         weights: str | Mapping[str, float] | None = None,
         part_weights: Any = None,
         top_k: int | None = 10,
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         exact: bool = False,
+        expand: bool = False,
+        more: Sequence[int | str] | None = None,
+        less: Sequence[int | str] | None = None,
+        calibrated: bool = False,
+        understand: bool = True,  # reads text queries, which this backend does not take
     ) -> SearchResults:
         """Search by example image, optionally filtered (see Collection.query)."""
+        if expand or more or less or calibrated or isinstance(threshold, str):
+            raise CollectionError(
+                "feedback (more/less), calibrated scores, the 'auto' threshold and expansion "
+                "are not available on the Milvus backend: copy the collection to a folder "
+                "(`lookalike copy`) for those"
+            )
         check_threshold(threshold)
         if top_k is not None and top_k < 1:
             raise LookalikeError("top_k must be at least 1")
