@@ -49,10 +49,11 @@ def test_evaluate_writes_a_readable_report(tmp_path):
             TRANSFORMS[transform](image).save(folder / f"{transform}.jpg")
     (tmp_path / "set" / "rocket" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     coll = str(tmp_path / "coll")
-    subprocess.run(
+    indexed = subprocess.run(
         [*CLI, "index", str(tmp_path / "set"), "-c", coll, "--attributes", "color,texture"],
-        check=True, capture_output=True, timeout=300,
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+    assert indexed.returncode == 3, indexed.stderr  # 3: the broken file was skipped, said so
     report = tmp_path / "report"
     proc = subprocess.run(
         [*CLI, "evaluate", "-c", coll, "-k", "2", "--report", str(report)],

@@ -627,7 +627,10 @@ def evaluate(
         written = write_report(
             report, matrices=matrices, fused=fused, ids=ids, paths=paths, labels=labels, k=k
         )
-        out.print(f"report: {written['html']} (and {written['json'].name}, {written['png'].name})")
+        out.print(  # soft wrap: a long path stays one line a user can copy
+            f"report: {written['html']} (and {written['json'].name}, {written['png'].name})",
+            soft_wrap=True,
+        )
 
 
 @app.command()
