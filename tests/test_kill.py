@@ -71,7 +71,9 @@ def check_invariants(collection: Path) -> set[str]:
         current = {name: ex.version for name, ex in coll.extractors.items()}
         assert "deep" in current
         for image_id, path in rows:
-            assert versions.get(image_id) == current, f"{path} lacks a current signature"
+            have = versions.get(image_id, {})
+            stale = {n for n, v in current.items() if have.get(n) != v}
+            assert not stale, f"{path} lacks a current signature for {sorted(stale)}"
         return {path for _, path in rows}
 
 
@@ -158,6 +160,13 @@ class KillLoop:
         assert len(check_invariants(collection)) == IMAGES
         assert same_answers(answers(collection, self.queries), self.expected)
         assert not list(collection.glob(".creating-*"))
+        checked = subprocess.run(
+            [sys.executable, "-m", "lookalike", "check", "-c", str(collection)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr  # 0: healthy
         return self
 
 
