@@ -263,6 +263,8 @@ def test_a_clip_style_text_tower_joins_text_search(tmp_path):
             "deep",
             "--deep-model",
             str(tmp_path / "image.pt"),
+            "--deep-pooling",
+            "gap",  # the plumbing is under test: GAP keeps the pinned random towers' geometry
         ],
         check=True,
         timeout=300,
