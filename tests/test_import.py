@@ -232,7 +232,7 @@ def test_export_then_import_moves_a_collection_without_re_extracting(photos, tmp
         target_id = b.get(source_path).id
     assert ranked(target, f"id:{target_id}") == ranked(photos, "id:1")
     found = run("search", "-c", str(target), "--text", "espresso", "--json")
-    assert [r["path"] for r in json.loads(found.stdout)["results"]] == [a_path(photos, 3)]
+    assert json.loads(found.stdout)["results"][0]["path"] == a_path(photos, 3)  # its keyword
     assert run("check", "-c", str(target)).returncode == 0
     again = run("import", str(exported), "-c", str(target))
     assert again.returncode == 1 and "already in the collection" in again.stderr

@@ -9,7 +9,9 @@ tags, metadata). This module reads the text word by word:
 * when the text also holds layout words (regions such as top / left / centre / corners,
   quantities such as mostly / some / no, relations such as above / left of), the colour and
   layout words together are the layout sentence instead, read by `layout.parse_layout`;
-* quoted "phrases", prefix* words and every other word that is not a filler are keywords.
+* quoted "phrases", prefix* words and every other word that is not a filler are keywords;
+  a colour name that is not a basic term ("navy", "espresso") is a keyword as well, since in
+  a catalogue it may name a product or a tag as much as a colour.
 
 The reading is returned whole (`Understanding.explain`) so the answer can show how the text
 was read; callers turn it off with `understand=False` or override a part by giving it.
@@ -72,6 +74,7 @@ def understand(text: str) -> Understanding:
     keywords: list[str] = []
     visual: list[str] = []  # colour and layout words, in order, for the layout reading
     colours: list[str] = []
+    named: list[str] = []  # colour synonyms that are words of their own
     layout_words = 0
     i = 0
     while i < len(words):
@@ -80,6 +83,8 @@ def understand(text: str) -> Understanding:
             terms, used = parsed
             if terms[0] not in colours:
                 colours.append(terms[0])
+            if used == 1 and words[i] not in terms and words[i] != "gray":
+                named.append(words[i])  # "espresso", "navy": a colour, and maybe a keyword too
             visual.extend(words[i : i + used])
             i += used
             continue
@@ -106,6 +111,9 @@ def understand(text: str) -> Understanding:
         reading.colors = colours
         reading.notes.append("colour words: " + ", ".join(colours))
     words_left = kept + keywords
+    if reading.layout is None and named:
+        words_left += named  # a shop's "espresso" may be a product word, not only a brown
+        reading.notes.append("colour names also searched as words: " + ", ".join(named))
     if reading.layout is None and not colours:
         words_left = [text.strip()] if text.strip() else []  # nothing visual: the text as typed
     reading.keywords = " ".join(words_left) or None
