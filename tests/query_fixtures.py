@@ -6,17 +6,15 @@ test_feedback (read-only)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from test_cli import run
 
 from lookalike.samples import write_samples
 
-CLI = [sys.executable, "-m", "lookalike"]
 RGB = {
     "red": (215, 25, 30),
     "blue": (25, 55, 215),
@@ -28,13 +26,6 @@ RGB = {
 }
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "brick", "coins", "camera", "horse")
 DUPLICATED = ("chelsea", "coffee", "astronaut")  # each has crop80 and jpeg30 copies
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
-    return proc
 
 
 def run_json(*args: str) -> dict:
