@@ -68,6 +68,11 @@ def wire(params: dict[str, str]) -> str:
     return urlencode(params, encoding="utf-8", errors="surrogatepass")
 
 
+def raw(text: str) -> bytes:
+    """A request body as a hostile client sends it: lone surrogates go out as invalid UTF-8."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def printable(text: str) -> str:
     """Text a multipart client can send at all (surrogates replaced)."""
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
@@ -114,7 +119,7 @@ def test_image_endpoints(served, image_id, method, meta):
     if method == "PATCH":
         response = client.patch(
             f"/api/images/{image_id}",
-            content=f'{{"metadata": {{"m": {meta}}}}}',
+            content=raw(f'{{"metadata": {{"m": {meta}}}}}'),
             headers={"content-type": "application/json", **KEY},
         )
     elif method == "PUT":
@@ -191,7 +196,18 @@ def test_search_form(served, fields, upload):
 )  # fmt: skip
 def test_search_json(served, body):
     headers = {"content-type": "application/json"}
-    check(served, served[0].post("/api/search/json", content=body, headers=headers))
+    check(served, served[0].post("/api/search/json", content=raw(body), headers=headers))
+
+
+def test_search_json_invalid_utf8(served):
+    """A body with a lone surrogate (invalid UTF-8) is a 4xx, never a 500."""
+    response = served[0].post(
+        "/api/search/json",
+        content=raw('{"text": "\ud800"}'),
+        headers={"content-type": "application/json"},
+    )
+    assert 400 <= response.status_code < 500, response.text[:300]
+    check(served, response)
 
 
 @FUZZ
