@@ -181,16 +181,20 @@ def test_non_text_metadata_filename_is_refused_and_never_breaks_original(writabl
 
 def test_error_bodies_carry_no_server_paths(writable, tmp_path):
     client, coll = writable
-    record = coll.get(1)
-    Path(record.path).unlink()  # the original vanished since indexing
-    for response in (
-        client.get("/api/images/1/thumbnail"),
-        client.get("/api/images/1/original"),
-        client.post("/api/search", data={"where": "width >"}),
-        client.put("/api/images/1", files={"file": ("x.png", b"not an image")}, headers=KEY),
-    ):
-        assert_4xx(response)
-        assert str(tmp_path) not in response.text and "/coll" not in response.text, response.text
+    original = Path(coll.get(1).path)  # shared by every copy of the template collection:
+    hidden = original.with_suffix(".hidden")  # put back afterwards, or later tests lose it
+    original.rename(hidden)  # the original vanished since indexing
+    try:
+        for response in (
+            client.get("/api/images/1/thumbnail"),
+            client.get("/api/images/1/original"),
+            client.post("/api/search", data={"where": "width >"}),
+            client.put("/api/images/1", files={"file": ("x.png", b"not an image")}, headers=KEY),
+        ):
+            assert_4xx(response)
+            assert str(tmp_path) not in response.text and "/coll" not in response.text
+    finally:
+        hidden.rename(original)
     assert (
         scrub(f"cannot read {tmp_path}/images/a.png: gone", tmp_path) == "cannot read a.png: gone"
     )
