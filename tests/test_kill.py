@@ -4,7 +4,8 @@ lost, every stored image has all its current signatures, and finishing the run g
 search answers as a clean build. Every other kill lands at a random moment of the whole run
 (start-up, creation, planning, describing), the others at a random moment just after a new
 commit (so many kills interrupt the commit phase). Two kill loops run at once.
-LOOKALIKE_KILLS sets how many kills (default 50; e.g. 500 for a long soak).
+The normal suite lands 8 kills; `pytest -m slow` runs the 50-kill soak, and LOOKALIKE_KILLS
+sets the soak's count (e.g. 500).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from PIL import Image
 from lookalike.api import Collection
 from lookalike.errors import CollectionError
 
-KILLS = int(os.environ.get("LOOKALIKE_KILLS", "50"))
+SOAK_KILLS = int(os.environ.get("LOOKALIKE_KILLS", "50"))
+QUICK_KILLS = 8
 IMAGES = 24
 CLI = [sys.executable, "-m", "lookalike", "index"]
 
@@ -170,8 +172,7 @@ class KillLoop:
         return self
 
 
-@pytest.mark.timeout(1800)  # 50 runs of `index`: minutes on a busy machine
-def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+def kill_at_random_moments(tmp_path: Path, kills_wanted: int) -> None:
     folder = tmp_path / "images"
     make_images(folder, IMAGES)
     clean = tmp_path / "clean"
@@ -186,17 +187,28 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         for i in range(2)  # two at once: a run mostly waits on imports, so they overlap well
     ]
     with ThreadPoolExecutor(len(loops)) as pool:
-        share = -(-KILLS // len(loops))
+        share = -(-kills_wanted // len(loops))
         done = list(pool.map(lambda loop: loop.run(share), loops))
     kills = sum(loop.kills for loop in done)
     progressed = sum(loop.progressed for loop in done)
-    assert kills >= KILLS
+    assert kills >= kills_wanted
     assert progressed > 0  # some kills landed after commits, not all during start-up
     print(
         f"{kills} kills survived ({progressed} after new commits), "
         f"{sum(loop.finished for loop in done)} runs finished between kills; "
         f"a clean run took {full_run:.1f} s"
     )
+
+
+@pytest.mark.timeout(900)
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    kill_at_random_moments(tmp_path, QUICK_KILLS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # 50 runs of `index`: minutes on a busy machine
+def test_sigkill_soak(tmp_path):
+    kill_at_random_moments(tmp_path, SOAK_KILLS)
 
 
 def test_creation_interrupted_before_its_settings_leaves_no_collection(tmp_path, monkeypatch):
