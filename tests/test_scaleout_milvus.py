@@ -201,7 +201,11 @@ def test_update_and_remove_through_the_cli(milvus, photos, tmp_path):
         assert coll.get(target).metadata == {"category": "odd", "price": 99, "on_sale": True}
         assert coll.search(str(variants[5]), top_k=1, where="on_sale = TRUE")[0].path == target
         before = len(coll)
+    on_sale = run("search", str(variants[5]), "-c", uri, "--where", "on_sale = TRUE", "--json")
+    assert [h["path"] for h in json.loads(on_sale.stdout)["results"]] == [target]
     run("remove", target, "-c", uri)
+    gone = run("search", target, "-c", uri, "--top", "30", "--json")  # the next process
+    assert target not in {h["path"] for h in json.loads(gone.stdout)["results"]}
     with Collection.open(uri) as coll:
         assert len(coll) == before - 1
         assert all(h.path != target for h in coll.search(target, top_k=30))
@@ -237,6 +241,26 @@ def test_import_copy_and_back_without_extracting(both, photos, tmp_path):
     for uri in (imported, copied):
         with Collection.open(uri) as coll:
             coll.drop()
+
+
+def test_a_write_is_seen_by_the_next_search_and_a_delete_never_comes_back(milvus):
+    """A search's reads wait for one server timestamp taken as it begins (store.snapshot), not
+    each for Milvus's next time tick: still, whatever was acknowledged before is seen."""
+    rng = np.random.default_rng(5)
+    with Collection.create(milvus.uri("fresh"), attributes=["color", "texture"]) as coll:
+        dims = {name: ex.dim for name, ex in coll.extractors.items()}
+        stay = [f"/fresh/stay{i}.png" for i in range(20)]
+        kept = coll.add_vectors(stay, {n: rng.random((20, d), np.float32) for n, d in dims.items()})
+        for round_ in range(6):
+            path = f"/fresh/{round_}.png"
+            vectors = {n: rng.random((1, d), dtype=np.float32) for n, d in dims.items()}
+            [image_id] = coll.add_vectors([path], vectors, [{"round": round_}])
+            assert [h.path for h in coll.search(f"id:{image_id}", top_k=1)] == [path]
+            assert [h.path for h in coll.query(where=f"round = {round_}")] == [path]
+            coll.remove(path)
+            assert path not in {h.path for h in coll.search(f"id:{kept[round_]}", top_k=30)}
+            assert list(coll.query(where=f"round = {round_}")) == []
+        coll.drop()
 
 
 # -- the filter translation against Milvus itself -------------------------------------------------

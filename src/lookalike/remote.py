@@ -480,38 +480,40 @@ class MilvusCollection:
         calibrated: bool = False,
         understand: bool = True,  # reads text queries, which this backend does not take
     ) -> SearchResults:
-        """Search by example image, optionally filtered (see Collection.query)."""
-        if expand or more or less or calibrated or isinstance(threshold, str):
-            raise CollectionError(
-                "feedback (more/less), calibrated scores, the 'auto' threshold and expansion "
-                "are not available on the Milvus backend: copy the collection to a folder "
-                "(`lookalike copy`) for those"
-            )
-        check_threshold(threshold)
-        if top_k is not None and top_k < 1:
-            raise LookalikeError("top_k must be at least 1")
-        if any(v not in (None, "") for v in (text, sketch, layout, colors)):
-            raise CollectionError(UNSUPPORTED)
-        flt = translate(where) if where else None
-        explain: dict[str, Any] = {"backend": str(self.address)}
-        if where:
-            explain["where"] = where
-            explain["milvus_filter"] = flt.expression if flt else ""  # type: ignore[union-attr]
-        if image is None:
-            if flt is None:
-                raise LookalikeError(
-                    "nothing to search for: give an image, text, a sketch, a layout, colours "
-                    "or a filter"
+        """Search by example image, optionally filtered (see Collection.query). Every read of
+        one search sees every write acknowledged before the search began (store.snapshot)."""
+        with self.store.snapshot():
+            if expand or more or less or calibrated or isinstance(threshold, str):
+                raise CollectionError(
+                    "feedback (more/less), calibrated scores, the 'auto' threshold and expansion "
+                    "are not available on the Milvus backend: copy the collection to a folder "
+                    "(`lookalike copy`) for those"
                 )
-            ids = np.array(sorted(self._matching(flt)), dtype=np.int64)
-            return self._rank(ids, np.zeros(len(ids)), {}, {}, top_k, threshold, explain)
-        weights_n = normalise_weights(weights, self.attributes, self.default_weights)
-        signature = self.describe(image, list(weights_n))
-        ids, distances, plan = self._image_part(signature, weights_n, top_k, flt, exact)
-        explain["plan"] = plan
-        explain["parts"] = {"image": 1.0}
-        scores = fuse(distances, weights_n) if len(ids) else np.zeros(0)
-        return self._rank(ids, scores, distances, weights_n, top_k, threshold, explain)
+            check_threshold(threshold)
+            if top_k is not None and top_k < 1:
+                raise LookalikeError("top_k must be at least 1")
+            if any(v not in (None, "") for v in (text, sketch, layout, colors)):
+                raise CollectionError(UNSUPPORTED)
+            flt = translate(where) if where else None
+            explain: dict[str, Any] = {"backend": str(self.address)}
+            if where:
+                explain["where"] = where
+                explain["milvus_filter"] = flt.expression if flt else ""  # type: ignore[union-attr]
+            if image is None:
+                if flt is None:
+                    raise LookalikeError(
+                        "nothing to search for: give an image, text, a sketch, a layout, colours "
+                        "or a filter"
+                    )
+                ids = np.array(sorted(self._matching(flt)), dtype=np.int64)
+                return self._rank(ids, np.zeros(len(ids)), {}, {}, top_k, threshold, explain)
+            weights_n = normalise_weights(weights, self.attributes, self.default_weights)
+            signature = self.describe(image, list(weights_n))
+            ids, distances, plan = self._image_part(signature, weights_n, top_k, flt, exact)
+            explain["plan"] = plan
+            explain["parts"] = {"image": 1.0}
+            scores = fuse(distances, weights_n) if len(ids) else np.zeros(0)
+            return self._rank(ids, scores, distances, weights_n, top_k, threshold, explain)
 
     def _versioned(self, layout: AttributeLayout, flt: MilvusFilter | None) -> str:
         current = f"version == {quote(layout.version)}"
@@ -547,19 +549,20 @@ class MilvusCollection:
             return (*self._distances(signature, layouts, self._all_current(layouts, flt)), "exact")
         limit = k * self.candidates
         while True:
-            found = [
-                self.store.search(
+            found = {
+                name: self.store.search(
                     layout, signature[name], limit, self._versioned(layout, flt), self.effort
                 )
                 for name, layout in layouts.items()
-            ]
-            ids = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+            }
+            ids = np.unique(np.concatenate([f[0] for f in found.values()]))
             ids = self._admitted(ids, flt)
-            exhausted = all(len(f) < limit for f in found)
+            exhausted = all(len(f[0]) < limit for f in found.values())
             if len(ids) >= k or exhausted or limit >= MAX_LIMIT:
                 break
             limit = min(MAX_LIMIT, limit * 4)  # the filter's exact check dropped too many
-        return (*self._distances(signature, layouts, ids), "candidates")
+        known = {name: f[1] for name, f in found.items()}
+        return (*self._distances(signature, layouts, ids, known), "candidates")
 
     def _admitted(self, ids: np.ndarray, flt: MilvusFilter | None) -> np.ndarray:
         if flt is None or flt.exact or not len(ids):
@@ -590,11 +593,19 @@ class MilvusCollection:
         signature: Mapping[str, np.ndarray],
         layouts: Mapping[str, AttributeLayout],
         ids: np.ndarray,
+        known: Mapping[str, Mapping[int, np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Exact 0..100 distances per attribute, with the extractors' own distance functions,
-        for those of `ids` that have a current vector of every attribute (returned ids)."""
+        for those of `ids` that have a current vector of every attribute (returned ids).
+        `known`: vectors already at hand (a search returns its hits'); the rest are read."""
         wanted = [int(i) for i in ids]
-        vectors = {name: self.store.vectors(layout, wanted) for name, layout in layouts.items()}
+        vectors = {}
+        for name, layout in layouts.items():
+            have = (known or {}).get(name, {})
+            vectors[name] = {i: have[i] for i in wanted if i in have}
+            missing = [i for i in wanted if i not in have]
+            if missing:
+                vectors[name].update(self.store.vectors(layout, missing))
         keep = np.array([i for i in wanted if all(i in v for v in vectors.values())], np.int64)
         out = {}
         for name, found in vectors.items():
