@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSIC
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from milvus_server import MilvusServer
@@ -26,10 +26,14 @@ from lookalike.query.milvus_filter import quote, translate
 from lookalike.remote import MilvusCollection
 from lookalike.samples import write_samples
 from lookalike.store.backend import parse_store_uri
-from lookalike.store.milvus import StoreUnavailable
+from lookalike.store.milvus import TIMEOUT_S, StoreUnavailable
 
 pytestmark = pytest.mark.scaleout
-ATTRIBUTES = ",".join(CLASSIC)
+EXAMPLES = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", "30"))  # filters tried against Milvus
+# Every kind of index space the classic attributes have: histograms (L1, square-rooted for
+# Milvus's L2), a location grid and the perceptual hashes' mapped space; fewer Milvus
+# collections to create and write than all seven.
+ATTRIBUTES = "color,texture,color_location,perceptual"
 FILTERS = [
     None,
     "category = 'odd'",
@@ -201,12 +205,8 @@ def test_update_and_remove_through_the_cli(milvus, photos, tmp_path):
         assert coll.get(target).metadata == {"category": "odd", "price": 99, "on_sale": True}
         assert coll.search(str(variants[5]), top_k=1, where="on_sale = TRUE")[0].path == target
         before = len(coll)
-    on_sale = run("search", str(variants[5]), "-c", uri, "--where", "on_sale = TRUE", "--json")
-    assert [h["path"] for h in json.loads(on_sale.stdout)["results"]] == [target]
     run("remove", target, "-c", uri)
-    gone = run("search", target, "-c", uri, "--top", "30", "--json")  # the next process
-    assert target not in {h["path"] for h in json.loads(gone.stdout)["results"]}
-    with Collection.open(uri) as coll:
+    with Collection.open(uri) as coll:  # a process after the writer's: the delete is seen
         assert len(coll) == before - 1
         assert all(h.path != target for h in coll.search(target, top_k=30))
         with pytest.raises(CollectionError, match="no image"):
@@ -230,10 +230,10 @@ def test_import_copy_and_back_without_extracting(both, photos, tmp_path):
     run("copy", copied, str(back))
     again = run("copy", places["folder"], copied, "--json")
     assert json.loads(again.stdout) == {"copied": 0, "skipped": 20}  # a re-run resumes
-    rankings = [
-        ranking(run("search", query, "--json", "--where", "price > 2", "-c", place))
-        for place in (places["folder"], imported, copied, str(back))
-    ]
+    rankings = []
+    for place in (places["folder"], imported, copied, str(back)):
+        with Collection.open(place) as coll:
+            rankings.append(hits(coll.search(query, top_k=10, where="price > 2")))
     assert rankings[0] and all(r == rankings[0] for r in rankings)
     with Collection.open(back) as coll:  # facts and metadata travelled; nothing re-extracted
         record = coll.get(str(photos[0] / "rocket.png"))
@@ -328,9 +328,10 @@ def typed_records(milvus):
     coll.close()
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=filters())
 def test_milvus_expression_never_drops_an_admitted_image(typed_records, text):
+    """LOOKALIKE_FUZZ_EXAMPLES raises the number of filters tried (default 30)."""
     coll, records = typed_records
     flt = translate(text)
     wanted = {r["path"] for r in records if evaluate_filter(text, r)}
@@ -353,20 +354,21 @@ def test_outage_names_the_server_and_loses_nothing_acknowledged(milvus, photos):
     """Runs last of the server tests: it ends with the server killed."""
     folder, _, variants = photos
     uri = milvus.uri("outage")
-    every = [p for p in sorted(folder.glob("*.png")) if p.name != "notes.png"][:18]
+    every = [p for p in sorted(folder.glob("*.png")) if p.name != "notes.png"][:10]
     with Collection.create(uri, attributes=["color", "texture"]) as coll:
-        coll.store.timeout = 5.0
-        acknowledged = coll.add(every[:8], jobs=1).added
-        assert len(acknowledged) == 8
+        acknowledged = coll.add(every[:5], jobs=1).added
+        assert len(acknowledged) == 5
+        coll.store.timeout = 3.0  # how long a call waits for a server that stopped answering
         milvus.pause()  # the server stops answering mid-run
         try:
             with pytest.raises(StoreUnavailable, match=milvus.address):
                 coll.add(every, jobs=1)
         finally:
             milvus.resume()
+        coll.store.timeout = TIMEOUT_S
         assert {coll.get(p).path for p in acknowledged} == set(acknowledged)
         report = coll.add(every, jobs=1)  # the re-run finishes the job, nothing doubled
-        assert len(coll) == 18 and len(report.added) + len(report.unchanged) == 18
+        assert len(coll) == 10 and len(report.added) + len(report.unchanged) == 10
         paths = [r["path"] for rows in coll.store.scan(coll.first, ["path"]) for r in rows]
         assert sorted(paths) == sorted(map(str, every))
     milvus.kill()
