@@ -7,9 +7,11 @@ filters, threshold and top-k. Extraction is the embedded backend's own code (the
 extractors and settings), and so is scoring: Milvus proposes candidates per attribute (HNSW,
 filtered inside Milvus by the translated filter), then every candidate's raw signature comes
 back and is scored with the extractors' exact 0..100 distances, filtered exactly by the filter
-language's own evaluator, fused and ranked as the planner ranks. Text, sketch, layout and
-colour queries need the catalog's full-text and perceptual tables: use a folder collection
-(`lookalike copy` moves one either way without re-extracting).
+language's own evaluator, fused and ranked as the planner ranks. Sketch, layout and colour
+queries (without an example image) go through the planner too, on every image's perceptual
+signature read in one scan. Text queries need the catalog's full-text index, and hybrids of
+an example with a sketch, layout or colours the planner's own image stage: use a folder
+collection for those (`lookalike copy` moves one either way without re-extracting).
 """
 
 from __future__ import annotations
@@ -37,14 +39,16 @@ from lookalike.store.milvus import (
     RECORD_FIELDS,
     AttributeLayout,
     MilvusStore,
+    decode_vectors,
     image_id_for,
 )
 
 DEFAULT_CANDIDATES = 10  # candidates per attribute = this x k (as the embedded planner)
 WRITE_BATCH = 64
 UNSUPPORTED = (
-    "text, sketch, layout and colour queries are not available on the Milvus backend: copy "
-    "the collection to a folder (`lookalike copy`) for those"
+    "text queries, and sketch, layout or colours together with an example image, are not "
+    "available on the Milvus backend: copy the collection to a folder (`lookalike copy`) "
+    "for those"
 )
 
 
@@ -71,7 +75,9 @@ class MilvusCollection:
             name: AttributeLayout(name, ex.version, ex.dim, ex.index_space())
             for name, ex in self._extractors.items()
         }
-        self._ranker = Planner(PlanSources(self, None, None, None, None, None))  # type: ignore[arg-type]
+        self._ranker = Planner(
+            PlanSources(self, None, None, None, self._perceptual, None)  # type: ignore[arg-type]
+        )
         self.candidates = DEFAULT_CANDIDATES
         self.effort: int | None = None  # HNSW ef; None: at least the number of candidates
 
@@ -492,9 +498,19 @@ class MilvusCollection:
             check_threshold(threshold)
             if top_k is not None and top_k < 1:
                 raise LookalikeError("top_k must be at least 1")
-            if any(v not in (None, "") for v in (text, sketch, layout, colors)):
+            visual = any(v not in (None, "") for v in (sketch, layout, colors))
+            if text not in (None, "") or (visual and image is not None):
                 raise CollectionError(UNSUPPORTED)
             flt = translate(where) if where else None
+            if visual:  # every image's colour terms against the sketch, layout or colours
+                allowed = None if flt is None else np.array(sorted(self._matching(flt)), np.int64)
+                results = self._ranker.run(
+                    signature=None, attribute_weights={}, sketch=sketch, layout=layout,
+                    colors=colors, allowed=allowed, where=where, part_weights=part_weights,
+                    top_k=top_k, threshold=threshold,
+                )  # fmt: skip
+                results.explain["backend"] = str(self.address)
+                return results
             explain: dict[str, Any] = {"backend": str(self.address)}
             if where:
                 explain["where"] = where
@@ -514,6 +530,23 @@ class MilvusCollection:
             explain["parts"] = {"image": 1.0}
             scores = fuse(distances, weights_n) if len(ids) else np.zeros(0)
             return self._rank(ids, scores, distances, weights_n, top_k, threshold, explain)
+
+    def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, term histograms, 16x16 index matrices) of every image with a current
+        perceptual signature, read in one scan: what the planner scores colour queries on."""
+        if "perceptual" not in self.layouts:
+            return Collection._perceptual(self)  # type: ignore[arg-type]  # its refusal
+        from lookalike.features.perceptual import split_perceptual
+
+        layout = self.layouts["perceptual"]
+        ids: list[int] = []
+        texts: list[str] = []
+        current = f"version == {quote(layout.version)}"
+        for rows in self.store.scan("perceptual", ["exact"], current):
+            ids.extend(int(r["id"]) for r in rows)
+            texts.extend(r["exact"] for r in rows)
+        hists, matrices = split_perceptual(decode_vectors(texts, layout.dim))
+        return np.array(ids, np.int64), hists, matrices
 
     def _versioned(self, layout: AttributeLayout, flt: MilvusFilter | None) -> str:
         current = f"version == {quote(layout.version)}"
