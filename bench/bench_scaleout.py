@@ -11,7 +11,9 @@ the end), both through `add_vectors` in batches. Then the same queries (stored i
 signatures) are run unfiltered and with a filter admitting 10% of the images; printed are
 inserts per second, median and p95 latency, the Milvus / folder ratios, and how many of the
 folder backend's top 10 Milvus also returns (the folder backend is exact below 50,000 images
-and IVF-PQ above; Milvus is HNSW candidates re-scored exactly).
+and IVF-PQ above; Milvus is HNSW candidates re-scored exactly). Milvus's searches are then run
+again with every read Strong (`store.snapshots = False`: each read waits for the server's next
+time tick, as before reads shared one snapshot timestamp), the baseline of the read path.
 """
 
 from __future__ import annotations
@@ -114,6 +116,15 @@ def bench_backends(n: int, queries: int) -> None:
                     f"{name:>6}: insert {n / seconds:9.0f} images/s ({seconds:6.1f} s); search "
                     f"p50/p95 {p50:.1f}/{p95:.1f} ms; filtered ({FILTER}) {f50:.1f}/{f95:.1f} ms"
                 )
+            milvus.store.snapshots = False  # the baseline: every read Strong
+            strong = [summary(latencies(milvus, query_list, w)[0]) for w in (None, FILTER)]
+            milvus.store.snapshots = True
+            print(
+                f"milvus, every read Strong: search p50/p95 {strong[0][0]:.1f}/{strong[0][1]:.1f} "
+                f"ms; filtered {strong[1][0]:.1f}/{strong[1][1]:.1f} ms; ratio snapshot/Strong "
+                f"p50 {summary(results['milvus'][1])[0] / strong[0][0]:.2f}, filtered "
+                f"{summary(results['milvus'][2])[0] / strong[1][0]:.2f}"
+            )
             f, m = results["folder"], results["milvus"]
             ratios = (
                 m[0] / f[0],

@@ -1,10 +1,11 @@
 """A real Milvus standalone server for the tests, from PyPI's `milvus` wheel.
 
 `scripts/install.sh --test` puts the server in ./.venv-milvus (it wants old pins the project
-must not take). Each start gets a fresh data folder and a free port on loopback; stop() ends
-the process group the server was started in, by its id. Only one such server can run on a
-machine at a time: its embedded etcd always takes port 2380. Nothing here is skipped: a machine
-set up by the project's install has the server, and a missing one is a failure.
+must not take). Each start gets a fresh data folder and free ports on loopback, its embedded
+etcd's included (by default that one always takes port 2380, so a second server on the machine,
+a benchmark's or another checkout's test run, would fail to start); stop() ends the process
+group the server was started in, by its id. Nothing here is skipped: a machine set up by the
+project's install has the server, and a missing one is a failure.
 """
 
 from __future__ import annotations
@@ -49,12 +50,24 @@ class MilvusServer:
             )
         self.port = port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        client, peer = free_port(), free_port()
+        etcd = self.data_dir.parent / f"{self.data_dir.name}-etcd.yaml"
+        etcd.write_text(  # the embedded etcd's own settings (Milvus reads ETCD_CONFIG_PATH)
+            f"listen-client-urls: http://127.0.0.1:{client}\n"
+            f"advertise-client-urls: http://127.0.0.1:{client}\n"
+            f"listen-peer-urls: http://127.0.0.1:{peer}\n"
+            f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
+            f"initial-cluster: default=http://127.0.0.1:{peer}\n"
+        )
+        command = [str(SERVER), "--data", str(self.data_dir), "--proxy-port", str(self.port),
+                   "--etcd-port", str(client)]  # fmt: skip
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [str(SERVER), "--data", str(self.data_dir), "--proxy-port", str(self.port)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, "ETCD_CONFIG_PATH": str(etcd)},
                 start_new_session=True,  # its own process group: stop() ends the server's child
             )
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -22,6 +22,7 @@ re-run after an interrupted one skips every image already stored.
 from __future__ import annotations
 
 import hashlib
+import socket
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -85,6 +86,7 @@ def dask_client(address: str) -> Iterator[Any]:
             )
             client = Client(cluster, timeout=CONNECT_TIMEOUT_S)
         else:
+            _check_listening(address)
             client = Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:
         if cluster is not None:
@@ -96,6 +98,17 @@ def dask_client(address: str) -> Iterator[Any]:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _check_listening(address: str) -> None:
+    """Refuse at once a TCP address where nothing listens (Dask's client would retry for
+    CONNECT_TIMEOUT_S first); other transports are left to Dask."""
+    scheme, _, rest = address.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("", "tcp") or not host or not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+        pass
 
 
 def describe_on_dask(

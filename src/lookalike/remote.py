@@ -7,9 +7,11 @@ filters, threshold and top-k. Extraction is the embedded backend's own code (the
 extractors and settings), and so is scoring: Milvus proposes candidates per attribute (HNSW,
 filtered inside Milvus by the translated filter), then every candidate's raw signature comes
 back and is scored with the extractors' exact 0..100 distances, filtered exactly by the filter
-language's own evaluator, fused and ranked as the planner ranks. Text, sketch, layout and
-colour queries need the catalog's full-text and perceptual tables: use a folder collection
-(`lookalike copy` moves one either way without re-extracting).
+language's own evaluator, fused and ranked as the planner ranks. Sketch, layout and colour
+queries (without an example image) go through the planner too, on every image's perceptual
+signature read in one scan. Text queries need the catalog's full-text index, and hybrids of
+an example with a sketch, layout or colours the planner's own image stage: use a folder
+collection for those (`lookalike copy` moves one either way without re-extracting).
 """
 
 from __future__ import annotations
@@ -37,14 +39,16 @@ from lookalike.store.milvus import (
     RECORD_FIELDS,
     AttributeLayout,
     MilvusStore,
+    decode_vectors,
     image_id_for,
 )
 
 DEFAULT_CANDIDATES = 10  # candidates per attribute = this x k (as the embedded planner)
 WRITE_BATCH = 64
 UNSUPPORTED = (
-    "text, sketch, layout and colour queries are not available on the Milvus backend: copy "
-    "the collection to a folder (`lookalike copy`) for those"
+    "text queries, and sketch, layout or colours together with an example image, are not "
+    "available on the Milvus backend: copy the collection to a folder (`lookalike copy`) "
+    "for those"
 )
 
 
@@ -71,7 +75,9 @@ class MilvusCollection:
             name: AttributeLayout(name, ex.version, ex.dim, ex.index_space())
             for name, ex in self._extractors.items()
         }
-        self._ranker = Planner(PlanSources(self, None, None, None, None, None))  # type: ignore[arg-type]
+        self._ranker = Planner(
+            PlanSources(self, None, None, None, self._perceptual, None)  # type: ignore[arg-type]
+        )
         self.candidates = DEFAULT_CANDIDATES
         self.effort: int | None = None  # HNSW ef; None: at least the number of candidates
 
@@ -480,38 +486,67 @@ class MilvusCollection:
         calibrated: bool = False,
         understand: bool = True,  # reads text queries, which this backend does not take
     ) -> SearchResults:
-        """Search by example image, optionally filtered (see Collection.query)."""
-        if expand or more or less or calibrated or isinstance(threshold, str):
-            raise CollectionError(
-                "feedback (more/less), calibrated scores, the 'auto' threshold and expansion "
-                "are not available on the Milvus backend: copy the collection to a folder "
-                "(`lookalike copy`) for those"
-            )
-        check_threshold(threshold)
-        if top_k is not None and top_k < 1:
-            raise LookalikeError("top_k must be at least 1")
-        if any(v not in (None, "") for v in (text, sketch, layout, colors)):
-            raise CollectionError(UNSUPPORTED)
-        flt = translate(where) if where else None
-        explain: dict[str, Any] = {"backend": str(self.address)}
-        if where:
-            explain["where"] = where
-            explain["milvus_filter"] = flt.expression if flt else ""  # type: ignore[union-attr]
-        if image is None:
-            if flt is None:
-                raise LookalikeError(
-                    "nothing to search for: give an image, text, a sketch, a layout, colours "
-                    "or a filter"
+        """Search by example image, optionally filtered (see Collection.query). Every read of
+        one search sees every write acknowledged before the search began (store.snapshot)."""
+        with self.store.snapshot():
+            if expand or more or less or calibrated or isinstance(threshold, str):
+                raise CollectionError(
+                    "feedback (more/less), calibrated scores, the 'auto' threshold and expansion "
+                    "are not available on the Milvus backend: copy the collection to a folder "
+                    "(`lookalike copy`) for those"
                 )
-            ids = np.array(sorted(self._matching(flt)), dtype=np.int64)
-            return self._rank(ids, np.zeros(len(ids)), {}, {}, top_k, threshold, explain)
-        weights_n = normalise_weights(weights, self.attributes, self.default_weights)
-        signature = self.describe(image, list(weights_n))
-        ids, distances, plan = self._image_part(signature, weights_n, top_k, flt, exact)
-        explain["plan"] = plan
-        explain["parts"] = {"image": 1.0}
-        scores = fuse(distances, weights_n) if len(ids) else np.zeros(0)
-        return self._rank(ids, scores, distances, weights_n, top_k, threshold, explain)
+            check_threshold(threshold)
+            if top_k is not None and top_k < 1:
+                raise LookalikeError("top_k must be at least 1")
+            visual = any(v not in (None, "") for v in (sketch, layout, colors))
+            if text not in (None, "") or (visual and image is not None):
+                raise CollectionError(UNSUPPORTED)
+            flt = translate(where) if where else None
+            if visual:  # every image's colour terms against the sketch, layout or colours
+                allowed = None if flt is None else np.array(sorted(self._matching(flt)), np.int64)
+                results = self._ranker.run(
+                    signature=None, attribute_weights={}, sketch=sketch, layout=layout,
+                    colors=colors, allowed=allowed, where=where, part_weights=part_weights,
+                    top_k=top_k, threshold=threshold,
+                )  # fmt: skip
+                results.explain["backend"] = str(self.address)
+                return results
+            explain: dict[str, Any] = {"backend": str(self.address)}
+            if where:
+                explain["where"] = where
+                explain["milvus_filter"] = flt.expression if flt else ""  # type: ignore[union-attr]
+            if image is None:
+                if flt is None:
+                    raise LookalikeError(
+                        "nothing to search for: give an image, text, a sketch, a layout, colours "
+                        "or a filter"
+                    )
+                ids = np.array(sorted(self._matching(flt)), dtype=np.int64)
+                return self._rank(ids, np.zeros(len(ids)), {}, {}, top_k, threshold, explain)
+            weights_n = normalise_weights(weights, self.attributes, self.default_weights)
+            signature = self.describe(image, list(weights_n))
+            ids, distances, plan = self._image_part(signature, weights_n, top_k, flt, exact)
+            explain["plan"] = plan
+            explain["parts"] = {"image": 1.0}
+            scores = fuse(distances, weights_n) if len(ids) else np.zeros(0)
+            return self._rank(ids, scores, distances, weights_n, top_k, threshold, explain)
+
+    def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, term histograms, 16x16 index matrices) of every image with a current
+        perceptual signature, read in one scan: what the planner scores colour queries on."""
+        if "perceptual" not in self.layouts:
+            return Collection._perceptual(self)  # type: ignore[arg-type]  # its refusal
+        from lookalike.features.perceptual import split_perceptual
+
+        layout = self.layouts["perceptual"]
+        ids: list[int] = []
+        texts: list[str] = []
+        current = f"version == {quote(layout.version)}"
+        for rows in self.store.scan("perceptual", ["exact"], current):
+            ids.extend(int(r["id"]) for r in rows)
+            texts.extend(r["exact"] for r in rows)
+        hists, matrices = split_perceptual(decode_vectors(texts, layout.dim))
+        return np.array(ids, np.int64), hists, matrices
 
     def _versioned(self, layout: AttributeLayout, flt: MilvusFilter | None) -> str:
         current = f"version == {quote(layout.version)}"
@@ -547,19 +582,20 @@ class MilvusCollection:
             return (*self._distances(signature, layouts, self._all_current(layouts, flt)), "exact")
         limit = k * self.candidates
         while True:
-            found = [
-                self.store.search(
+            found = {
+                name: self.store.search(
                     layout, signature[name], limit, self._versioned(layout, flt), self.effort
                 )
                 for name, layout in layouts.items()
-            ]
-            ids = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+            }
+            ids = np.unique(np.concatenate([f[0] for f in found.values()]))
             ids = self._admitted(ids, flt)
-            exhausted = all(len(f) < limit for f in found)
+            exhausted = all(len(f[0]) < limit for f in found.values())
             if len(ids) >= k or exhausted or limit >= MAX_LIMIT:
                 break
             limit = min(MAX_LIMIT, limit * 4)  # the filter's exact check dropped too many
-        return (*self._distances(signature, layouts, ids), "candidates")
+        known = {name: f[1] for name, f in found.items()}
+        return (*self._distances(signature, layouts, ids, known), "candidates")
 
     def _admitted(self, ids: np.ndarray, flt: MilvusFilter | None) -> np.ndarray:
         if flt is None or flt.exact or not len(ids):
@@ -590,11 +626,19 @@ class MilvusCollection:
         signature: Mapping[str, np.ndarray],
         layouts: Mapping[str, AttributeLayout],
         ids: np.ndarray,
+        known: Mapping[str, Mapping[int, np.ndarray]] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Exact 0..100 distances per attribute, with the extractors' own distance functions,
-        for those of `ids` that have a current vector of every attribute (returned ids)."""
+        for those of `ids` that have a current vector of every attribute (returned ids).
+        `known`: vectors already at hand (a search returns its hits'); the rest are read."""
         wanted = [int(i) for i in ids]
-        vectors = {name: self.store.vectors(layout, wanted) for name, layout in layouts.items()}
+        vectors = {}
+        for name, layout in layouts.items():
+            have = (known or {}).get(name, {})
+            vectors[name] = {i: have[i] for i in wanted if i in have}
+            missing = [i for i in wanted if i not in have]
+            if missing:
+                vectors[name].update(self.store.vectors(layout, missing))
         keep = np.array([i for i in wanted if all(i in v for v in vectors.values())], np.int64)
         out = {}
         for name, found in vectors.items():

@@ -14,6 +14,14 @@ Ids come from the path (the first 63 bits of its SHA-256): the same image gets t
 every worker and every re-run, so a retried write is an upsert of the same rows, never a
 second copy. Every write is an upsert by id, so it can be repeated after a failure.
 Every call names the server in its errors (`StoreUnavailable` when it cannot be reached).
+
+Reads see every acknowledged write. The collections are Strong, and a Strong read waits for
+Milvus's next time tick (~200 ms) before it answers; a search makes several reads. So a search
+(and a scan) takes one timestamp from the server's clock (`snapshot`) and makes all its reads
+with that timestamp as their guarantee: the first read waits for the tick once, the others
+answer at once, and each sees every write acknowledged before the snapshot began, from any
+process (the server's clock stamped those writes earlier). Where the server cannot hand out a
+timestamp, every read stays Strong.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -124,6 +133,8 @@ class MilvusStore:
         self.address = address
         self.timeout = timeout
         self._client: Any = None
+        self._pinned = threading.local()  # .timestamp: the guarantee of this thread's snapshot
+        self.snapshots = True  # False: every read Strong (the benchmark's baseline)
 
     # -- connection and errors ----------------------------------------------------------------
 
@@ -171,6 +182,50 @@ class MilvusStore:
             kind = StoreUnavailable if unreachable else LookalikeError
             verb = "cannot be reached" if unreachable else "refused the request"
             raise kind(f"Milvus server {self.address.server} {verb}: {reason}") from None
+
+    # -- read consistency (see the module doc) --------------------------------------------------
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside wait for one server timestamp, taken now (nested: the outer one's)."""
+        if getattr(self._pinned, "timestamp", None) is not None or not self.snapshots:
+            yield
+            return
+        self._pinned.timestamp = self._server_timestamp()
+        try:
+            yield
+        finally:
+            self._pinned.timestamp = None
+
+    def _server_timestamp(self) -> int | None:
+        """A fresh timestamp from the server's clock (AllocTimestamp), None where unsupported."""
+        try:
+            from pymilvus.grpc_gen import milvus_pb2
+
+            stub = self.client._get_connection()._stub
+            request = milvus_pb2.AllocTimestampRequest()
+        except (ImportError, AttributeError):  # a pymilvus without it: reads stay Strong
+            return None
+
+        def allocate() -> int | None:
+            import grpc
+
+            try:
+                response = stub.AllocTimestamp(request, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:  # an older server
+                    return None
+                raise
+            return int(response.timestamp) if response.status.code == 0 else None
+
+        return self._call(allocate) or None
+
+    def _consistency(self, timestamp: int | None = None) -> dict[str, Any]:
+        """The read arguments: the snapshot's guarantee, or the collection's Strong level."""
+        timestamp = timestamp or getattr(self._pinned, "timestamp", None)
+        if timestamp is None:
+            return {}
+        return {"consistency_level": "Customized", "guarantee_timestamp": timestamp}
 
     def close(self) -> None:
         if self._client is not None:
@@ -298,6 +353,7 @@ class MilvusStore:
                     ids=chunk,
                     output_fields=RECORD_FIELDS,
                     timeout=self.timeout,
+                    **self._consistency(),
                 )
             )
             for row in rows:
@@ -315,6 +371,7 @@ class MilvusStore:
                     ids=chunk,
                     output_fields=["id", "version", "exact"],
                     timeout=self.timeout,
+                    **self._consistency(),
                 )
             )
             rows = [r for r in rows if r["version"] == layout.version]
@@ -331,6 +388,7 @@ class MilvusStore:
                 ids=[int(i) for i in ids],
                 output_fields=[*RECORD_FIELDS, "version", "exact"],
                 timeout=self.timeout,
+                **self._consistency(),
             )
         )
         return {int(r["id"]): unwrapped(r) for r in rows}
@@ -338,7 +396,11 @@ class MilvusStore:
     def scan(
         self, attribute: str, fields: Sequence[str], expression: str = "", batch: int = 1000
     ) -> Iterator[list[dict[str, Any]]]:
-        """Every row matching `expression` ("" = all), in batches, in id order."""
+        """Every row matching `expression` ("" = all), in batches, in id order, all read at one
+        timestamp (held by this generator alone: the caller's reads between batches are its own)."""
+        timestamp = getattr(self._pinned, "timestamp", None)
+        if timestamp is None and self.snapshots:
+            timestamp = self._server_timestamp()
         last = -1
         while True:
             condition = f"id > {last}" + (f" and ({expression})" if expression else "")
@@ -349,6 +411,7 @@ class MilvusStore:
                     output_fields=list(dict.fromkeys(["id", *fields])),
                     limit=batch,
                     timeout=self.timeout,
+                    **self._consistency(timestamp),
                 )
             )
             if not rows:
@@ -366,6 +429,7 @@ class MilvusStore:
                 filter="",
                 output_fields=["count(*)"],
                 timeout=self.timeout,
+                **self._consistency(),
             )
         )
         return int(rows[0]["count(*)"])
@@ -377,8 +441,9 @@ class MilvusStore:
         limit: int,
         expression: str = "",
         effort: int | None = None,
-    ) -> np.ndarray:
-        """Ids of up to `limit` images near `query` (raw signature) that match `expression`."""
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Ids of up to `limit` images near `query` (raw signature) that match `expression`,
+        nearest first, and their raw signatures (fetched by the search itself)."""
         limit = max(1, min(limit, MAX_LIMIT))
         vector = layout.searched(np.asarray(query, np.float32)[None, :])[0]
         params = {"metric_type": layout.metric, "params": {"ef": max(limit, effort or 64)}}
@@ -389,12 +454,17 @@ class MilvusStore:
                 anns_field="vector",
                 limit=limit,
                 filter=expression,
-                output_fields=["id"],
+                output_fields=["version", "exact"],
                 search_params=params,
                 timeout=self.timeout,
+                **self._consistency(),
             )
         )
-        return np.array([int(h["id"]) for h in hits[0]], dtype=np.int64)
+        ids = np.array([int(h["id"]) for h in hits[0]], dtype=np.int64)
+        rows = [h["entity"] for h in hits[0]]
+        current = [i for i, r in enumerate(rows) if r["version"] == layout.version]
+        matrix = decode_vectors([rows[i]["exact"] for i in current], layout.dim)
+        return ids, {int(ids[i]): matrix[k] for k, i in enumerate(current)}
 
 
 def unwrapped(row: Mapping[str, Any]) -> dict[str, Any]:
