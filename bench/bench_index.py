@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lookalike import pool as worker_pool
 from lookalike.api import Collection
 from lookalike.decode import Preprocess, decode_bytes, prepare
 from lookalike.features.base import PreparedImage
@@ -114,30 +115,76 @@ def stage_profile(files: list[str], deep: bool, tmp: Path) -> dict[str, list[flo
     return stages
 
 
-def deep_against_bare(files: list[str], batch_size: int) -> tuple[float, float]:
-    """images/s of DeepExtractor.extract_batch and of the bare network on its tensors."""
+def _rate(count: int, run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - start)
+
+
+def export_onnx(extractor: Any, path: Path) -> None:
+    """The packaged CNN's feature maps as an ONNX model (dynamic batch), as a user would."""
+    import warnings
+
     import torch
 
-    extractor = create_extractor("deep")
+    net = extractor._loaded().run.__self__  # EfficientNet; run is its extract_features
+
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net.extract_features(x)
+
+    size = extractor.image_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Features().eval(), (torch.zeros(1, 3, size, size),), str(path),
+            input_names=["images"], dynamic_axes={"images": {0: "n"}}, dynamo=False,
+        )  # fmt: skip
+
+
+def deep_against_bare(files: list[str], batch_size: int, tmp: Path) -> dict[str, float]:
+    """images/s of DeepExtractor.extract_batch and of the bare network on its tensors, through
+    torch and through ONNX Runtime (the same network exported), and how far their vectors are."""
+    import numpy as np
+    import torch
+
     images = [
         PreparedImage(prepare(decode_bytes(Path(p).read_bytes(), p, draft=2 * FRAME).rgb,
                               Preprocess()))
         for p in files
     ]  # fmt: skip
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+    rates: dict[str, float] = {}
+    vectors = {}
+    extractor = create_extractor("deep")
     extractor.extract_batch(batches[0])  # load
-    loaded = extractor._loaded()
-    tensors = [extractor.preprocess(b) for b in batches]
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for tensor in tensors:
-            loaded.run(tensor)
-    bare = len(images) / (time.perf_counter() - start)
-    start = time.perf_counter()
-    for b in batches:
-        extractor.extract_batch(b)
-    full = len(images) / (time.perf_counter() - start)
-    return full, bare
+    onnx_path = tmp / "packaged.onnx"
+    export_onnx(extractor, onnx_path)
+    runtimes = {"torch": extractor, "onnxruntime": create_extractor("deep", model=str(onnx_path))}
+    for runtime, ex in runtimes.items():
+        ex.extract_batch(batches[0])  # load
+        loaded = ex._loaded()
+        tensors = [ex.preprocess(b) for b in batches]
+
+        def bare(loaded: Any = loaded, tensors: list = tensors) -> None:
+            with torch.inference_mode():
+                for tensor in tensors:
+                    loaded.run(tensor)
+
+        rates[f"CNN alone ({runtime}, extract_batch, batch {batch_size})"] = _rate(
+            len(images),
+            lambda ex=ex, r=runtime: [
+                vectors.setdefault(r, []).append(ex.extract_batch(b)) for b in batches
+            ],
+        )
+        rates[f"  bare forward pass ({runtime}), batch {batch_size}"] = _rate(len(images), bare)
+    gap = np.abs(np.concatenate(vectors["torch"]) - np.concatenate(vectors["onnxruntime"])).max()
+    rates["  max |torch - onnxruntime| vector difference"] = float(gap)
+    return rates
 
 
 def add_rate(files: list[str], folder: Path, attributes: list[str] | None, jobs: int) -> float:
@@ -154,7 +201,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=40, help="number of photos")
     parser.add_argument("--jobs", type=int, default=0, help="worker processes (0 = all cores)")
     parser.add_argument("--no-deep", action="store_true", help="leave the CNN out")
+    parser.add_argument(
+        "--default-allocator", action="store_true", help="profile without pool.tune_allocator"
+    )
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    # The stages are profiled here with the allocator set as in the ingest workers.
+    tune = getattr(
+        worker_pool, "tune_allocator", None
+    )  # absent on older code measured for "before"
+    tuned = bool(tune and not args.default_allocator and tune())
     jobs = args.jobs or os.cpu_count() or 1
     deep = not args.no_deep and is_available("deep")
     with tempfile.TemporaryDirectory() as name:
@@ -172,13 +228,13 @@ def main() -> None:
         classic = add_rate(files, tmp / "classic", list(CLASSIC_ATTRIBUTES), jobs)
         rates = {"classic attributes (Collection.add)": classic}
         if deep:
-            full, bare = deep_against_bare(files, 32)
-            rates["CNN alone (extract_batch, batch 32)"] = full
-            rates["  bare forward pass, batch 32"] = bare
+            rates.update(deep_against_bare(files, 32, tmp))
             rates["default set (Collection.add)"] = add_rate(files, tmp / "default", None, jobs)
 
     print(f"{len(files)} JPEG photos of {' and '.join(f'{w}x{h}' for w, h in SIZES)}, "
-          f"frame {FRAME}; {jobs} worker processes; {os.cpu_count()} cores")  # fmt: skip
+          f"frame {FRAME}; {jobs} worker processes; {os.cpu_count()} cores; load average "
+          f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; allocator "
+          f"{'tuned' if tuned else 'glibc default'} in the stage profile")  # fmt: skip
     print(f"\nper image, one process{'':<21}{'median':>8}{'max':>8}")
     extract_total = 0.0
     for stage, values in stages.items():
@@ -191,16 +247,18 @@ def main() -> None:
         statistics.median(stages[s]) for s in ("decode (JPEG draft)", "preprocess to the frame")
     )
     print(f"{'classic signature (conversions + extractors)':<43}{extract_total:8.2f} ms")
+    print(f"{'  in images/s, one process':<43}{1000 / extract_total:8.1f}")
     print(f"{'  ratio to decode + preprocess':<43}{extract_total / decode_resize:8.2f}")
     print(f"\nthroughput, {jobs} processes{'':<22}images/s")
     print(f"{'decode + resize alone (baseline)':<48}{baseline:8.1f}")
     for label, rate in rates.items():
-        print(f"{label:<48}{rate:8.1f}")
+        print(f"{label:<48}{rate:8.1e}" if "difference" in label else f"{label:<48}{rate:8.1f}")
     print(f"\n{'classic / decode+resize (target >= 0.5)':<48}{classic / baseline:8.3f}")
     if deep:
-        cnn = rates["CNN alone (extract_batch, batch 32)"]
-        bare = rates["  bare forward pass, batch 32"]
-        print(f"{'CNN / bare forward pass (target >= 0.8)':<48}{cnn / bare:8.3f}")
+        for runtime in ("torch", "onnxruntime"):
+            cnn = rates[f"CNN alone ({runtime}, extract_batch, batch 32)"]
+            bare = rates[f"  bare forward pass ({runtime}), batch 32"]
+            print(f"{f'CNN / bare forward pass, {runtime} (>= 0.8)':<48}{cnn / bare:8.3f}")
         default = rates["default set (Collection.add)"]
         print(f"{'default set / decode+resize':<48}{default / baseline:8.3f}")
 

@@ -8,6 +8,8 @@ are pooled into a grey ramp indexed by value alone.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from lookalike.features.base import (
@@ -52,42 +54,55 @@ def hsv_cell_histograms(
     """`hsv_histogram` of every cell at once: (n_cells, size); `cells` numbers each pixel's cell
     (see `grid_cell_index`).
 
-    Every pixel is spread over its two saturation and two value neighbours; each of those four
-    shares goes to the grey ramp or to a hue bin and the next one. Both hue shares are counted
-    at the lower hue's bin in two bincounts, the upper one rolled by one hue afterwards: the
-    same sums as a pass per cell and per neighbour, in far fewer passes over the pixels.
+    Every pixel is spread over its two hue, two saturation and two value neighbours. Its
+    lower neighbours (cell, hue, saturation, value) make one small key; each of the eight
+    neighbour combinations is one bincount of the weights over that key, and a fixed 0/1
+    matrix (`_neighbour_bins`) sends every (combination, key) to its histogram bin: the grey
+    ramp when the saturation or value neighbour is the lowest level, else the chromatic bin.
+    The same sums as a pass per cell and per neighbour, without a per-pixel bin array.
     """
     h = hsv[..., 0].ravel().astype(np.float64)
     s = hsv[..., 1].ravel().astype(np.float64)
     v = hsv[..., 2].ravel().astype(np.float64)
     h_lo, _, h_wlo, h_whi = _soft_weights(h, np.arange(hue_bins), circular=True)
-    s_lo, s_hi, s_wlo, s_whi = _soft_weights(s, np.linspace(0.0, 1.0, sat_levels + 1))
-    v_lo, v_hi, v_wlo, v_whi = _soft_weights(v, np.linspace(0.0, 1.0, val_levels))
+    s_lo, _, s_wlo, s_whi = _soft_weights(s, np.linspace(0.0, 1.0, sat_levels + 1))
+    v_lo, _, v_wlo, v_whi = _soft_weights(v, np.linspace(0.0, 1.0, val_levels))
+    n_keys = sat_levels * (val_levels - 1) * hue_bins  # per cell
+    key = cells.ravel() * n_keys + (s_lo * (val_levels - 1) + v_lo) * hue_bins + h_lo
+    tables = []
+    for s_w in (s_wlo, s_whi):
+        for v_w in (v_wlo, v_whi):
+            w_sv = s_w * v_w
+            for h_w in (h_wlo, h_whi):
+                counts = np.bincount(key, w_sv * h_w, minlength=n_cells * n_keys)
+                tables.append(counts.reshape(n_cells, n_keys))
+    counts = np.concatenate(tables, axis=1) @ _neighbour_bins(hue_bins, sat_levels, val_levels)
+    return normalised_rows(counts)
 
+
+@functools.cache
+def _neighbour_bins(hue_bins: int, sat_levels: int, val_levels: int) -> np.ndarray:
+    """(8 neighbour combinations x lower-neighbour keys, histogram size) 0/1 matrix: where
+    each combination of a key's neighbours counts (see `hsv_cell_histograms`)."""
     size = hsv_histogram_size(hue_bins, sat_levels, val_levels)
     hue_stride = sat_levels * (val_levels - 1)
-    cell_base = cells.ravel() * size + val_levels + h_lo * hue_stride
-    cell_grey = cells.ravel() * size
-    n = len(h)
-    bins = np.empty((4, n), dtype=np.intp)
-    lower = np.empty((4, n), dtype=np.float64)
-    upper = np.empty((4, n), dtype=np.float64)
-    row = 0
-    for s_idx, s_w in ((s_lo, s_wlo), (s_hi, s_whi)):
-        for v_idx, v_w in ((v_lo, v_wlo), (v_hi, v_whi)):
-            chroma = (s_idx != 0) & (v_idx != 0)  # else grey: its hue means nothing
-            sv_bin = (s_idx - 1) * (val_levels - 1) + (v_idx - 1)
-            bins[row] = np.where(chroma, cell_base + sv_bin, cell_grey + v_idx)
-            w_sv = s_w * v_w
-            lower[row] = w_sv * np.where(chroma, h_wlo, 1.0)
-            upper[row] = w_sv * h_whi * chroma
-            row += 1
-    minlength = n_cells * size
-    counts = np.bincount(bins.ravel(), lower.ravel(), minlength=minlength).reshape(n_cells, size)
-    shifted = np.bincount(bins.ravel(), upper.ravel(), minlength=minlength).reshape(n_cells, size)
-    chroma_upper = shifted[:, val_levels:].reshape(n_cells, hue_bins, hue_stride)
-    counts[:, val_levels:] += np.roll(chroma_upper, 1, axis=1).reshape(n_cells, -1)
-    return normalised_rows(counts)
+    rows = []
+    for ds in (0, 1):
+        for dv in (0, 1):
+            for dh in (0, 1):
+                for s_lo in range(sat_levels):
+                    for v_lo in range(val_levels - 1):
+                        for h_lo in range(hue_bins):
+                            s_at, v_at = s_lo + ds, v_lo + dv
+                            if s_at == 0 or v_at == 0:  # grey: its hue means nothing
+                                rows.append(v_at)
+                                continue
+                            hue = (h_lo + dh) % hue_bins
+                            sv_bin = (s_at - 1) * (val_levels - 1) + (v_at - 1)
+                            rows.append(val_levels + hue * hue_stride + sv_bin)
+    matrix = np.zeros((len(rows), size))
+    matrix[np.arange(len(rows)), rows] = 1.0
+    return matrix
 
 
 def hsv_histogram_size(hue_bins: int, sat_levels: int, val_levels: int) -> int:
