@@ -1034,19 +1034,18 @@ class Collection:
         return cached
 
     def _filter_ids(self, where: str) -> np.ndarray:
-        """Ids of images passing a filter, compiled to parameterised SQL. The SQL scans every
-        image's metadata (0.1-1 s at 100k), so the answer is kept until the catalog changes:
-        a shop that filters by the same category again pays for the scan once."""
-        from lookalike.query.filters import compile_filter
+        """Ids of images passing a filter, compiled to parameterised SQL over the catalog's
+        metadata index; the answer is kept until the catalog changes (a wide filter, e.g. a
+        NOT, still reads many index rows)."""
+        from lookalike.query.filters import compile_filter_ids
 
         token = self.catalog.change_token()
         with self._filters_lock:
             cached = self._filters.get(where)
         if cached is not None and cached[0] == token:
             return cached[1]
-        sql, params = compile_filter(where, table="images")
-        rows = self.catalog.query(f"SELECT images.id FROM images WHERE {sql}", params)
-        ids = np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        sql, params = compile_filter_ids(where)
+        ids = np.unique(np.array([r[0] for r in self.catalog.query(sql, params)], dtype=np.int64))
         with self._filters_lock:
             self._filters[where] = (token, ids)
             while len(self._filters) > FILTER_CACHE:
