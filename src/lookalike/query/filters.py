@@ -664,9 +664,13 @@ def _node_ids(node: Node) -> _Sql:
         return _s(_ALL_IDS)
     if isinstance(node, Not):
         return _compound([_s(_ALL_IDS), _node_ids(node.item)], "EXCEPT")
-    if isinstance(node, And | Or):
-        operator = "INTERSECT" if isinstance(node, And) else "UNION"
-        return _compound([_node_ids(item) for item in node.items], operator)
+    if isinstance(node, Or):
+        return _compound([_node_ids(item) for item in node.items], "UNION")
+    if isinstance(node, And):  # a AND NOT b is a EXCEPT b: no set of every image
+        kept = [_node_ids(item) for item in node.items if not isinstance(item, Not)]
+        dropped = [_node_ids(item.item) for item in node.items if isinstance(item, Not)]
+        kept = [_compound(kept, "INTERSECT")] if kept else [_s(_ALL_IDS)]
+        return _compound(kept + dropped, "EXCEPT")
     return _predicate_ids(node)
 
 
