@@ -987,11 +987,16 @@ class Collection:
         """Every hit shows its index key (its colour terms by dominance, seed 004)."""
         if "perceptual" not in self.attributes or not results.hits:
             return results
-        ids, hists, _ = self._perceptual()
+        from lookalike.features.perceptual import split_perceptual
+
+        index = self.index_for("perceptual")  # the hits' rows only: no whole-matrix gather
+        ids = np.array([hit.id for hit in results.hits], np.int64)
+        present = index.contains(ids)
+        hists = split_perceptual(index.rows(ids[present]))[0] if present.any() else None
+        rows = iter(range(int(present.sum())))
         hits = []
-        for hit in results.hits:
-            at = int(np.searchsorted(ids, hit.id))
-            key = index_key_record(hists[at]) if at < len(ids) and ids[at] == hit.id else None
+        for hit, found in zip(results.hits, present, strict=True):
+            key = index_key_record(hists[next(rows)]) if found and hists is not None else None
             hits.append(dataclasses.replace(hit, index_key=key))
         results.hits = hits
         return results

@@ -360,7 +360,9 @@ class AttributeIndex:
     def distances(self, query: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
         """Exact 0..100 distances to `ids` (default: every image here, in id order)."""
         query = np.asarray(query, np.float32)
-        if ids is None or (len(ids) == len(self.ids) and ids is self.ids):
+        # `self._cache.get`, not `self.ids`: after a write the sorted ids are rebuilt lazily
+        # (O(n)), and a search of a few candidates must not pay for that
+        if ids is None or ids is self._cache.get("ids"):
             return self._distances_to_all(query)
         ids = np.asarray(ids, np.int64)
         out = np.empty(len(ids), np.float64)
