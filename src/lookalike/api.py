@@ -991,14 +991,16 @@ class Collection:
 
         index = self.index_for("perceptual")  # the hits' rows only: no whole-matrix gather
         ids = np.array([hit.id for hit in results.hits], np.int64)
-        present = index.contains(ids)
-        hists = split_perceptual(index.rows(ids[present]))[0] if present.any() else None
-        rows = iter(range(int(present.sum())))
-        hits = []
-        for hit, found in zip(results.hits, present, strict=True):
-            key = index_key_record(hists[next(rows)]) if found and hists is not None else None
-            hits.append(dataclasses.replace(hit, index_key=key))
-        results.hits = hits
+        present = np.flatnonzero(index.contains(ids))
+        keys: list[list[dict[str, Any]] | None] = [None] * len(ids)
+        if len(present):
+            hists = split_perceptual(index.rows(ids[present]))[0]
+            for slot, hist in zip(present, hists, strict=True):
+                keys[slot] = index_key_record(hist)
+        results.hits = [
+            dataclasses.replace(hit, index_key=key)
+            for hit, key in zip(results.hits, keys, strict=True)
+        ]
         return results
 
     def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
