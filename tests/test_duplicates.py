@@ -69,3 +69,36 @@ def test_api_matches_cli_and_scores_are_exact(indexed, listed):
                     exact[a] = {h.id: h.score for h in coll.search(a, top_k=None)}
                 assert exact[a][b] == pytest.approx(score, abs=1e-6)
     assert [g.ids for g in groups] == [g["ids"] for g in listed["groups"]]
+
+
+def test_rest_endpoint_gives_the_same_groups_over_http(indexed, listed):
+    """GET /api/duplicates on a live server: the CLI's groups and pairs, image links instead
+    of paths, bad input refused with a 4xx, and the endpoint in the OpenAPI schema."""
+    import httpx
+    from server_fixtures import live_server
+
+    from lookalike.server.app import ServerSettings, create_app
+
+    with Collection.open(indexed) as coll, live_server(create_app(coll, ServerSettings())) as url:
+        answer = httpx.get(f"{url}/api/duplicates", timeout=120)
+        assert answer.status_code == 200, answer.text
+        groups = answer.json()["groups"]
+        assert [g["ids"] for g in groups] == [g["ids"] for g in listed["groups"]]
+        assert [g["pairs"] for g in groups] == [g["pairs"] for g in listed["groups"]]
+        for group in groups:
+            assert [i["id"] for i in group["images"]] == group["ids"]
+            assert all(i["thumbnail"].endswith("/thumbnail") for i in group["images"])
+            assert all("path" not in i for i in group["images"])  # paths are not exposed
+        strict = httpx.get(f"{url}/api/duplicates", params={"threshold": 2}, timeout=120).json()
+        assert sum(len(g["pairs"]) for g in strict["groups"]) < sum(len(g["pairs"]) for g in groups)
+        for bad in (
+            {"threshold": "-1"},
+            {"threshold": "nan"},
+            {"weights": "sparkle=1"},
+            {"weights": "color=abc"},
+        ):
+            refused = httpx.get(f"{url}/api/duplicates", params=bad, timeout=60)
+            assert 400 <= refused.status_code < 500, (bad, refused.status_code, refused.text)
+            assert refused.json()["detail"]
+        schema = httpx.get(f"{url}/api/openapi.json", timeout=30).json()
+        assert "threshold" in json.dumps(schema["paths"]["/api/duplicates"])

@@ -173,3 +173,22 @@ def test_check_reports_broken_index_files_and_repair_rebuilds_them(synthetic, tm
         report = coll.check(repair=True)
         assert not [f for f in report.remaining if f.check == "indexes"]
         assert [h.id for h in coll.search(9, top_k=10)] == reference
+
+
+def test_a_search_after_a_write_gathers_nothing_collection_wide(synthetic, tmp_path):
+    """The first search after a write reads its candidates only: no index rebuilds its sorted
+    id list or a whole matrix (what made that search cost O(collection)), and each hit still
+    gets its index key (read from the hit's own perceptual row)."""
+    import shutil
+
+    folder = tmp_path / "coll"
+    shutil.copytree(synthetic, folder)
+    with open_as(folder, "ivfpq") as coll:
+        coll.search(40, top_k=5)
+        new_id, _ = coll.catalog.put_image(copy_of(coll, 40, "synthetic://copy"))
+        hits = coll.search(40, top_k=5)
+        assert new_id in [h.id for h in hits[:2]]
+        for name, index in coll.indexes.loaded().items():
+            assert "ids" not in index._cache and "matrix" not in index._cache, name
+        for hit in hits:
+            assert hit.index_key and hit.index_key == coll.index_key(hit.id)

@@ -987,13 +987,20 @@ class Collection:
         """Every hit shows its index key (its colour terms by dominance, seed 004)."""
         if "perceptual" not in self.attributes or not results.hits:
             return results
-        ids, hists, _ = self._perceptual()
-        hits = []
-        for hit in results.hits:
-            at = int(np.searchsorted(ids, hit.id))
-            key = index_key_record(hists[at]) if at < len(ids) and ids[at] == hit.id else None
-            hits.append(dataclasses.replace(hit, index_key=key))
-        results.hits = hits
+        from lookalike.features.perceptual import split_perceptual
+
+        index = self.index_for("perceptual")  # the hits' rows only: no whole-matrix gather
+        ids = np.array([hit.id for hit in results.hits], np.int64)
+        present = np.flatnonzero(index.contains(ids))
+        keys: list[list[dict[str, Any]] | None] = [None] * len(ids)
+        if len(present):
+            hists = split_perceptual(index.rows(ids[present]))[0]
+            for slot, hist in zip(present, hists, strict=True):
+                keys[slot] = index_key_record(hist)
+        results.hits = [
+            dataclasses.replace(hit, index_key=key)
+            for hit, key in zip(results.hits, keys, strict=True)
+        ]
         return results
 
     def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
@@ -1034,19 +1041,18 @@ class Collection:
         return cached
 
     def _filter_ids(self, where: str) -> np.ndarray:
-        """Ids of images passing a filter, compiled to parameterised SQL. The SQL scans every
-        image's metadata (0.1-1 s at 100k), so the answer is kept until the catalog changes:
-        a shop that filters by the same category again pays for the scan once."""
-        from lookalike.query.filters import compile_filter
+        """Ids of images passing a filter, compiled to parameterised SQL over the catalog's
+        metadata index; the answer is kept until the catalog changes (a wide filter, e.g. a
+        NOT, still reads many index rows)."""
+        from lookalike.query.filters import compile_filter_ids
 
         token = self.catalog.change_token()
         with self._filters_lock:
             cached = self._filters.get(where)
         if cached is not None and cached[0] == token:
             return cached[1]
-        sql, params = compile_filter(where, table="images")
-        rows = self.catalog.query(f"SELECT images.id FROM images WHERE {sql}", params)
-        ids = np.array(sorted(r[0] for r in rows), dtype=np.int64)
+        sql, params = compile_filter_ids(where)
+        ids = np.unique(np.array([r[0] for r in self.catalog.query(sql, params)], dtype=np.int64))
         with self._filters_lock:
             self._filters[where] = (token, ids)
             while len(self._filters) > FILTER_CACHE:

@@ -151,9 +151,19 @@ class CalibrationStore:
         self.index = index
         self.attributes = attributes
         self._cached: tuple[Any, Calibration | None] | None = None
+        self._answer: tuple[Any, tuple[str, ...], Calibration | None] | None = None
 
     def get(self, wanted: Sequence[str]) -> Calibration | None:
         """A current calibration covering `wanted` (made now if missing or out of date)."""
+        token = self.catalog.change_token()
+        answer = self._answer  # same catalog, same question: same answer, no index touched
+        if answer is not None and answer[0] == token and answer[1] == tuple(wanted):
+            return answer[2]
+        made = self._get(wanted)
+        self._answer = (token, tuple(wanted), made)
+        return made
+
+    def _get(self, wanted: Sequence[str]) -> Calibration | None:
         names = list(self.attributes())
         indexes = {name: self.index(name) for name in names}
         fingerprints = {name: ix.spec.fingerprint for name, ix in indexes.items()}

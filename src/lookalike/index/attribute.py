@@ -337,8 +337,41 @@ class AttributeIndex:
         small = ids < len(self.position)
         in_main[small] = self.position[ids[small]] >= 0
         if self.delta:
-            in_main |= np.isin(ids, np.fromiter(self.delta, np.int64, count=len(self.delta)))
+            in_main |= np.isin(ids, self._delta_arrays()[0])
         return in_main
+
+    def _delta_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The delta as sorted ids, exact rows and index-space rows, made once per change of
+        the delta (not per search: a delta holds up to 2% of the collection before a merge)."""
+        delta = self.delta
+        cached = self._cache.get("delta")
+        if cached is None or cached[0] is not delta:
+            ids = np.array(sorted(delta), np.int64)
+            if len(ids):
+                rows = np.stack([delta[int(i)] for i in ids]).astype(np.float32, copy=False)
+                space = self.spec.space(rows)
+            else:
+                rows = np.zeros((0, self.spec.dim), np.float32)
+                space = np.zeros((0, 0), np.float32)
+            cached = self._cache["delta"] = (delta, ids, rows, space)
+        return cached[1], cached[2], cached[3]
+
+    def _delta_candidates(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None
+    ) -> np.ndarray:
+        """The k delta images nearest to `query`, ranked in the index space (monotone in the
+        exact distance; the planner rescores them exactly)."""
+        ids, _, space = self._delta_arrays()
+        if allowed_ids is not None:
+            keep = np.isin(ids, allowed_ids)
+            ids, space = ids[keep], space[keep]
+        if not len(ids):
+            return ids
+        q = self.spec.space(query)[0]
+        inner = self.spec.space.metric == "ip"  # else l1
+        key = -(space @ q) if inner else np.abs(space - q).sum(axis=1)
+        take = min(k, len(ids))
+        return ids[np.argpartition(key, take - 1)[:take]]
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Exact vectors of `ids` (all searchable here), from the memory map or the delta."""
@@ -353,14 +386,17 @@ class AttributeIndex:
             picked = positions[in_main][order]
             target = np.flatnonzero(in_main)[order]
             out[target] = self.vectors[picked]
-        for i in np.flatnonzero(~in_main):
-            out[i] = self.delta[int(ids[i])]
+        if not in_main.all():
+            delta_ids, delta_rows, _ = self._delta_arrays()
+            out[~in_main] = delta_rows[np.searchsorted(delta_ids, ids[~in_main])]
         return out
 
     def distances(self, query: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
         """Exact 0..100 distances to `ids` (default: every image here, in id order)."""
         query = np.asarray(query, np.float32)
-        if ids is None or (len(ids) == len(self.ids) and ids is self.ids):
+        # `self._cache.get`, not `self.ids`: after a write the sorted ids are rebuilt lazily
+        # (O(n)), and a search of a few candidates must not pay for that
+        if ids is None or ids is self._cache.get("ids"):
             return self._distances_to_all(query)
         ids = np.asarray(ids, np.int64)
         out = np.empty(len(ids), np.float64)
@@ -422,11 +458,7 @@ class AttributeIndex:
             positions = positions[positions >= 0]
             found.append(self.main_ids[positions])
             if self.delta:
-                pool = np.fromiter(self.delta, np.int64, count=len(self.delta))
-                if allowed_ids is not None:
-                    pool = pool[np.isin(pool, allowed_ids)]
-                d = self.distances(query, pool)
-                found.append(pool[np.argsort(d, kind="stable")[:k]])
+                found.append(self._delta_candidates(query, k, allowed_ids))
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 

@@ -122,6 +122,7 @@ class ImagePart:
 class Planner:
     def __init__(self, sources: PlanSources):
         self.sources = sources
+        self._cut: tuple[Any, Calibration, float | None] | None = None  # the last image cut
 
     # -- the image part ------------------------------------------------------------------------
 
@@ -288,17 +289,37 @@ class Planner:
             part: {m: query_parts.align(pid, values, ids) for m, values in measures.items()}
             for part, (pid, measures) in per_image.items()
         }
-        null = None
-        if calibration is not None:
-            null = (
-                calibration.null_image(attribute_weights, calibrated),
-                calibration.null_image(attribute_weights, False),
-            )
-        cut = likely_cut(null, {n: d for n, (_, d) in other.items()}, mix)
+        cut = self._likely_cut(calibration, attribute_weights, calibrated, other, mix)
         threshold = cut if auto else threshold
         results = self.rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
         results.calibrated = calibration is not None and calibrated
         return mark_hits(results, cut, query_ids)
+
+    def _likely_cut(
+        self,
+        calibration: Calibration | None,
+        weights: Mapping[str, float],
+        calibrated: bool,
+        other: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        mix: Mapping[str, float],
+    ) -> float | None:
+        """The likely-matches cut; for an image part alone it depends only on the calibration
+        and the weights, so it is kept (its quantiles cost more than a deep search)."""
+        key = None
+        if not other and calibration is not None:
+            key = (id(calibration), tuple(sorted(weights.items())), calibrated)
+            if self._cut is not None and self._cut[0] == key and self._cut[1] is calibration:
+                return self._cut[2]
+        null = None
+        if calibration is not None:
+            null = (
+                calibration.null_image(weights, calibrated),
+                calibration.null_image(weights, False),
+            )
+        cut = likely_cut(null, {n: d for n, (_, d) in other.items()}, mix)
+        if key is not None:
+            self._cut = (key, calibration, cut)
+        return cut
 
     def _best(
         self, ids: np.ndarray, distances: np.ndarray, allowed: np.ndarray | None, k: int

@@ -572,6 +572,15 @@ def public_results(results: SearchResults, settings: ServerSettings) -> dict[str
     return data
 
 
+def public_group(
+    group: Any, records: Mapping[int, ImageRecord], settings: ServerSettings
+) -> dict[str, Any]:
+    """A near-duplicate group: ids, pairs, and each image's record as clients see records."""
+    data = group.to_dict()
+    data["images"] = [public_record(records[i], settings) for i in group.ids if i in records]
+    return data
+
+
 # -- searching --------------------------------------------------------------------------------
 
 
@@ -1238,6 +1247,28 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         )
         check_spec(spec, settings)
         return await bounded(state, lambda: run_search(state, spec), "search")
+
+    @app.get(
+        "/api/duplicates",
+        tags=["search"],
+        dependencies=read,
+        summary="Groups of near-duplicate images, with each pair's score",
+    )
+    async def duplicates(
+        threshold: Annotated[
+            float | None,
+            Query(ge=0, le=100, allow_inf_nan=False, description="Highest pair score (0-100)."),
+        ] = None,
+        weights: Annotated[str | None, Query(description="JSON object or a=0.5,b=0.5")] = None,
+    ) -> dict[str, Any]:
+        parsed = parse_weights(weights, settings)
+
+        def find() -> dict[str, Any]:
+            groups = coll.duplicates(threshold=threshold, weights=parsed)
+            records = coll.catalog.get_many({i for g in groups for i in g.ids})
+            return {"groups": [public_group(g, records, settings) for g in groups]}
+
+        return await bounded(state, find, "duplicates")
 
     @app.get(
         "/api/layout",

@@ -114,6 +114,81 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+# Migration 5's pieces: the statements that index one metadata document `{m}` of image `{i}`
+# (`{images}` names the images table for the backfill, empty in a trigger). A document is
+# indexed only when every key in it is a plain name the filter language can spell; any other
+# (a key like "a.b" or "", a duplicate key, not an object, not JSON) gets one 'odd' row
+# instead, and a filter evaluates those few with json_extract as before. Indexed: each scalar
+# or container reached through object keys only (element 0), and each number or text directly
+# inside such a list (element 1; text ASCII-lower-cased, as CONTAINS compares list elements).
+# json_tree quotes some keys in `fullkey` (newer SQLite quotes any key with "_"); dropping the
+# quotes is exact because every key of an indexed document is a plain name.
+_JSON = "iif(json_valid({m}), {m}, NULL)"
+_ODD = f"""(NOT json_valid({{m}})
+    OR json_type(iif(json_valid({{m}}), {{m}}, '{{{{}}}}')) != 'object'
+    OR (SELECT coalesce(max(t.key = '' OR t.key GLOB '*[^A-Za-z0-9_]*' OR t.key GLOB '[0-9]*'), 0)
+               OR count(*) != count(DISTINCT t.parent || '.' || t.key)
+          FROM json_tree({_JSON}) AS t WHERE typeof(t.key) = 'text'))"""
+_NOT_ODD = (
+    "NOT EXISTS (SELECT 1 FROM meta_values WHERE key = '' AND element = 0 AND kind = 'odd'"
+    " AND value = '' AND image_id = {i})"
+)
+# One pass over the tree: a row reached through keys only is a value (element 0); a number or
+# text whose parent is such a list is an element (element 1, keyed by the list's path).
+_META_STATEMENTS = f"""
+    INSERT OR IGNORE INTO meta_values(key, element, kind, value, image_id)
+        SELECT '', 0, 'odd', '', {{i}} {{odd_from}}WHERE {_ODD};
+    INSERT OR IGNORE INTO meta_values(key, element, kind, value, image_id)
+        SELECT replace(substr(iif(typeof(t.key) = 'integer', t.path, t.fullkey), 3), '"', ''),
+               typeof(t.key) = 'integer',
+               CASE WHEN t.type IN ('integer', 'real', 'true', 'false') THEN 'n'
+                    WHEN t.type = 'text' THEN 't' ELSE 'o' END,
+               CASE WHEN t.type != 'text' THEN coalesce(t.atom, '')
+                    WHEN typeof(t.key) = 'integer' THEN lower(t.atom) ELSE t.atom END, {{i}}
+          FROM {{images}}json_tree({_JSON}) AS t
+         WHERE t.type != 'null' AND (
+               (typeof(t.key) = 'text' AND instr(t.fullkey, '[') = 0)
+            OR (typeof(t.key) = 'integer' AND t.path != '$' AND instr(t.path, '[') = 0
+                AND t.type IN ('integer', 'real', 'true', 'false', 'text')))
+           AND {_NOT_ODD};"""
+_NEW_ROW = {"m": "new.metadata", "i": "new.id", "images": "", "odd_from": ""}
+_EVERY_ROW = {
+    "m": "img.metadata",
+    "i": "img.id",
+    "images": "images AS img, ",
+    "odd_from": "FROM images AS img ",
+}
+
+MIGRATIONS.append(
+    # 5: an index of metadata values, so a filter on metadata reads an index instead of
+    # parsing every image's JSON (json_extract over 1M rows ran past the statement budget).
+    # One row per (field path, value, image), kept by triggers with every write to `images`;
+    # `kind` is 'n' (number; JSON true/false are 1/0), 't' (text), 'o' (object or list) or
+    # 'odd' (see above); JSON null has no row. Keywords get an index on their folded text.
+    f"""
+    CREATE TABLE meta_values (
+        key      TEXT NOT NULL,     -- the filter's field path, e.g. 'camera.make'
+        element  INTEGER NOT NULL,  -- 0: the value at key; 1: an element of the list at key
+        kind     TEXT NOT NULL,
+        value    NOT NULL,          -- no type: numbers and text keep their SQLite type
+        image_id INTEGER NOT NULL,
+        PRIMARY KEY (key, element, kind, value, image_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX meta_values_image ON meta_values(image_id);
+    CREATE INDEX keywords_folded ON keywords(lower(keyword));
+    {_META_STATEMENTS.format(**_EVERY_ROW)}
+    CREATE TRIGGER meta_values_insert AFTER INSERT ON images BEGIN
+        {_META_STATEMENTS.format(**_NEW_ROW)}
+    END;
+    CREATE TRIGGER meta_values_update AFTER UPDATE OF metadata ON images BEGIN
+        DELETE FROM meta_values WHERE image_id = old.id;
+        {_META_STATEMENTS.format(**_NEW_ROW)}
+    END;
+    CREATE TRIGGER meta_values_delete AFTER DELETE ON images
+        BEGIN DELETE FROM meta_values WHERE image_id = old.id; END;
+    """
+)
+
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply every migration newer than the database's; return the resulting version."""
