@@ -213,6 +213,38 @@ def test_broken_settings_with_a_default_are_restored(coll):
     assert run("search", "id:1", "-c", str(coll)).returncode == 0
 
 
+def test_a_stale_metadata_index_is_found_and_rebuilt_and_filters_answer_right(coll):
+    def admitted(where: str) -> set[str]:
+        proc = run("search", "id:1", "-c", str(coll), "--where", where, "--json", "--top", "50")
+        assert proc.returncode == 0, proc.stderr
+        return {Path(r["path"]).name for r in json.loads(proc.stdout)["results"]}
+
+    with sqlite3.connect(coll / "catalog.sqlite") as conn:
+        name = dict(conn.execute("SELECT id, path FROM images").fetchall())
+    second, seventh, uploaded = (Path(name[i]).name for i in (2, 7, max(name)))
+    assert admitted("keywords CONTAINS 'mirrored cat'") == {uploaded}
+    sql(coll, "UPDATE images SET metadata = json_object('room', 'hall') WHERE id = 2")
+    sql(coll, "DELETE FROM meta_values WHERE image_id = 2")  # written around the index
+    sql(coll, "INSERT INTO meta_values VALUES ('room', 0, 't', 'hall', 7)")  # a stale row
+    sql(coll, "INSERT INTO meta_values VALUES ('room', 0, 't', 'hall', 4242)")  # of no image
+    assert admitted("room = 'hall'") == {seventh}  # the damage misleads filters until repaired
+
+    code, report = check(coll)
+    assert code == PROBLEMS
+    assert problems(report) == {
+        ("metadata-index", "image 2"),
+        ("metadata-index", "image 7"),
+        ("metadata-index", "image 4242"),
+        ("fulltext", "image 2"),  # its metadata was written around the full text too
+    }
+    reasons = {f["subject"]: f["problem"] for f in report["found"]}
+    assert reasons["image 4242"] == "metadata index rows of no image"
+    assert check(coll, "--repair")[0] == 0
+    assert check(coll)[0] == 0
+    assert admitted("room = 'hall'") == {second}
+    assert admitted("keywords CONTAINS 'mirrored cat'") == {uploaded}
+
+
 def test_the_api_gives_the_same_report_and_a_derived_file_check_can_be_registered(coll):
     sql(coll, "DELETE FROM signatures WHERE image_id = 7 AND attribute = 'texture'")
     marker = coll / "derived.idx"

@@ -348,5 +348,41 @@ class FullTextCheck:
             _fix(finding, "rebuilt from keywords and metadata")
 
 
-for _check in (SqliteCheck(), SettingsCheck(), UploadsCheck(), SignaturesCheck(), FullTextCheck()):
+# -- metadata index -------------------------------------------------------------------------
+
+
+class MetadataIndexCheck:
+    """The metadata index that filters read (`meta_values`) holds exactly what each image's
+    metadata gives: a stale row would let a filter admit or drop the wrong image."""
+
+    name = "metadata-index"
+
+    def verify(self, coll: Collection) -> list[Finding]:
+        existing = {i for (i,) in coll.catalog.query("SELECT id FROM images")}
+        return [
+            Finding(
+                self.name,
+                f"image {image_id}",
+                "metadata index rows missing or stale"
+                if image_id in existing
+                else "metadata index rows of no image",
+                image_id,
+            )
+            for image_id in coll.catalog.meta_index_problems()
+        ]
+
+    def repair(self, coll: Collection, findings: list[Finding]) -> None:
+        coll.catalog.rewrite_meta_index(f.image_id for f in findings if f.image_id is not None)
+        for finding in findings:
+            _fix(finding, "rebuilt from the image's metadata")
+
+
+for _check in (
+    SqliteCheck(),
+    SettingsCheck(),
+    UploadsCheck(),
+    SignaturesCheck(),
+    FullTextCheck(),
+    MetadataIndexCheck(),
+):
     register_check(_check)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import CollectionError, LookalikeError
-from lookalike.store.schema import migrate
+from lookalike.store.schema import expected_meta_values_sql, migrate
 
 CATALOG_FILE = "catalog.sqlite"
 STATEMENT_BUDGET_S = 10.0  # longest a read statement may run before it is aborted
@@ -661,6 +661,41 @@ class Catalog:
                 "INSERT INTO search_text(rowid, text) VALUES (?, ?)", list(texts.items())
             )
             conn.execute("INSERT INTO search_text(search_text) VALUES ('rebuild')")
+
+    def meta_index_problems(self) -> list[int]:
+        """Ids of the images whose rows in the metadata index (`meta_values`) differ from what
+        their metadata gives, or that are gone but still have rows: the index is built again
+        into a temporary table and the two are compared both ways."""
+        with self.transaction() as conn:  # a temp table lives on the connection that makes it
+            conn.execute("DROP TABLE IF EXISTS temp.meta_expected")
+            conn.execute(
+                """CREATE TEMP TABLE meta_expected (
+                       key TEXT NOT NULL, element INTEGER NOT NULL, kind TEXT NOT NULL,
+                       value NOT NULL, image_id INTEGER NOT NULL,
+                       PRIMARY KEY (key, element, kind, value, image_id)) WITHOUT ROWID"""
+            )
+            for statement in expected_meta_values_sql("temp.meta_expected").split(";"):
+                if statement.strip():  # (no literal in these statements holds a ';')
+                    conn.execute(statement)
+            rows = conn.execute(
+                """SELECT DISTINCT image_id FROM (
+                       SELECT * FROM (SELECT * FROM main.meta_values
+                                      EXCEPT SELECT * FROM temp.meta_expected)
+                       UNION ALL
+                       SELECT * FROM (SELECT * FROM temp.meta_expected
+                                      EXCEPT SELECT * FROM main.meta_values))
+                   ORDER BY image_id"""
+            ).fetchall()
+            conn.execute("DROP TABLE temp.meta_expected")
+        return [r[0] for r in rows]
+
+    def rewrite_meta_index(self, image_ids: Iterable[int]) -> None:
+        """Rebuild the metadata-index rows of these images (through the same trigger every
+        metadata write fires) and drop rows of images that no longer exist."""
+        ids = [(int(i),) for i in image_ids]
+        with self.transaction() as conn:
+            conn.executemany("DELETE FROM meta_values WHERE image_id = ?", ids)
+            conn.executemany("UPDATE images SET metadata = metadata WHERE id = ?", ids)
 
     def upload_images(self) -> list[tuple[int, str]]:
         """(id, path) of images whose file lies in a folder named `uploads` (the collection's,

@@ -190,6 +190,12 @@ MIGRATIONS.append(
 )
 
 
+def expected_meta_values_sql(table: str) -> str:
+    """Migration 5's backfill writing into `table` (same columns as `meta_values`) instead:
+    what the metadata index should hold, for `lookalike check` to compare with what it does."""
+    return _META_STATEMENTS.format(**_EVERY_ROW).replace("meta_values", table)
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply every migration newer than the database's; return the resulting version."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
