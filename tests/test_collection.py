@@ -270,3 +270,36 @@ def test_bad_default_weights_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(WeightsError, match="unknown attribute"):
         Collection.create(tmp_path / "c", attributes=["color"], default_weights={"deep": 1})
     assert not (tmp_path / "c").exists()
+
+
+def test_opening_while_another_process_migrates_says_busy(tmp_path, monkeypatch):
+    """A first open that must migrate, while another process holds the write lock (as a 1M
+    collection's backfill does for minutes), is a clear 'busy' error, not 'not usable'."""
+    import sqlite3
+
+    from lookalike.store import catalog
+
+    Collection.create(tmp_path / "c", attributes=["color"]).close()
+    file = tmp_path / "c" / "catalog.sqlite"
+    with sqlite3.connect(file) as conn:  # back to schema 4: the next open migrates
+        for name in ("meta_values_insert", "meta_values_update", "meta_values_delete"):
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.execute("DROP INDEX keywords_folded")
+        conn.execute("DROP TABLE meta_values")
+        conn.execute("PRAGMA user_version = 4")
+    holder = subprocess.Popen(  # another process in a long write transaction
+        [sys.executable, "-c",
+         "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+         " c.execute('BEGIN IMMEDIATE'); print('held', flush=True); time.sleep(60)", str(file)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(catalog, "BUSY_TIMEOUT_S", 0.5)
+        with pytest.raises(CollectionError, match="busy for 0.5 s: another process is writing"):
+            Collection.open(tmp_path / "c")
+    finally:
+        holder.kill()
+        holder.wait()
+    with Collection.open(tmp_path / "c") as coll:  # once it is free, the open migrates
+        assert coll.catalog.query("PRAGMA user_version")[0][0] >= 5

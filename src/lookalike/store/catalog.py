@@ -27,6 +27,7 @@ from lookalike.store.schema import expected_meta_values_sql, migrate
 
 CATALOG_FILE = "catalog.sqlite"
 STATEMENT_BUDGET_S = 10.0  # longest a read statement may run before it is aborted
+BUSY_TIMEOUT_S = 30.0  # longest the write connection waits for another process's write lock
 PROGRESS_STEPS = 2_000  # SQLite VM steps between two looks at the clock
 
 
@@ -169,13 +170,18 @@ class Catalog:
         self.statement_budget_s = statement_budget_s
         try:
             self._conn = sqlite3.connect(
-                self.file, check_same_thread=False, isolation_level=None, timeout=30.0
+                self.file, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
             )
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             migrate(self._conn)
         except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc):  # another process's long write, e.g. a first-open migration
+                raise CollectionError(
+                    f"{self.file}: busy for {BUSY_TIMEOUT_S:g} s: another process is writing it "
+                    "(a large collection's first open by a new version migrates it); try again"
+                ) from None
             raise CollectionError(f"{self.file}: not a usable catalog ({exc})") from None
         self._lock = threading.RLock()  # the write connection and its transactions
         self._writes = 0
