@@ -51,3 +51,17 @@ def make_image_dir(folder: Path) -> Path:
     Image.fromarray(stripes(False)).save(folder / "vstripes.bmp")
     (folder / "notes.txt").write_text("not an image, and not named like one")
     return folder
+
+
+# The files that take longest (minutes on 2 cores), started first: with a file per xdist
+# worker, a long file left for the end would run alone while the other worker idles.
+LONGEST_FIRST = (
+    "test_scaleout_milvus.py", "test_kill.py", "test_zeroshot.py", "test_adapt.py",
+    "test_check.py", "test_index_ann.py", "test_cli.py", "test_scaleout_dask.py",
+    "test_import.py", "test_deep_search.py", "test_regional.py", "test_ingest_hostile.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within

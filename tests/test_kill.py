@@ -4,7 +4,7 @@ lost, every stored image has all its current signatures, and finishing the run g
 search answers as a clean build. Every other kill lands at a random moment of the whole run
 (start-up, creation, planning, describing), the others at a random moment just after a new
 commit (so many kills interrupt the commit phase). Two kill loops run at once.
-The normal suite lands 8 kills; `pytest -m slow` runs the 50-kill soak, and LOOKALIKE_KILLS
+The normal suite lands 6 kills; `pytest -m slow` runs the 50-kill soak, and LOOKALIKE_KILLS
 sets the soak's count (e.g. 500).
 """
 
@@ -30,7 +30,7 @@ from lookalike.api import Collection
 from lookalike.errors import CollectionError
 
 SOAK_KILLS = int(os.environ.get("LOOKALIKE_KILLS", "50"))
-QUICK_KILLS = 8
+QUICK_KILLS = 6
 IMAGES = 24
 CLI = [sys.executable, "-m", "lookalike", "index"]
 
