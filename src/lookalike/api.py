@@ -200,6 +200,7 @@ class Collection:
                 perceptual=self._perceptual,
                 text_distances=self._text_distances,
                 calibration=self.calibrations.get,
+                index_keys=self._index_keys,
             )
         )
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
@@ -944,7 +945,7 @@ class Collection:
             results.explain["understood"] = understood
         if feedback_info is not None:
             results.explain["feedback"] = feedback_info
-        return self._with_index_keys(results)
+        return results
 
     def _expanded(self, vector: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """The deep vector moved towards its nearest stored neighbours (alpha-QE), and their
@@ -983,25 +984,21 @@ class Collection:
             return []
         return [i for i, _ in self.catalog.images_with_hash(hashlib.sha256(data).hexdigest())]
 
-    def _with_index_keys(self, results: SearchResults) -> SearchResults:
-        """Every hit shows its index key (its colour terms by dominance, seed 004)."""
-        if "perceptual" not in self.attributes or not results.hits:
-            return results
+    def _index_keys(self, ids: np.ndarray) -> list[list[dict[str, Any]] | None]:
+        """The index keys of a page of hits (their colour terms by dominance, seed 004), from
+        their perceptual rows only: no whole-matrix gather."""
+        keys: list[list[dict[str, Any]] | None] = [None] * len(ids)
+        if "perceptual" not in self.attributes or not len(ids):
+            return keys
         from lookalike.features.perceptual import split_perceptual
 
-        index = self.index_for("perceptual")  # the hits' rows only: no whole-matrix gather
-        ids = np.array([hit.id for hit in results.hits], np.int64)
+        index = self.index_for("perceptual")
         present = np.flatnonzero(index.contains(ids))
-        keys: list[list[dict[str, Any]] | None] = [None] * len(ids)
         if len(present):
             hists = split_perceptual(index.rows(ids[present]))[0]
             for slot, hist in zip(present, hists, strict=True):
                 keys[slot] = index_key_record(hist)
-        results.hits = [
-            dataclasses.replace(hit, index_key=key)
-            for hit, key in zip(results.hits, keys, strict=True)
-        ]
-        return results
+        return keys
 
     def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
         """An image's index key (None without the perceptual attribute)."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -236,16 +236,3 @@ def likely_cut(
     spread = 1.4826 * float(np.median(np.abs(raw - median)))
     ordinary = raw >= median - LIKELY_Z * spread
     return float(np.quantile(ranked[ordinary], LIKELY_QUANTILE))
-
-
-def mark_hits(results: Any, cut: float | None, query_ids: Sequence[int]) -> Any:
-    """Set each hit's `likely` (below the cut) and `is_query` (the query image itself)."""
-    own = set(int(i) for i in query_ids)
-    hits = []
-    for hit in results.hits:
-        is_query = hit.id in own
-        likely = None if cut is None else bool(hit.score < cut and not is_query)
-        hits.append(replace(hit, likely=likely, is_query=is_query))
-    results.hits = hits
-    results.likely_cut = cut
-    return results

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.calibration import Calibration, likely_cut, mark_hits
+from lookalike.calibration import Calibration, likely_cut
 from lookalike.errors import LookalikeError
 from lookalike.index.attribute import AttributeIndex
 from lookalike.query import parts as query_parts
@@ -110,6 +110,8 @@ class PlanSources:
     perceptual: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
     text_distances: Callable[[str], tuple[np.ndarray, np.ndarray, dict[str, Any]]]
     calibration: Callable[[Sequence[str]], Calibration | None] | None = None
+    # the hits' index keys (colour terms by dominance, seed 004), None where an image has none
+    index_keys: Callable[[np.ndarray], list[list[dict[str, Any]] | None]] | None = None
 
 
 @dataclass
@@ -291,9 +293,12 @@ class Planner:
         }
         cut = self._likely_cut(calibration, attribute_weights, calibrated, other, mix)
         threshold = cut if auto else threshold
-        results = self.rank(ids, scores, breakdown, weights_out, top_k, threshold, explain, details)
+        results = self.rank(
+            ids, scores, breakdown, weights_out, top_k, threshold, explain, details,
+            cut=cut, query_ids=query_ids,
+        )  # fmt: skip
         results.calibrated = calibration is not None and calibrated
-        return mark_hits(results, cut, query_ids)
+        return results
 
     def _likely_cut(
         self,
@@ -345,29 +350,41 @@ class Planner:
         threshold: float | None,
         explain: dict[str, Any] | None = None,
         details: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        *,
+        cut: float | None = None,
+        query_ids: Sequence[int] = (),
     ) -> SearchResults:
-        """Top-k (by partial selection, not a full sort), threshold, then the records."""
+        """Top-k (by partial selection, not a full sort), threshold, then the records; each
+        hit is built once, marked `likely` (score below the `cut`) and `is_query`."""
         order = top_order(ids, scores, top_k)
         if threshold is not None:
             order = order[scores[order] <= threshold]
         records = self.sources.catalog.get_many(int(ids[i]) for i in order)
-        hits = [
-            SearchHit(
-                id=int(ids[i]),
-                path=records[int(ids[i])].path,
-                score=float(scores[i]),
-                breakdown={name: float(d[i]) for name, d in distances.items()},
-                similar=is_similar(float(scores[i]), threshold),
-                metadata=records[int(ids[i])].metadata,
-                details={
-                    part: {m: round(float(v[i]), 4) for m, v in measures.items()}
-                    for part, measures in (details or {}).items()
-                },
+        order = [i for i in order if int(ids[i]) in records]  # removed since ranking
+        found = ids[np.asarray(order, np.intp)]
+        keys = self.sources.index_keys(found) if self.sources.index_keys else [None] * len(found)
+        own = {int(i) for i in query_ids}
+        hits = []
+        for i, image_id, key in zip(order, found.tolist(), keys, strict=True):
+            score = float(scores[i])
+            hits.append(
+                SearchHit(
+                    id=image_id,
+                    path=records[image_id].path,
+                    score=score,
+                    breakdown={name: float(d[i]) for name, d in distances.items()},
+                    similar=is_similar(score, threshold),
+                    metadata=records[image_id].metadata,
+                    details={
+                        part: {m: round(float(v[i]), 4) for m, v in measures.items()}
+                        for part, measures in (details or {}).items()
+                    },
+                    likely=None if cut is None else bool(score < cut and image_id not in own),
+                    is_query=image_id in own,
+                    index_key=key,
+                )
             )
-            for i in order
-            if int(ids[i]) in records  # removed between ranking and fetching
-        ]
-        return SearchResults(hits, weights, threshold, len(ids), explain or {})
+        return SearchResults(hits, weights, threshold, len(ids), explain or {}, likely_cut=cut)
 
 
 def filtered_effort(effort: int, allowed: np.ndarray | None, size: int) -> int:
