@@ -81,19 +81,22 @@ def free_port() -> int:
 
 
 def start_server(collection: Path, port: int, env: dict[str, str] | None = None):
-    """`python -m lookalike serve` on 127.0.0.1:port, once /api/health answers."""
+    """`python -m lookalike serve` on 127.0.0.1:port, once /api/health answers. Its log goes to
+    a file, not a pipe: a pipe nobody reads fills up under load and blocks the server."""
     environ = {**os.environ, "LOOKALIKE_API_KEY": API_KEY, **(env or {})}
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed with the process object)
     process = subprocess.Popen(
         [sys.executable, "-m", "lookalike", "serve", "-c", str(collection), "--port", str(port)],
         env=environ,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
+    process.log = log  # type: ignore[attr-defined]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the server exited at start-up:\n{process.stderr.read()}")
+            raise RuntimeError(f"the server exited at start-up:\n{server_log(process)}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200:
                 return process
@@ -103,15 +106,25 @@ def start_server(collection: Path, port: int, env: dict[str, str] | None = None)
     raise RuntimeError("the server did not answer within 120 s")
 
 
+def server_log(process: subprocess.Popen) -> str:
+    """What the server has logged (into its log file, or a pipe once it has stopped)."""
+    log = getattr(process, "log", None)
+    if log is None:
+        return process.stderr.read() if process.stderr else ""
+    log.flush()
+    log.seek(0)
+    return log.read()
+
+
 def stop_server(process: subprocess.Popen) -> str:
     """Stop the server (SIGTERM, as Ctrl-C would) and return what it logged."""
     process.terminate()
     try:
-        _, err = process.communicate(timeout=20)
+        process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-        _, err = process.communicate()
-    return err or ""
+        process.wait()
+    return server_log(process)
 
 
 @dataclass
