@@ -214,8 +214,44 @@ def test_sketch_layout_and_colours_match_embedded(both, tmp_path):
             expected = hits(embedded.query(**query))
             assert same_but_ties(hits(far.query(**query)), expected), query
             assert (expected == []) == ("price < 0" in str(query)), query
-        with pytest.raises(CollectionError, match="text queries"):
-            far.query(text="rocket")
+
+
+def test_text_and_mixed_queries_match_embedded(both, photos, tmp_path):
+    """Words (keywords, metadata strings, phrases, prefixes, expansion) scored by the folder's
+    own FTS5 scoring over rows rebuilt from Milvus; an example image fused with text, a
+    sketch, a layout or colours by part weights, Milvus searching the image stage."""
+    places, _ = both
+    query = str(photos[2][4])
+    cli = {
+        "words alone, filtered": ["search", "--text", "space", "--where", "price > 2"],
+        "image, text and colour words": ["search", query, "-t", "red space rocket", "-k", "6"],
+    }
+    for label, args in cli.items():
+        found = on_both(places, lambda place, a=args: ranking(run(*a, "--json", "-c", place)))
+        assert same_but_ties(found["milvus"], found["folder"]) and found["folder"], label
+    grid = tmp_path / "sketch.txt"
+    grid.write_text("blue blue\ngrey grey\n")
+    queries = [
+        {"text": "rocket"},
+        {"text": "odd", "top_k": None},  # a metadata string: every odd-priced image
+        {"text": '"rocket space"'},  # a phrase across two keywords (their stored order)
+        {"text": "roc*", "where": "price > 12"},  # rocket (17), not hubble (11)
+        {"text": 'x" OR id > 0 OR path == "'},  # hostile words: matched as words, nothing else
+        {"text": "space", "where": "price < 0"},
+        {"image": query, "sketch": grid.read_text(), "top_k": 5},
+        {"image": query, "layout": "top blue", "where": "price > 2",
+         "part_weights": "image=0.8,layout=0.2"},
+        {"image": query, "colors": "red then yellow", "text": "space", "top_k": 8},
+        {"image": query, "text": "rocket", "weights": "color=0.7,texture=0.3", "threshold": 60},
+    ]  # fmt: skip
+    with Collection.open(places["folder"]) as embedded, Collection.open(places["milvus"]) as far:
+        for query_ in queries:
+            expected = embedded.query(**query_)
+            got = far.query(**query_)
+            assert same_but_ties(hits(got), hits(expected)), query_
+            assert got.explain["parts"] == expected.explain["parts"], query_
+            assert (hits(expected) == []) == ("price < 0" in str(query_)), query_
+        assert len(far.query(text="odd", top_k=None)) == 10
 
 
 def test_bad_input_gets_the_same_clear_error(both, photos):
