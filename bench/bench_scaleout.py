@@ -14,6 +14,9 @@ folder backend's top 10 Milvus also returns (the folder backend is exact below 5
 and IVF-PQ above; Milvus is HNSW candidates re-scored exactly). Milvus's searches are then run
 again with every read Strong (`store.snapshots = False`: each read waits for the server's next
 time tick, as before reads shared one snapshot timestamp), the baseline of the read path.
+Last, text queries (a word of the images' `kind`, held by a tenth of them) alone and fused
+with an example image: on Milvus each reads every image's keywords and metadata and rebuilds
+the full-text rows in memory (store/text_snapshot.py), the cost this measures.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from lookalike.api import Collection  # noqa: E402
 ATTRIBUTES = ["color", "texture"]
 BATCH = 10_000
 FILTER = "shard < 10"
+KINDS = ["shirt", "dress", "shoe", "bag", "hat", "scarf", "coat", "sock", "belt", "glove"]
 
 
 def insert(coll, gen: Generator, n: int) -> float:
@@ -50,7 +54,10 @@ def insert(coll, gen: Generator, n: int) -> float:
         coll.add_vectors(
             [f"synthetic://{i}" for i in range(start, stop)],
             vectors,
-            [{"shard": i % 100, "scene": int(gen.scene_of[i])} for i in range(start, stop)],
+            [
+                {"shard": i % 100, "scene": int(gen.scene_of[i]), "kind": KINDS[i % len(KINDS)]}
+                for i in range(start, stop)
+            ],
         )
     return time.perf_counter() - started
 
@@ -84,12 +91,28 @@ def _patch_describe(coll) -> None:
     coll.describe = describe
 
 
+def text_latencies(coll, queries: list[dict[str, np.ndarray]]) -> tuple[list, list, list]:
+    """Seconds of text queries alone, and fused with an example image; their top scores
+    (ties, which each backend orders by its own ids, may differ in which image)."""
+    alone, fused, answers = [], [], []
+    for i, signature in enumerate(queries):
+        word = KINDS[i % len(KINDS)]
+        started = time.perf_counter()
+        answers.append([round(h.score, 4) for h in coll.query(text=word, top_k=10)])
+        alone.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = coll.query(image=_Stored(signature), text=word, top_k=10, understand=False)
+        fused.append(time.perf_counter() - started)
+        answers.append([round(h.score, 4) for h in result])
+    return alone, fused, answers
+
+
 def summary(times: list[float]) -> tuple[float, float]:
     ordered = sorted(times)
     return statistics.median(ordered) * 1e3, ordered[int(0.95 * (len(ordered) - 1))] * 1e3
 
 
-def bench_backends(n: int, queries: int) -> None:
+def bench_backends(n: int, queries: int, text_queries: int = 5) -> None:
     from milvus_server import MilvusServer
 
     with tempfile.TemporaryDirectory(prefix="bench-scaleout-") as tmp:
@@ -133,6 +156,19 @@ def bench_backends(n: int, queries: int) -> None:
             )
             print("ratio milvus/folder: insert time {:.2f}, search p50 {:.2f}, filtered p50 {:.2f}"
                   .format(*ratios))  # fmt: skip
+            texts = {}
+            for name, coll in (("folder", folder), ("milvus", milvus)):
+                texts[name] = text_latencies(coll, query_list[:text_queries])
+                t50, f50 = summary(texts[name][0])[0], summary(texts[name][1])[0]
+                print(f"{name:>6}: text p50 {t50:.1f} ms; image + text p50 {f50:.1f} ms")
+            print(
+                "ratio milvus/folder: text p50 {:.2f}, image + text p50 {:.2f}; same scores {}"
+                .format(
+                    summary(texts["milvus"][0])[0] / summary(texts["folder"][0])[0],
+                    summary(texts["milvus"][1])[0] / summary(texts["folder"][1])[0],
+                    texts["milvus"][2] == texts["folder"][2],
+                )
+            )  # fmt: skip
             for label, k in (("unfiltered", 3), ("filtered", 4)):
                 overlap = np.mean(
                     [len(set(a) & set(b)) / max(1, len(a)) for a, b in zip(f[k], m[k], strict=True)]
@@ -236,13 +272,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="images per backend")
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--text-queries", type=int, default=5)
     parser.add_argument("--engines", action="store_true", help="Dask vs Ray instead")
     parser.add_argument("--images", type=int, default=80, help="images for --engines")
     args = parser.parse_args()
     if args.engines:
         bench_engines(args.images)
     else:
-        bench_backends(args.n, args.queries)
+        bench_backends(args.n, args.queries, args.text_queries)
 
 
 if __name__ == "__main__":

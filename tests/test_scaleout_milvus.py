@@ -254,6 +254,35 @@ def test_text_and_mixed_queries_match_embedded(both, photos, tmp_path):
         assert len(far.query(text="odd", top_k=None)) == 10
 
 
+def test_zero_shot_text_matches_embedded(milvus, photos, tmp_path):
+    """With the CNN's classifier, words also find what images show (ConSE over each image's
+    top classes, kept beside its deep signature on Milvus): same hits and scores as a folder,
+    and a metadata update keeps the classes. (Few images, one CLI search: every process that
+    searches text here loads torch and the sentence model.)"""
+    few = tmp_path / "few"
+    few.mkdir()
+    for name in ("chelsea.png", "coffee.png", "coins.png", "rocket.png", "astronaut.png"):
+        (few / name).write_bytes((photos[0] / name).read_bytes())
+    places = {"folder": str(tmp_path / "coll"), "milvus": milvus.uri("classes")}
+    on_both(places, lambda place: run("index", str(few), "-c", place, "--attributes", "deep"))
+    for place in places.values():
+        with Collection.open(place) as coll:
+            coll.update(str(few / "chelsea.png"), metadata={"pet": "tabby"})
+    cli = ranking(run("search", "--text", "kitten", "--json", "-c", places["milvus"]))
+    assert cli[0][0] == "chelsea.png" and len(cli) == 5  # no word says kitten: its classes do
+    with Collection.open(places["folder"]) as embedded, Collection.open(places["milvus"]) as far:
+        expected = [(name, round(score, 3)) for name, score in hits(embedded.query(text="kitten"))]
+        assert same_but_ties(cli, expected)  # the CLI prints scores to 3 decimals
+        for query in [
+            {"text": "tabby", "top_k": 3},  # the updated metadata and the classes
+            {"image": str(few / "coffee.png"), "text": "cat", "part_weights": "image=0.3,text=0.7"},
+        ]:
+            got = far.query(**query)
+            assert same_but_ties(hits(got), hits(embedded.query(**query))), query
+            assert got.explain["text"]["zero_shot"]["images"] == 5, query
+        far.drop()
+
+
 def test_bad_input_gets_the_same_clear_error(both, photos):
     places, _ = both
     query = str(photos[2][0])
@@ -268,6 +297,10 @@ def test_bad_input_gets_the_same_clear_error(both, photos):
         assert [e.returncode for e in errors] == [1, 1], args
         assert errors[0].stderr == errors[1].stderr, args
         assert "Traceback" not in errors[1].stderr and errors[1].stderr.count("\n") == 1
+    for args in [["check"], ["duplicates"]]:  # a folder's, not (yet) Milvus's: one clear line
+        refused = run(*args, "-c", places["milvus"], check=False)
+        assert refused.returncode == 1 and "not available on the Milvus backend" in refused.stderr
+        assert refused.stderr.count("\n") == 1, args
 
 
 def test_update_and_remove_through_the_cli(milvus, photos, tmp_path):

@@ -11,8 +11,10 @@ language's own evaluator, fused and ranked as the planner ranks. Queries with ot
 (text, sketch, layout, colours, alone or with an example image) go through the planner
 itself, with this module's two stages as its image stage: colour parts score every image's
 perceptual signature (read in one scan), text parts the catalog's full-text rows rebuilt in
-memory from the stored keywords and metadata (store/text_snapshot.py), so the hits and scores
-are the folder backend's.
+memory from the stored keywords and metadata (store/text_snapshot.py) plus, with the deep
+classifier, ConSE zero-shot over the class lists kept in the deep rows; so the hits and scores
+are the folder backend's. What a folder collection does and this one does not (check, tune,
+whiten, adapt, duplicates, feedback) is a one-line error (`NotOnMilvus`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ from lookalike.store.text_snapshot import TextSnapshot
 
 DEFAULT_CANDIDATES = 10  # candidates per attribute = this x k (as the embedded planner)
 WRITE_BATCH = 64
+
+
+class NotOnMilvus(CollectionError, AttributeError):
+    """A folder collection's operation this backend lacks: a one-line error for the CLI, and
+    still an AttributeError for `hasattr` / `getattr(..., default)`."""
 
 
 class _MilvusPlanner(Planner):
@@ -111,6 +118,16 @@ class MilvusCollection:
         self._text_vectors: dict[tuple[str, str], np.ndarray] = {}  # sentence vectors, per process
         self.candidates = DEFAULT_CANDIDATES
         self.effort: int | None = None  # HNSW ef; None: at least the number of candidates
+
+    def __getattr__(self, name: str) -> Any:
+        """What a folder collection does and this backend does not (check, whiten, tune,
+        duplicates, adapt, ...) is a clear error, not an AttributeError."""
+        if not name.startswith("_") and hasattr(Collection, name):
+            raise NotOnMilvus(
+                f"`{name}` is not available on the Milvus backend: copy the collection to a "
+                "folder (`lookalike copy`) for it"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def extractors(self) -> dict[str, Extractor]:
@@ -608,6 +625,17 @@ class MilvusCollection:
             top_k=top_k, threshold=threshold, exact=exact,
         )  # fmt: skip
 
+    def _zero_shot(self) -> Any:
+        """The ConSE scorer over the stored class signatures (kept in the `deep` rows), as a
+        folder's `load_zero_shot`; None without a classifier or before any image has one."""
+        from lookalike.query.zeroshot import CLASSES_SIGNATURE, ZeroShot
+
+        deep = self.extractors.get("deep")
+        if deep is None or not getattr(deep, "has_classifier", False):
+            return None
+        ids, matrix = self.store.side_matrix(self.layouts["deep"], CLASSES_SIGNATURE)
+        return ZeroShot.from_matrix(ids, matrix) if len(ids) else None
+
     def _text_distances(self, text: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """The text part: the folder's own scoring (`query.text.text_match`) over the full-text
         rows of every image, rebuilt from its stored keywords and metadata in one scan."""
@@ -620,7 +648,7 @@ class MilvusCollection:
         )
         snapshot = TextSnapshot(rows, self._text_vectors)
         try:
-            match = text_match(snapshot, text, zero_shot=None)  # type: ignore[arg-type]
+            match = text_match(snapshot, text, zero_shot=self._zero_shot())  # type: ignore[arg-type]
         finally:
             snapshot.close()
         return match.ids, match.distances, match.explain
