@@ -25,10 +25,12 @@ from lookalike.errors import CollectionError, LookalikeError, QueryError
 from lookalike.migrate import copy_collection
 from lookalike.query.filters import evaluate_filter
 from lookalike.query.milvus_filter import quote, translate
+from lookalike.query.text import text_match
 from lookalike.remote import MilvusCollection
 from lookalike.samples import write_samples
 from lookalike.store.backend import parse_store_uri
 from lookalike.store.milvus import TIMEOUT_S, StoreUnavailable
+from lookalike.store.text_snapshot import TextSnapshot
 
 pytestmark = pytest.mark.scaleout
 EXAMPLES = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", "30"))  # filters tried against Milvus
@@ -132,6 +134,35 @@ def test_filter_literals_are_escaped_never_pasted():
     assert quote("é\n\\😀") == '"\\u00e9\\u000a\\\\\\U0001f600"'
     with pytest.raises(QueryError, match="position"):
         translate("category = 'shirt' OR")
+
+
+def test_text_rows_rebuilt_in_memory_are_the_catalogs(tmp_path):
+    """The full-text rows TextSnapshot builds from records hold what catalog.sqlite's hold
+    (the same keywords and metadata strings), so BM25 and the text distances are the same.
+    (The order of the items in a row follows the catalog's write path: `index` sorts the
+    keywords, as the snapshot does; `import` keeps the metadata's order.)"""
+    rng = np.random.default_rng(2)
+    metadata = [
+        {"keywords": ["sky", "Blue", "a b"], "title": "Blue sky", "tags": {"x": ["b a"]}},
+        {"keywords": ["b", "a"], "note": "b a", "n": 3},
+        {"title": "sky"},
+        {},
+    ]
+    with Collection.create(tmp_path / "coll", attributes=["color"]) as coll:
+        dim = coll.extractors["color"].dim
+        paths = [f"/t/{i}.png" for i in range(len(metadata))]
+        coll.add_vectors(paths, {"color": rng.random((4, dim), np.float32)}, metadata)
+        records = coll.catalog.get_many(range(1, 5))
+        snapshot = TextSnapshot((i, r.metadata, r.keywords) for i, r in records.items())
+        rows = "SELECT rowid, text FROM search_text ORDER BY rowid"
+        items = [(i, sorted(t.split(" ; "))) for i, t in snapshot.query(rows)]
+        assert items == [(i, sorted(t.split(" ; "))) for i, t in coll.catalog.query(rows)]
+        assert snapshot.keyword_vocabulary() == coll.catalog.keyword_vocabulary()
+        for words in ['"Blue sky"', "sky", "bl*", "b", "a sky"]:
+            mine, theirs = (text_match(c, words, semantic=False) for c in (snapshot, coll.catalog))
+            assert np.array_equal(mine.ids, theirs.ids), words
+            assert np.array_equal(mine.distances, theirs.distances), words
+            assert 0 < np.count_nonzero(mine.distances < 100) < 4, words
 
 
 # -- one backend, the other: same answers --------------------------------------------------------

@@ -5,8 +5,11 @@ Text queries (`query.text.text_match`) rank by FTS5's BM25 over one text row per
 keywords and metadata strings, `catalog.search_text_of`). BM25 depends on every row of the
 collection (document count, average length, how many rows hold a term), so a store that keeps
 the same records gives the same relevance only over the same rows: this builds them as the
-catalog does (same FTS5 table and tokenizer, the same keyword rows in the catalog's order) in
-an in-memory SQLite database, and answers the few reads `text_match` makes.
+catalog does (same FTS5 table and tokenizer, the same keywords and metadata strings, keywords
+in the order `index` writes them) in an in-memory SQLite database, and answers the few reads
+`text_match` makes. Only a quoted phrase that spans two items of a row (the end of one keyword
+and the start of the next) can tell the orders apart; the catalog's own order depends on how
+an image was written (`import` keeps the metadata's order of keywords).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ Keyword = tuple[str, str, float]  # (keyword, source, score)
 
 
 def catalog_words(keywords: Iterable[Keyword]) -> list[str]:
-    """An image's keywords as the catalog writes its text row: one per (keyword, source), in
-    the keywords table's primary-key order (keyword, then source). The order matters: a quoted
-    phrase may span two keywords, which are adjacent tokens of the row."""
+    """An image's keywords as `index` writes its catalog text row: one per (keyword, source),
+    in the keywords table's primary-key order (keyword, then source). The order matters only
+    to a quoted phrase spanning two keywords, which are adjacent tokens of the row."""
     return [word for word, _source in sorted({(k, s) for k, s, _score in keywords})]
 
 
