@@ -3,6 +3,7 @@ compute engines (Dask, Ray) on the same describe work.
 
     .venv/bin/python bench/bench_scaleout.py --n 100000          # backends
     .venv/bin/python bench/bench_scaleout.py --engines           # Dask vs Ray (needs ray)
+    .venv/bin/python bench/bench_scaleout.py --sketch --n 20000  # sketch queries on Milvus
 
 Backends: the same synthetic signatures (bench/synthetic.py, attributes color and texture,
 metadata with a `shard` 0..99) go into a folder collection and into a collection on a Milvus
@@ -14,6 +15,9 @@ folder backend's top 10 Milvus also returns (the folder backend is exact below 5
 and IVF-PQ above; Milvus is HNSW candidates re-scored exactly). Milvus's searches are then run
 again with every read Strong (`store.snapshots = False`: each read waits for the server's next
 time tick, as before reads shared one snapshot timestamp), the baseline of the read path.
+Last, text queries (a word of the images' `kind`, held by a tenth of them) alone and fused
+with an example image: on Milvus each reads every image's keywords and metadata and rebuilds
+the full-text rows in memory (store/text_snapshot.py), the cost this measures.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from lookalike.api import Collection  # noqa: E402
 ATTRIBUTES = ["color", "texture"]
 BATCH = 10_000
 FILTER = "shard < 10"
+KINDS = ["shirt", "dress", "shoe", "bag", "hat", "scarf", "coat", "sock", "belt", "glove"]
 
 
 def insert(coll, gen: Generator, n: int) -> float:
@@ -50,7 +55,10 @@ def insert(coll, gen: Generator, n: int) -> float:
         coll.add_vectors(
             [f"synthetic://{i}" for i in range(start, stop)],
             vectors,
-            [{"shard": i % 100, "scene": int(gen.scene_of[i])} for i in range(start, stop)],
+            [
+                {"shard": i % 100, "scene": int(gen.scene_of[i]), "kind": KINDS[i % len(KINDS)]}
+                for i in range(start, stop)
+            ],
         )
     return time.perf_counter() - started
 
@@ -84,12 +92,28 @@ def _patch_describe(coll) -> None:
     coll.describe = describe
 
 
+def text_latencies(coll, queries: list[dict[str, np.ndarray]]) -> tuple[list, list, list]:
+    """Seconds of text queries alone, and fused with an example image; their top scores
+    (ties, which each backend orders by its own ids, may differ in which image)."""
+    alone, fused, answers = [], [], []
+    for i, signature in enumerate(queries):
+        word = KINDS[i % len(KINDS)]
+        started = time.perf_counter()
+        answers.append([round(h.score, 4) for h in coll.query(text=word, top_k=10)])
+        alone.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = coll.query(image=_Stored(signature), text=word, top_k=10, understand=False)
+        fused.append(time.perf_counter() - started)
+        answers.append([round(h.score, 4) for h in result])
+    return alone, fused, answers
+
+
 def summary(times: list[float]) -> tuple[float, float]:
     ordered = sorted(times)
     return statistics.median(ordered) * 1e3, ordered[int(0.95 * (len(ordered) - 1))] * 1e3
 
 
-def bench_backends(n: int, queries: int) -> None:
+def bench_backends(n: int, queries: int, text_queries: int = 5) -> None:
     from milvus_server import MilvusServer
 
     with tempfile.TemporaryDirectory(prefix="bench-scaleout-") as tmp:
@@ -133,6 +157,20 @@ def bench_backends(n: int, queries: int) -> None:
             )
             print("ratio milvus/folder: insert time {:.2f}, search p50 {:.2f}, filtered p50 {:.2f}"
                   .format(*ratios))  # fmt: skip
+            texts = {}
+            for name, coll in (("folder", folder), ("milvus", milvus)):
+                texts[name] = text_latencies(coll, query_list[:text_queries])
+                t50, f50 = summary(texts[name][0])[0], summary(texts[name][1])[0]
+                print(f"{name:>6}: text p50 {t50:.1f} ms; image + text p50 {f50:.1f} ms")
+            print(
+                "ratio milvus/folder: text p50 {:.2f}, image + text p50 {:.2f}; same top-10 "
+                "scores: text {}, image + text {}".format(
+                    summary(texts["milvus"][0])[0] / summary(texts["folder"][0])[0],
+                    summary(texts["milvus"][1])[0] / summary(texts["folder"][1])[0],
+                    texts["milvus"][2][::2] == texts["folder"][2][::2],
+                    texts["milvus"][2][1::2] == texts["folder"][2][1::2],
+                )
+            )  # fmt: skip
             for label, k in (("unfiltered", 3), ("filtered", 4)):
                 overlap = np.mean(
                     [len(set(a) & set(b)) / max(1, len(a)) for a, b in zip(f[k], m[k], strict=True)]
@@ -140,6 +178,70 @@ def bench_backends(n: int, queries: int) -> None:
                 print(f"top-10 agreement ({label}): {overlap:.3f}")
             milvus.close()
             folder.close()
+        finally:
+            server.stop()
+
+
+# -- sketch queries -------------------------------------------------------------------------------
+
+
+def perceptual_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n perceptual signatures like photos': a 16x16 index matrix of a few colour regions
+    (4x4 blocks of 2-4 terms, with 10% of the cells changed) and its term histogram."""
+    from lookalike.features.perceptual import MATRIX_SIZE, N_TERMS
+
+    palette = np.stack([rng.choice(N_TERMS, 4, replace=False) for _ in range(n)])
+    blocks = palette[np.arange(n)[:, None, None], rng.integers(0, 4, (n, 4, 4))]
+    matrices = blocks.repeat(4, axis=1).repeat(4, axis=2)
+    noise = rng.random(matrices.shape) < 0.1
+    matrices[noise] = rng.integers(0, N_TERMS, int(noise.sum()))
+    cells = matrices.reshape(n, MATRIX_SIZE * MATRIX_SIZE)
+    hists = np.stack([np.bincount(row, minlength=N_TERMS) for row in cells]) / cells.shape[1]
+    return np.concatenate([hists, cells], axis=1).astype(np.float32)
+
+
+def bench_sketch(n: int, queries: int) -> None:
+    """Sketch queries (8 cells of a stored image's matrix): Milvus (every image's perceptual
+    signature read in one scan, then scored) against the folder backend (its memory map)."""
+    from milvus_server import MilvusServer
+
+    from lookalike.features.perceptual import MATRIX_SIZE, N_TERMS
+
+    rng = np.random.default_rng(4)
+    rows = perceptual_rows(rng, n)
+    sketches = []
+    for i in rng.choice(n, queries, replace=False):
+        grid = np.full(MATRIX_SIZE * MATRIX_SIZE, -1, np.int8)
+        picked = rng.choice(grid.size, 8, replace=False)
+        grid[picked] = rows[i, N_TERMS:][picked]
+        sketches.append(grid.reshape(MATRIX_SIZE, MATRIX_SIZE).tolist())
+    with tempfile.TemporaryDirectory(prefix="bench-sketch-") as tmp:
+        server = MilvusServer(Path(tmp) / "milvus").start()
+        try:
+            places = {"folder": Path(tmp) / "folder", "milvus": server.uri("sketch")}
+            answers, times = {}, {}
+            for name, place in places.items():
+                coll = Collection.create(place, attributes=["perceptual"])
+                for start in range(0, n, BATCH):
+                    stop = min(n, start + BATCH)
+                    paths = [f"synthetic://{i}" for i in range(start, stop)]
+                    coll.add_vectors(paths, {"perceptual": rows[start:stop]})
+                coll.query(sketch=sketches[0], top_k=10)  # warm: index build / load
+                taken, found = [], []
+                for sketch in sketches:
+                    started = time.perf_counter()
+                    found.append([round(h.score, 4) for h in coll.query(sketch=sketch, top_k=10)])
+                    taken.append(time.perf_counter() - started)
+                times[name], answers[name] = summary(taken), found
+                print(f"{name:>6}: sketch p50/p95 {times[name][0]:.1f}/{times[name][1]:.1f} ms")
+                coll.close()
+            same = np.mean(
+                [x == y for x, y in zip(answers["folder"], answers["milvus"], strict=True)]
+            )
+            print(
+                f"ratio milvus/folder p50 {times['milvus'][0] / times['folder'][0]:.1f}; "
+                f"queries with the folder's top-10 scores: {same:.2f}"
+            )
         finally:
             server.stop()
 
@@ -236,13 +338,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="images per backend")
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--text-queries", type=int, default=5)
     parser.add_argument("--engines", action="store_true", help="Dask vs Ray instead")
+    parser.add_argument("--sketch", action="store_true", help="sketch queries instead")
     parser.add_argument("--images", type=int, default=80, help="images for --engines")
     args = parser.parse_args()
     if args.engines:
         bench_engines(args.images)
+    elif args.sketch:
+        bench_sketch(args.n, args.queries)
     else:
-        bench_backends(args.n, args.queries)
+        bench_backends(args.n, args.queries, args.text_queries)
 
 
 if __name__ == "__main__":

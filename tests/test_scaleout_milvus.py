@@ -25,10 +25,12 @@ from lookalike.errors import CollectionError, LookalikeError, QueryError
 from lookalike.migrate import copy_collection
 from lookalike.query.filters import evaluate_filter
 from lookalike.query.milvus_filter import quote, translate
+from lookalike.query.text import text_match
 from lookalike.remote import MilvusCollection
 from lookalike.samples import write_samples
 from lookalike.store.backend import parse_store_uri
 from lookalike.store.milvus import TIMEOUT_S, StoreUnavailable
+from lookalike.store.text_snapshot import TextSnapshot
 
 pytestmark = pytest.mark.scaleout
 EXAMPLES = int(os.environ.get("LOOKALIKE_FUZZ_EXAMPLES", "30"))  # filters tried against Milvus
@@ -134,6 +136,35 @@ def test_filter_literals_are_escaped_never_pasted():
         translate("category = 'shirt' OR")
 
 
+def test_text_rows_rebuilt_in_memory_are_the_catalogs(tmp_path):
+    """The full-text rows TextSnapshot builds from records hold what catalog.sqlite's hold
+    (the same keywords and metadata strings), so BM25 and the text distances are the same.
+    (The order of the items in a row follows the catalog's write path: `index` sorts the
+    keywords, as the snapshot does; `import` keeps the metadata's order.)"""
+    rng = np.random.default_rng(2)
+    metadata = [
+        {"keywords": ["sky", "Blue", "a b"], "title": "Blue sky", "tags": {"x": ["b a"]}},
+        {"keywords": ["b", "a"], "note": "b a", "n": 3},
+        {"title": "sky"},
+        {},
+    ]
+    with Collection.create(tmp_path / "coll", attributes=["color"]) as coll:
+        dim = coll.extractors["color"].dim
+        paths = [f"/t/{i}.png" for i in range(len(metadata))]
+        coll.add_vectors(paths, {"color": rng.random((4, dim), np.float32)}, metadata)
+        records = coll.catalog.get_many(range(1, 5))
+        snapshot = TextSnapshot((i, r.metadata, r.keywords) for i, r in records.items())
+        rows = "SELECT rowid, text FROM search_text ORDER BY rowid"
+        items = [(i, sorted(t.split(" ; "))) for i, t in snapshot.query(rows)]
+        assert items == [(i, sorted(t.split(" ; "))) for i, t in coll.catalog.query(rows)]
+        assert snapshot.keyword_vocabulary() == coll.catalog.keyword_vocabulary()
+        for words in ['"Blue sky"', "sky", "bl*", "b", "a sky"]:
+            mine, theirs = (text_match(c, words, semantic=False) for c in (snapshot, coll.catalog))
+            assert np.array_equal(mine.ids, theirs.ids), words
+            assert np.array_equal(mine.distances, theirs.distances), words
+            assert 0 < np.count_nonzero(mine.distances < 100) < 4, words
+
+
 # -- one backend, the other: same answers --------------------------------------------------------
 
 
@@ -208,14 +239,82 @@ def test_sketch_layout_and_colours_match_embedded(both, tmp_path):
         {"layout": "top blue and bottom grey", "where": "price > 2"},
         {"colors": "red then yellow", "top_k": 6},
         {"layout": "top green", "where": "price < 0"},
+        {"sketch": "blue blue\ngrey grey\n", "top_k": 1},
+        {"sketch": "yellow yellow\n. .", "top_k": 1},  # mostly open cells
+        {"sketch": "green . . brown\n. grey grey .\n", "top_k": 2, "where": "price > 3"},
+        {"sketch": "white black", "top_k": 1, "where": "NOT path CONTAINS 'hubble'"},
+        {"sketch": "red", "top_k": 3, "where": "price < 0"},
     ]
     with Collection.open(places["folder"]) as embedded, Collection.open(places["milvus"]) as far:
         for query in queries:
             expected = hits(embedded.query(**query))
-            assert same_but_ties(hits(far.query(**query)), expected), query
+            got = far.query(**query)
+            assert same_but_ties(hits(got), expected), query
             assert (expected == []) == ("price < 0" in str(query)), query
-        with pytest.raises(CollectionError, match="text queries"):
-            far.query(text="rocket")
+
+
+def test_text_and_mixed_queries_match_embedded(both, photos, tmp_path):
+    """Words (keywords, metadata strings, phrases, prefixes, expansion) scored by the folder's
+    own FTS5 scoring over rows rebuilt from Milvus; an example image fused with text, a
+    sketch, a layout or colours by part weights, Milvus searching the image stage."""
+    places, _ = both
+    query = str(photos[2][4])
+    args = ["search", query, "-t", "red space rocket", "-k", "6", "--json"]  # three parts
+    found = on_both(places, lambda place: ranking(run(*args, "-c", place)))
+    assert same_but_ties(found["milvus"], found["folder"]) and found["folder"]
+    grid = tmp_path / "sketch.txt"
+    grid.write_text("blue blue\ngrey grey\n")
+    queries = [
+        {"text": "rocket"},
+        {"text": "space", "where": "price > 2"},
+        {"text": "odd", "top_k": None},  # a metadata string: every odd-priced image
+        {"text": '"rocket space"'},  # a phrase across two keywords (their stored order)
+        {"text": "roc*", "where": "price > 12"},  # rocket (17), not hubble (11)
+        {"text": 'x" OR id > 0 OR path == "'},  # hostile words: matched as words, nothing else
+        {"text": "space", "where": "price < 0"},
+        {"image": query, "sketch": grid.read_text(), "top_k": 5},
+        {"image": query, "layout": "top blue", "where": "price > 2",
+         "part_weights": "image=0.8,layout=0.2"},
+        {"image": query, "colors": "red then yellow", "text": "space", "top_k": 8},
+        {"image": query, "text": "rocket", "weights": "color=0.7,texture=0.3", "threshold": 60},
+    ]  # fmt: skip
+    with Collection.open(places["folder"]) as embedded, Collection.open(places["milvus"]) as far:
+        for query_ in queries:
+            expected = embedded.query(**query_)
+            got = far.query(**query_)
+            assert same_but_ties(hits(got), hits(expected)), query_
+            assert got.explain["parts"] == expected.explain["parts"], query_
+            assert (hits(expected) == []) == ("price < 0" in str(query_)), query_
+        assert len(far.query(text="odd", top_k=None)) == 10
+
+
+def test_zero_shot_text_matches_embedded(milvus, photos, tmp_path):
+    """With the CNN's classifier, words also find what images show (ConSE over each image's
+    top classes, kept beside its deep signature on Milvus): same hits and scores as a folder,
+    and a metadata update keeps the classes. (Few images, one CLI search: every process that
+    searches text here loads torch and the sentence model.)"""
+    few = tmp_path / "few"
+    few.mkdir()
+    for name in ("chelsea.png", "coffee.png", "coins.png", "rocket.png", "astronaut.png"):
+        (few / name).write_bytes((photos[0] / name).read_bytes())
+    places = {"folder": str(tmp_path / "coll"), "milvus": milvus.uri("classes")}
+    on_both(places, lambda place: run("index", str(few), "-c", place, "--attributes", "deep"))
+    for place in places.values():
+        with Collection.open(place) as coll:
+            coll.update(str(few / "chelsea.png"), metadata={"pet": "tabby"})
+    cli = ranking(run("search", "--text", "kitten", "--json", "-c", places["milvus"]))
+    assert cli[0][0] == "chelsea.png" and len(cli) == 5  # no word says kitten: its classes do
+    with Collection.open(places["folder"]) as embedded, Collection.open(places["milvus"]) as far:
+        expected = [(name, round(score, 3)) for name, score in hits(embedded.query(text="kitten"))]
+        assert same_but_ties(cli, expected)  # the CLI prints scores to 3 decimals
+        for query in [
+            {"text": "tabby", "top_k": 3},  # the updated metadata and the classes
+            {"image": str(few / "coffee.png"), "text": "cat", "part_weights": "image=0.3,text=0.7"},
+        ]:
+            got = far.query(**query)
+            assert same_but_ties(hits(got), hits(embedded.query(**query))), query
+            assert got.explain["text"]["zero_shot"]["images"] == 5, query
+        far.drop()
 
 
 def test_bad_input_gets_the_same_clear_error(both, photos):
@@ -232,6 +331,10 @@ def test_bad_input_gets_the_same_clear_error(both, photos):
         assert [e.returncode for e in errors] == [1, 1], args
         assert errors[0].stderr == errors[1].stderr, args
         assert "Traceback" not in errors[1].stderr and errors[1].stderr.count("\n") == 1
+    for args in [["check"], ["duplicates"]]:  # a folder's, not (yet) Milvus's: one clear line
+        refused = run(*args, "-c", places["milvus"], check=False)
+        assert refused.returncode == 1 and "not available on the Milvus backend" in refused.stderr
+        assert refused.stderr.count("\n") == 1, args
 
 
 def test_update_and_remove_through_the_cli(milvus, photos, tmp_path):

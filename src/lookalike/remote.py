@@ -7,11 +7,14 @@ filters, threshold and top-k. Extraction is the embedded backend's own code (the
 extractors and settings), and so is scoring: Milvus proposes candidates per attribute (HNSW,
 filtered inside Milvus by the translated filter), then every candidate's raw signature comes
 back and is scored with the extractors' exact 0..100 distances, filtered exactly by the filter
-language's own evaluator, fused and ranked as the planner ranks. Sketch, layout and colour
-queries (without an example image) go through the planner too, on every image's perceptual
-signature read in one scan. Text queries need the catalog's full-text index, and hybrids of
-an example with a sketch, layout or colours the planner's own image stage: use a folder
-collection for those (`lookalike copy` moves one either way without re-extracting).
+language's own evaluator, fused and ranked as the planner ranks. Queries with other parts
+(text, sketch, layout, colours, alone or with an example image) go through the planner
+itself, with this module's two stages as its image stage: colour parts score every image's
+perceptual signature (read in one scan), text parts the catalog's full-text rows rebuilt in
+memory from the stored keywords and metadata (store/text_snapshot.py) plus, with the deep
+classifier, ConSE zero-shot over the class lists kept in the deep rows; so the hits and scores
+are the folder backend's. What a folder collection does and this one does not (check, tune,
+whiten, adapt, duplicates, feedback) is a one-line error (`NotOnMilvus`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from lookalike.decode import Preprocess, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
 from lookalike.query.milvus_filter import MilvusFilter, quote, translate
-from lookalike.query.plan import Planner, PlanSources, SearchResults
+from lookalike.query.plan import ImagePart, Planner, PlanSources, SearchResults
+from lookalike.query.understand import read_query_box
 from lookalike.scoring import check_threshold, fuse, normalise_weights
 from lookalike.store.backend import StoreAddress, parse_store_uri
 from lookalike.store.catalog import ImageRecord, _user_keywords
@@ -42,14 +46,41 @@ from lookalike.store.milvus import (
     decode_vectors,
     image_id_for,
 )
+from lookalike.store.text_snapshot import TextSnapshot
 
 DEFAULT_CANDIDATES = 10  # candidates per attribute = this x k (as the embedded planner)
 WRITE_BATCH = 64
-UNSUPPORTED = (
-    "text queries, and sketch, layout or colours together with an example image, are not "
-    "available on the Milvus backend: copy the collection to a folder (`lookalike copy`) "
-    "for those"
-)
+
+
+class NotOnMilvus(CollectionError, AttributeError):
+    """A folder collection's operation this backend lacks: a one-line error for the CLI, and
+    still an AttributeError for `hasattr` / `getattr(..., default)`."""
+
+
+class _MilvusPlanner(Planner):
+    """The planner with a Milvus image stage: `image_part(signature, weights, k, extra,
+    exact)` searches Milvus inside the query's filter (see MilvusCollection._image_part)."""
+
+    def __init__(self, sources: PlanSources, image_part: Any):
+        super().__init__(sources)
+        self._milvus_image_part = image_part
+
+    def image_part(
+        self,
+        signature: Mapping[str, np.ndarray],
+        weights: Mapping[str, float],
+        *,
+        k: int | None,
+        allowed: np.ndarray | None = None,
+        extra: Sequence[np.ndarray] = (),
+        effort: int | None = None,
+        exact: bool = False,
+    ) -> ImagePart:
+        ids, distances, plan = self._milvus_image_part(signature, weights, k, extra, exact)
+        if allowed is not None:  # already inside the filter; the planner's own guarantee
+            keep = np.isin(ids, allowed)
+            ids, distances = ids[keep], {n: d[keep] for n, d in distances.items()}
+        return ImagePart(ids, distances, plan == "exact")
 
 
 class MilvusCollection:
@@ -75,11 +106,28 @@ class MilvusCollection:
             name: AttributeLayout(name, ex.version, ex.dim, ex.index_space())
             for name, ex in self._extractors.items()
         }
-        self._ranker = Planner(
-            PlanSources(self, None, None, None, self._perceptual, None)  # type: ignore[arg-type]
+        self._sources = PlanSources(
+            catalog=self,  # type: ignore[arg-type]  # the ranking reads records (get_many)
+            index=None,  # type: ignore[arg-type]  # the image stage is _image_part's
+            prepare_query=None,  # type: ignore[arg-type]
+            candidates=lambda: self.candidates,
+            perceptual=self._perceptual,
+            text_distances=self._text_distances,
         )
+        self._ranker = Planner(self._sources)
+        self._text_vectors: dict[tuple[str, str], np.ndarray] = {}  # sentence vectors, per process
         self.candidates = DEFAULT_CANDIDATES
         self.effort: int | None = None  # HNSW ef; None: at least the number of candidates
+
+    def __getattr__(self, name: str) -> Any:
+        """What a folder collection does and this backend does not (check, whiten, tune,
+        duplicates, adapt, ...) is a clear error, not an AttributeError."""
+        if not name.startswith("_") and hasattr(Collection, name):
+            raise NotOnMilvus(
+                f"`{name}` is not available on the Milvus backend: copy the collection to a "
+                "folder (`lookalike copy`) for it"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def extractors(self) -> dict[str, Extractor]:
@@ -484,10 +532,11 @@ class MilvusCollection:
         more: Sequence[int | str] | None = None,
         less: Sequence[int | str] | None = None,
         calibrated: bool = False,
-        understand: bool = True,  # reads text queries, which this backend does not take
+        understand: bool = True,
     ) -> SearchResults:
-        """Search by example image, optionally filtered (see Collection.query). Every read of
-        one search sees every write acknowledged before the search began (store.snapshot)."""
+        """One query of any kind, or several combined, optionally filtered (see
+        Collection.query). Every read of one search sees every write acknowledged before the
+        search began (store.snapshot)."""
         with self.store.snapshot():
             if expand or more or less or calibrated or isinstance(threshold, str):
                 raise CollectionError(
@@ -498,23 +547,26 @@ class MilvusCollection:
             check_threshold(threshold)
             if top_k is not None and top_k < 1:
                 raise LookalikeError("top_k must be at least 1")
-            visual = any(v not in (None, "") for v in (sketch, layout, colors))
-            if text not in (None, "") or (visual and image is not None):
-                raise CollectionError(UNSUPPORTED)
+            understood = None
+            if text and understand:  # colour and layout words become those parts, as a folder's
+                text, colors, layout, understood = read_query_box(
+                    text, colors, layout, visual="perceptual" in self.attributes
+                )
             flt = translate(where) if where else None
-            if visual:  # every image's colour terms against the sketch, layout or colours
-                allowed = None if flt is None else np.array(sorted(self._matching(flt)), np.int64)
-                results = self._ranker.run(
-                    signature=None, attribute_weights={}, sketch=sketch, layout=layout,
-                    colors=colors, allowed=allowed, where=where, part_weights=part_weights,
-                    top_k=top_k, threshold=threshold,
-                )  # fmt: skip
-                results.explain["backend"] = str(self.address)
-                return results
             explain: dict[str, Any] = {"backend": str(self.address)}
             if where:
                 explain["where"] = where
                 explain["milvus_filter"] = flt.expression if flt else ""  # type: ignore[union-attr]
+            has_text = text is not None and bool(text.strip())
+            if has_text or any(v not in (None, "") for v in (sketch, layout, colors)):
+                results = self._planned(
+                    image, text, sketch, layout, colors, flt, where, weights, part_weights,
+                    top_k, threshold, exact,
+                )  # fmt: skip
+                results.explain.update(explain)
+                if understood is not None:
+                    results.explain["understood"] = understood
+                return results
             if image is None:
                 if flt is None:
                     raise LookalikeError(
@@ -530,6 +582,76 @@ class MilvusCollection:
             explain["parts"] = {"image": 1.0}
             scores = fuse(distances, weights_n) if len(ids) else np.zeros(0)
             return self._rank(ids, scores, distances, weights_n, top_k, threshold, explain)
+
+    def _planned(
+        self,
+        image: Any,
+        text: str | None,
+        sketch: Any,
+        layout: str | None,
+        colors: Any,
+        flt: MilvusFilter | None,
+        where: str | None,
+        weights: str | Mapping[str, float] | None,
+        part_weights: Any,
+        top_k: int | None,
+        threshold: float | None,
+        exact: bool,
+    ) -> SearchResults:
+        """A query with text, sketch, layout or colour parts (and maybe an example image),
+        through the planner: every part scored and fused by part weights as a folder's are;
+        the image stage searches Milvus inside the filter, joined by the other parts' best."""
+        allowed = None if flt is None else np.array(sorted(self._matching(flt)), np.int64)
+        attribute_weights: dict[str, float] = {}
+        signature = None
+        if image is not None:
+            attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
+
+            def signature(names: list[str]) -> dict[str, np.ndarray]:
+                return self.describe(image, names)
+
+        def image_part(
+            wanted: Mapping[str, np.ndarray],
+            weighted: Mapping[str, float],
+            k: int | None,
+            extra: Sequence[np.ndarray],
+            exact: bool,
+        ) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+            return self._image_part(wanted, weighted, k, flt, exact, extra)
+
+        return _MilvusPlanner(self._sources, image_part).run(
+            signature=signature, attribute_weights=attribute_weights, text=text, sketch=sketch,
+            layout=layout, colors=colors, allowed=allowed, where=where, part_weights=part_weights,
+            top_k=top_k, threshold=threshold, exact=exact,
+        )  # fmt: skip
+
+    def _zero_shot(self) -> Any:
+        """The ConSE scorer over the stored class signatures (kept in the `deep` rows), as a
+        folder's `load_zero_shot`; None without a classifier or before any image has one."""
+        from lookalike.query.zeroshot import CLASSES_SIGNATURE, ZeroShot
+
+        deep = self.extractors.get("deep")
+        if deep is None or not getattr(deep, "has_classifier", False):
+            return None
+        ids, matrix = self.store.side_matrix(self.layouts["deep"], CLASSES_SIGNATURE)
+        return ZeroShot.from_matrix(ids, matrix) if len(ids) else None
+
+    def _text_distances(self, text: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """The text part: the folder's own scoring (`query.text.text_match`) over the full-text
+        rows of every image, rebuilt from its stored keywords and metadata in one scan."""
+        from lookalike.query.text import text_match
+
+        rows = (
+            (r["id"], r["metadata"] or {}, r["keywords"])
+            for batch in self.store.scan(self.first, ["metadata", "keywords"])
+            for r in batch
+        )
+        snapshot = TextSnapshot(rows, self._text_vectors)
+        try:
+            match = text_match(snapshot, text, zero_shot=self._zero_shot())  # type: ignore[arg-type]
+        finally:
+            snapshot.close()
+        return match.ids, match.distances, match.explain
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image with a current
@@ -573,8 +695,10 @@ class MilvusCollection:
         k: int | None,
         flt: MilvusFilter | None,
         exact: bool,
+        extra: Sequence[np.ndarray] = (),
     ) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
-        """Stage one (candidates from Milvus) and stage two (exact distances on them)."""
+        """Stage one (candidates from Milvus, joined by `extra`: a hybrid's other parts' best
+        images) and stage two (exact distances on them)."""
         if flt is not None and flt.nothing:
             return np.zeros(0, np.int64), {n: np.zeros(0) for n in weights}, "none"
         layouts = {name: self.layouts[name] for name in weights}
@@ -588,7 +712,7 @@ class MilvusCollection:
                 )
                 for name, layout in layouts.items()
             }
-            ids = np.unique(np.concatenate([f[0] for f in found.values()]))
+            ids = np.unique(np.concatenate([*(f[0] for f in found.values()), *extra]))
             ids = self._admitted(ids, flt)
             exhausted = all(len(f[0]) < limit for f in found.values())
             if len(ids) >= k or exhausted or limit >= MAX_LIMIT:

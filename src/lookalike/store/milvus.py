@@ -307,7 +307,9 @@ class MilvusStore:
 
     def upsert(self, layouts: Sequence[AttributeLayout], rows: Sequence[Mapping[str, Any]]) -> None:
         """Write whole images: `rows` hold the record fields and "signatures" (attribute ->
-        raw vector). Every attribute's collection gets its row; repeating it is harmless."""
+        raw vector). Every attribute's collection gets its row; repeating it is harmless.
+        Side signatures ("deep:classes", the classifier's top classes) go into their
+        attribute's row (see `side_matrix`); a row read back whole carries them as "side"."""
         if not rows:
             return
         for layout in layouts:
@@ -316,7 +318,10 @@ class MilvusStore:
             data = [
                 {
                     **{k: row[k] for k in RECORD_FIELDS},
-                    "keywords": {"list": list(row["keywords"])},  # a JSON field holds an object
+                    "keywords": {  # a JSON field holds an object
+                        "list": list(row["keywords"]),
+                        **_side_signatures(layout.name, row),
+                    },
                     "keywords_lc": lower_keywords([k[0] for k in row["keywords"]], row["metadata"]),
                     "version": layout.version,
                     "exact": encode_vector(raw[i]),
@@ -391,7 +396,7 @@ class MilvusStore:
                 **self._consistency(),
             )
         )
-        return {int(r["id"]): unwrapped(r) for r in rows}
+        return {int(r["id"]): unwrapped(r, side=True) for r in rows}
 
     def scan(
         self, attribute: str, fields: Sequence[str], expression: str = "", batch: int = 1000
@@ -417,10 +422,27 @@ class MilvusStore:
             if not rows:
                 return
             rows.sort(key=lambda r: r["id"])
-            yield [unwrapped(r) for r in rows]
+            yield [unwrapped(r, side=True) for r in rows]
             if len(rows) < batch:
                 return
             last = int(rows[-1]["id"])
+
+    def side_matrix(self, layout: AttributeLayout, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, rows) of a side signature kept in an attribute's rows: those of every image
+        whose attribute signature is current (the side one was made with it), in id order.
+        They live in the keywords JSON object, so collections made before need no new field."""
+        ids: list[int] = []
+        vectors: list[list[float]] = []
+        from lookalike.query.milvus_filter import quote
+
+        current = f"version == {quote(layout.version)}"
+        for rows in self.scan(layout.name, ["keywords"], current):
+            for row in rows:
+                if name in row["side"]:
+                    ids.append(int(row["id"]))
+                    vectors.append(row["side"][name])
+        matrix = np.array(vectors, np.float32) if vectors else np.zeros((0, 0), np.float32)
+        return np.array(ids, np.int64), matrix
 
     def count(self, attribute: str) -> int:
         rows = self._call(
@@ -467,8 +489,25 @@ class MilvusStore:
         return ids, {int(ids[i]): matrix[k] for k, i in enumerate(current)}
 
 
-def unwrapped(row: Mapping[str, Any]) -> dict[str, Any]:
+def unwrapped(row: Mapping[str, Any], *, side: bool = False) -> dict[str, Any]:
+    """A row as the collection reads it: keywords as (keyword, source, score) tuples; with
+    `side`, the side signatures kept beside them as "side" (name -> list of floats)."""
     out = dict(row)
     if "keywords" in out:
-        out["keywords"] = [tuple(k) for k in (out["keywords"] or {}).get("list", [])]
+        stored = out["keywords"] or {}
+        out["keywords"] = [tuple(k) for k in stored.get("list", [])]
+        if side:
+            out["side"] = dict(stored.get("side", {}))
     return out
+
+
+def _side_signatures(attribute: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """{"side": {name: floats}} of the row's side signatures of `attribute` ("deep:classes"
+    for "deep"): new ones from "signatures", else those it was read back with ("side")."""
+    kept = dict(row.get("side") or {})
+    kept.update(
+        (name, np.asarray(vector, np.float32).tolist())
+        for name, vector in row["signatures"].items()
+        if name.startswith(attribute + ":")
+    )
+    return {"side": kept} if kept else {}
