@@ -100,7 +100,7 @@ def test_torch_runtime_stores_the_same_vectors(indexed, tmp_path):
     root, cache, _, _ = indexed
     photos = root / "images" / "photos"
     proc, imported = lookalike(
-        "index", str(photos), "-c", str(tmp_path / "torch"), cache=cache, runtime="torch"
+        "index", str(photos), "-c", str(tmp_path / "torch"), "--cnn-runtime", "torch", cache=cache
     )
     assert proc.returncode == 3, proc.stderr
     assert "torch" in imported and "onnxruntime" not in imported
