@@ -7,6 +7,8 @@ fixtures here and in test_tags.py share it.
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,13 +251,19 @@ def test_damaged_export_is_made_again(onnx_cache, photos, monkeypatch):
     DeepExtractor().extract(photos["coffee"])  # the export exists
     expected = DeepExtractor(runtime="torch").extract(photos["coffee"])
     onnx_cache.write_bytes(onnx_cache.read_bytes()[:5000])  # cut short
+    killed = onnx_cache.parent / ".export-killed.onnx"  # what a killed export left
+    killed.write_bytes(b"partial")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))
+    running = onnx_cache.parent / ".export-running.onnx"  # another process's export
+    running.write_bytes(b"partial")
     clear_model_cache()
     with pytest.warns(UserWarning, match="exporting it again"):
         again = DeepExtractor()
         vector = again.extract(photos["coffee"])
     assert again.runtime == "onnxruntime" and onnx_cache.stat().st_size > 5000
     assert np.abs(vector - expected).max() <= ONNX_TOLERANCE
-    assert not list(onnx_cache.parent.glob(".export-*"))  # no staging file left behind
+    # no staging file of its own left behind; a killed export's removed, a running one's kept
+    assert [p.name for p in onnx_cache.parent.glob(".export-*")] == [running.name]
 
 
 def test_runtime_from_the_environment(onnx_cache, photos, monkeypatch):

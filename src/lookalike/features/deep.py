@@ -48,6 +48,7 @@ beside it; a process pool of N workers should set LOOKALIKE_TORCH_THREADS=1 to a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -55,6 +56,7 @@ import os
 import pickle
 import tempfile
 import threading
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -731,6 +733,7 @@ def _export_packaged(weights: Path, device: str, image_size: int, target: Path) 
 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(target.parent)
         fd, staging = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=target.parent)
         os.close(fd)
     except OSError as e:
@@ -764,6 +767,18 @@ def _export_packaged(weights: Path, device: str, image_size: int, target: Path) 
     finally:
         Path(staging).unlink(missing_ok=True)
     del device  # the export runs on the CPU; the session picks its device when loaded
+
+
+STALE_STAGING_S = 3600.0  # a staging file this old belongs to an export that was killed
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Remove what killed exports left (a live export finishes within minutes)."""
+    now = time.time()
+    for leftover in folder.glob(".export-*.onnx"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > STALE_STAGING_S:
+                leftover.unlink()
 
 
 def _export_disagreement(path: Path, net: nn.Module, image_size: int) -> float:
