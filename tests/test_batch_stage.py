@@ -23,9 +23,11 @@ class SlowCNN:
         self.seconds = seconds
         self.fail = fail
         self.threads: set[str] = set()
+        self.batches = 0
 
     def extract_batch(self, images: list) -> np.ndarray:
         self.threads.add(threading.current_thread().name)
+        self.batches += 1
         time.sleep(self.seconds)
         if self.fail:
             raise LookalikeError("model produced NaN or infinite values")
@@ -69,3 +71,15 @@ def test_a_cnn_error_reaches_the_caller():
         stage.submit(described(2))
         with pytest.raises(LookalikeError, match="NaN"):
             stage.close()
+
+
+def test_an_interrupted_run_does_not_wait_for_queued_batches():
+    cnn = SlowCNN(0.5)
+    with pytest.raises(KeyboardInterrupt), BatchStage({"deep": cnn}, depth=2) as stage:
+        for start in range(3):  # one running, up to two waiting
+            stage.submit(described(1, start=start))
+        began = time.monotonic()
+        raise KeyboardInterrupt
+    assert time.monotonic() - began < 0.3  # Ctrl-C is not held up by the CNN's queue
+    time.sleep(1.2)
+    assert cnn.batches <= 2  # what had not started was dropped

@@ -490,8 +490,13 @@ class BatchStage:
         finally:
             self._stop()
 
-    def _stop(self) -> None:
+    def _stop(self, *, drop_waiting: bool = False) -> None:
         if self._thread is not None:
+            while drop_waiting:  # an interrupted run: batches not yet started are not run
+                try:
+                    self._todo.get_nowait()
+                except queue.Empty:
+                    break
             self._todo.put(None)  # after any batch still queued: the thread drains, then ends
             self._thread = None
 
@@ -504,4 +509,5 @@ class BatchStage:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop()  # an interrupted run: the thread ends after its batch, nothing is stored
+        # interrupted: the thread ends after the batch it runs; nothing more is stored
+        self._stop(drop_waiting=kind is not None)
