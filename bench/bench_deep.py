@@ -16,7 +16,6 @@ import statistics
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 from skimage import data as skdata
 
@@ -68,8 +67,7 @@ def main() -> None:
     tensor = extractor.preprocess(images)
 
     def bare() -> None:
-        with torch.inference_mode():
-            loaded.run(tensor)
+        loaded.run(tensor, False)
 
     times = interleaved(
         {

@@ -9,8 +9,10 @@ rotation, brightness, mirror), saved as JPEG. In one run, on the same files:
    forward pass (when torch is installed), the catalog write, and the inter-process transfer
    of a described image (pickle size and time);
 2. images/s with all cores: decode + resize alone, the classic attributes (Collection.add),
-   the CNN alone against its bare forward pass at the same batch size, and the default set;
-   and the ratios the targets are stated in.
+   the CNN alone against its bare forward pass at the same batch size (ONNX Runtime, the
+   default, and torch), and the default set three ways: the CNN in torch after each batch
+   while the workers wait (as before ingest3), in ONNX Runtime likewise, and in ONNX Runtime
+   in a thread beside the workers (now); and the ratios the targets are stated in.
 
     .venv/bin/python bench/bench_index.py [--count 40] [--jobs N] [--no-deep]
 """
@@ -28,6 +30,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lookalike import ingest
 from lookalike import pool as worker_pool
 from lookalike.api import Collection
 from lookalike.decode import Preprocess, decode_bytes, prepare
@@ -121,36 +124,11 @@ def _rate(count: int, run: Callable[[], object]) -> float:
     return count / (time.perf_counter() - start)
 
 
-def export_onnx(extractor: Any, path: Path) -> None:
-    """The packaged CNN's feature maps as an ONNX model (dynamic batch), as a user would."""
-    import warnings
-
-    import torch
-
-    net = extractor._loaded().run.__self__  # EfficientNet; run is its extract_features
-
-    class Features(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net.extract_features(x)
-
-    size = extractor.image_size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Features().eval(), (torch.zeros(1, 3, size, size),), str(path),
-            input_names=["images"], dynamic_axes={"images": {0: "n"}}, dynamo=False,
-        )  # fmt: skip
-
-
-def deep_against_bare(files: list[str], batch_size: int, tmp: Path) -> dict[str, float]:
-    """images/s of DeepExtractor.extract_batch and of the bare network on its tensors, through
-    torch and through ONNX Runtime (the same network exported), and how far their vectors are."""
+def deep_against_bare(files: list[str], batch_size: int) -> dict[str, float]:
+    """images/s of DeepExtractor.extract_batch and of the bare network on its batches, through
+    ONNX Runtime (the default: the packaged model's cached export) and through torch, and how
+    far apart their vectors are."""
     import numpy as np
-    import torch
 
     images = [
         PreparedImage(prepare(decode_bytes(Path(p).read_bytes(), p, draft=2 * FRAME).rgb,
@@ -159,21 +137,16 @@ def deep_against_bare(files: list[str], batch_size: int, tmp: Path) -> dict[str,
     ]  # fmt: skip
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     rates: dict[str, float] = {}
-    vectors = {}
-    extractor = create_extractor("deep")
-    extractor.extract_batch(batches[0])  # load
-    onnx_path = tmp / "packaged.onnx"
-    export_onnx(extractor, onnx_path)
-    runtimes = {"torch": extractor, "onnxruntime": create_extractor("deep", model=str(onnx_path))}
-    for runtime, ex in runtimes.items():
-        ex.extract_batch(batches[0])  # load
+    vectors: dict[str, list[Any]] = {}
+    for runtime in ("onnxruntime", "torch"):
+        ex = create_extractor("deep", runtime=runtime)
+        ex.extract_batch(batches[0])  # load (and export, on a machine's first run)
         loaded = ex._loaded()
         tensors = [ex.preprocess(b) for b in batches]
 
         def bare(loaded: Any = loaded, tensors: list = tensors) -> None:
-            with torch.inference_mode():
-                for tensor in tensors:
-                    loaded.run(tensor)
+            for tensor in tensors:
+                loaded.run(tensor, False)
 
         rates[f"CNN alone ({runtime}, extract_batch, batch {batch_size})"] = _rate(
             len(images),
@@ -184,6 +157,38 @@ def deep_against_bare(files: list[str], batch_size: int, tmp: Path) -> dict[str,
         rates[f"  bare forward pass ({runtime}), batch {batch_size}"] = _rate(len(images), bare)
     gap = np.abs(np.concatenate(vectors["torch"]) - np.concatenate(vectors["onnxruntime"])).max()
     rates["  max |torch - onnxruntime| vector difference"] = float(gap)
+    return rates
+
+
+class SerialStage(ingest.BatchStage):
+    """The CNN stage as before ingest3: each batch runs in `submit`, while the workers wait."""
+
+    def submit(self, items: list[Extracted]) -> None:
+        if items:
+            ingest.finish_batch(items, self._extractors, tag_floor=self._tag_floor)
+            self._waiting += 1
+            self._done.put((items, None))
+
+
+def default_set_rates(files: list[str], tmp: Path, jobs: int) -> dict[str, float]:
+    """The default set through Collection.add on the same files: CNN in torch after each batch
+    (as before ingest3), in ONNX Runtime after each batch, and in ONNX Runtime in a thread
+    beside the workers (now)."""
+    overlapped = ingest.BatchStage
+    runs = {
+        "default set, CNN torch, serial (before)": ("torch", SerialStage),
+        "default set, CNN onnxruntime, serial": ("onnxruntime", SerialStage),
+        "default set, CNN onnxruntime, overlapped (now)": ("onnxruntime", overlapped),
+    }
+    rates = {}
+    try:
+        for n, (label, (runtime, stage)) in enumerate(runs.items()):
+            os.environ["LOOKALIKE_CNN_RUNTIME"] = runtime
+            ingest.BatchStage = stage  # type: ignore[misc]
+            rates[label] = add_rate(files, tmp / f"default{n}", None, jobs)
+    finally:
+        ingest.BatchStage = overlapped  # type: ignore[misc]
+        os.environ.pop("LOOKALIKE_CNN_RUNTIME", None)
     return rates
 
 
@@ -228,8 +233,8 @@ def main() -> None:
         classic = add_rate(files, tmp / "classic", list(CLASSIC_ATTRIBUTES), jobs)
         rates = {"classic attributes (Collection.add)": classic}
         if deep:
-            rates.update(deep_against_bare(files, 32, tmp))
-            rates["default set (Collection.add)"] = add_rate(files, tmp / "default", None, jobs)
+            rates.update(deep_against_bare(files, 32))
+            rates.update(default_set_rates(files, tmp, jobs))
 
     print(f"{len(files)} JPEG photos of {' and '.join(f'{w}x{h}' for w, h in SIZES)}, "
           f"frame {FRAME}; {jobs} worker processes; {os.cpu_count()} cores; load average "
@@ -259,8 +264,10 @@ def main() -> None:
             cnn = rates[f"CNN alone ({runtime}, extract_batch, batch 32)"]
             bare = rates[f"  bare forward pass ({runtime}), batch 32"]
             print(f"{f'CNN / bare forward pass, {runtime} (>= 0.8)':<48}{cnn / bare:8.3f}")
-        default = rates["default set (Collection.add)"]
+        default = rates["default set, CNN onnxruntime, overlapped (now)"]
+        before = rates["default set, CNN torch, serial (before)"]
         print(f"{'default set / decode+resize':<48}{default / baseline:8.3f}")
+        print(f"{'default set, now / before':<48}{default / before:8.3f}")
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from lookalike.adapt import fit_projection
@@ -43,7 +41,7 @@ from lookalike.evaluate import (
     quality_from_distances,
 )
 from lookalike.features.base import PreparedImage
-from lookalike.features.deep import DeepExtractor, pool_features
+from lookalike.features.deep import DeepExtractor, l2_normalise, pool_features
 from lookalike.features.registry import CLASSIC_ATTRIBUTES
 from lookalike.features.whitening import whitened_distance
 from lookalike.query.expansion_image import expand_query_vector
@@ -94,11 +92,9 @@ def deep_variants(paths: list[str], cache: Path) -> dict[str, np.ndarray]:
     out: dict[str, list[np.ndarray]] = {p: [] for p in POOLINGS}
     for start in range(0, len(paths), 32):
         prepared = [prepared_image(p) for p in paths[start : start + 32]]
-        with torch.inference_mode():
-            fmap = run(extractor.preprocess(prepared)).float()
-            for pooling in POOLINGS:
-                pooled = F.normalize(pool_features(fmap, pooling), dim=1)
-                out[pooling].append(pooled.numpy())
+        fmap, _ = run(extractor.preprocess(prepared), False)
+        for pooling in POOLINGS:
+            out[pooling].append(l2_normalise(pool_features(fmap, pooling)))
     vectors = {p: np.concatenate(v) for p, v in out.items()}
     np.savez(cache, **vectors)
     return vectors
@@ -402,11 +398,10 @@ def extraction_speed(paths: list[str]) -> None:
         timings[pooling] = len(prepared) / (time.perf_counter() - start)
     batch = extractors[BEFORE].preprocess(prepared)
     run = extractors[BEFORE]._loaded().run
-    with torch.inference_mode():
-        start = time.perf_counter()
-        for chunk in torch.split(batch, 32):
-            run(chunk)
-        bare = len(prepared) / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for first in range(0, len(batch), 32):
+        run(batch[first : first + 32], False)
+    bare = len(prepared) / (time.perf_counter() - start)
     print(f"deep extraction ({len(prepared)} images): bare forward pass {bare:.1f} images/s; "
           + "; ".join(f"{p} {s:.1f} images/s (cost x{bare / s:.2f} of the bare pass)"
                       for p, s in timings.items()))  # fmt: skip

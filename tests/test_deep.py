@@ -7,6 +7,8 @@ fixtures here and in test_tags.py share it.
 from __future__ import annotations
 
 import io
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +25,14 @@ from torch import nn  # noqa: E402
 from lookalike.errors import LookalikeError  # noqa: E402
 from lookalike.features.base import PreparedImage  # noqa: E402
 from lookalike.features.deep import (  # noqa: E402
+    ONNX_TOLERANCE,
     DeepExtractor,
     DeepModelError,
     ModelLoadError,
+    clear_model_cache,
+    packaged_onnx_path,
     pool_features,
+    resize_bilinear,
 )
 from lookalike.features.whitening import (  # noqa: E402
     Whitening,
@@ -183,7 +189,7 @@ def test_version_tracks_what_changes_the_vectors():
 def test_gem_with_p_1_is_gap(photos, photo_vectors):
     fmap = torch.rand(3, 7, 5, 4)
     np.testing.assert_allclose(
-        pool_features(fmap, "gem", 1.0).numpy(), pool_features(fmap, "gap").numpy(), rtol=1e-5
+        pool_features(fmap, "gem", 1.0), pool_features(fmap, "gap"), rtol=1e-5
     )
     gem1 = DeepExtractor(pooling="gem", gem_p=1.0).extract_batch(
         [photos["chelsea"], photos["rocket"]]
@@ -191,7 +197,7 @@ def test_gem_with_p_1_is_gap(photos, photo_vectors):
     expected = DeepExtractor(pooling="gap").extract_batch([photos["chelsea"], photos["rocket"]])
     np.testing.assert_allclose(gem1, expected, atol=1e-5)
     # p > 1 leans towards the strongest responses: never below the mean
-    assert torch.all(pool_features(fmap, "gem", 3.0) >= pool_features(fmap, "gap") - 1e-6)
+    assert np.all(pool_features(fmap, "gem", 3.0) >= pool_features(fmap, "gap") - 1e-6)
 
 
 def test_bad_options_are_refused():
@@ -203,9 +209,80 @@ def test_bad_options_are_refused():
         {"image_size": 4},
         {"batch_size": 0},
         {"cos_floor": 1.0},
+        {"runtime": "tensorflow"},
     ):
         with pytest.raises(DeepModelError):
             DeepExtractor(**options)
+
+
+# --- runtimes of the packaged model: ONNX Runtime (default) and torch -------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    """A fresh model cache: the packaged model is exported into it once for this module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOOKALIKE_CACHE_DIR", str(tmp_path_factory.mktemp("model-cache")))
+        clear_model_cache()
+        yield packaged_onnx_path(224)
+    clear_model_cache()
+
+
+def test_onnx_runtime_gives_the_torch_vectors_and_labels(onnx_cache, photos):
+    images = [photos[n] for n in PHOTOS]
+    assert not onnx_cache.exists()
+    fast = DeepExtractor()  # "auto": ONNX Runtime is installed with lookalike[deep]
+    assert fast.runtime == "onnxruntime" and onnx_cache.is_file()  # exported on first use
+    slow = DeepExtractor(runtime="torch")
+    assert slow.runtime == "torch" and slow.version == fast.version
+    for pooling in ("rmac", "gap", "rgem"):
+        ours = DeepExtractor(pooling=pooling).extract_batch(images)
+        theirs = DeepExtractor(pooling=pooling, runtime="torch").extract_batch(images)
+        assert np.abs(ours - theirs).max() <= ONNX_TOLERANCE, pooling
+    fast_vectors, fast_labels, fast_classes = fast.extract_classify_rank(images, 3, 0.0)
+    _, slow_labels, slow_classes = slow.extract_classify_rank(images, 3, 0.0)
+    assert [[name for name, _ in row] for row in fast_labels] == [
+        [name for name, _ in row] for row in slow_labels
+    ]
+    np.testing.assert_allclose(fast_classes, slow_classes, atol=1e-4)
+
+
+def test_damaged_export_is_made_again(onnx_cache, photos, monkeypatch):
+    DeepExtractor().extract(photos["coffee"])  # the export exists
+    expected = DeepExtractor(runtime="torch").extract(photos["coffee"])
+    onnx_cache.write_bytes(onnx_cache.read_bytes()[:5000])  # cut short
+    killed = onnx_cache.parent / ".export-killed.onnx"  # what a killed export left
+    killed.write_bytes(b"partial")
+    os.utime(killed, (time.time() - 7200, time.time() - 7200))
+    running = onnx_cache.parent / ".export-running.onnx"  # another process's export
+    running.write_bytes(b"partial")
+    clear_model_cache()
+    with pytest.warns(UserWarning, match="exporting it again"):
+        again = DeepExtractor()
+        vector = again.extract(photos["coffee"])
+    assert again.runtime == "onnxruntime" and onnx_cache.stat().st_size > 5000
+    assert np.abs(vector - expected).max() <= ONNX_TOLERANCE
+    # no staging file of its own left behind; a killed export's removed, a running one's kept
+    assert [p.name for p in onnx_cache.parent.glob(".export-*")] == [running.name]
+
+
+def test_runtime_from_the_environment(onnx_cache, photos, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_CNN_RUNTIME", "torch")
+    assert DeepExtractor().runtime == "torch"
+    monkeypatch.setenv("LOOKALIKE_CNN_RUNTIME", "onnx-please")
+    with pytest.raises(DeepModelError, match="LOOKALIKE_CNN_RUNTIME"):
+        DeepExtractor()
+
+
+def test_resize_is_torchs_antialiased_bilinear():
+    rng = np.random.default_rng(3)
+    for h, w, size in [(192, 192, 224), (256, 256, 224), (300, 180, 224), (40, 70, 64)]:
+        planes = rng.random((3, h, w), dtype=np.float32)
+        expected = torch.nn.functional.interpolate(
+            torch.from_numpy(planes)[None], size=(size, size), mode="bilinear",
+            antialias=True, align_corners=False,
+        )[0].numpy()  # fmt: skip
+        assert np.abs(resize_bilinear(planes, size, size) - expected).max() < 5e-5, (h, w)
 
 
 # --- user models by path --------------------------------------------------------------------
@@ -233,7 +310,8 @@ def small_cnn() -> SmallCNN:
 
 def expected_vectors(net: nn.Module, ex: DeepExtractor, images: list[PreparedImage]) -> np.ndarray:
     with torch.inference_mode():
-        out = pool_features(net(ex.preprocess(images)), ex.pooling, ex.gem_p)
+        fmap = net(torch.from_numpy(ex.preprocess(images)))
+        out = torch.from_numpy(pool_features(fmap, ex.pooling, ex.gem_p))
     return torch.nn.functional.normalize(out, dim=1).numpy()
 
 

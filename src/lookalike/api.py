@@ -378,10 +378,11 @@ class Collection:
 
         total = len(todo)
         batch = ingest.CommitBatch()
+        # the CNN runs in a thread beside the workers; finished images are committed here
+        stage = ingest.BatchStage(self.extractors, tag_floor=self.tag_floor)
 
-        def flush() -> None:
-            ingest.finish_batch(batch.items, self.extractors, tag_floor=self.tag_floor)
-            for item in batch.take():
+        def store(items: list[ingest.Extracted]) -> None:
+            for item in items:
                 try:
                     self._store(item, metadata.get(item.source), report)
                 except (UnicodeError, ValueError, OverflowError) as exc:  # this image alone
@@ -399,19 +400,22 @@ class Collection:
             while_starting=self._warm_up,
         )
         done = 0
-        for result in results:
-            if result is not None:
-                done += 1
-                if isinstance(result, DecodeError):
-                    report.failed.append((result.path, result.reason))
-                else:
-                    batch.add(result)
-            if batch.due():
-                flush()
-            if progress and result is not None:
-                label = result.path if isinstance(result, DecodeError) else result.source
-                progress(done, total, label)
-        flush()
+        with stage:
+            for result in results:
+                if result is not None:
+                    done += 1
+                    if isinstance(result, DecodeError):
+                        report.failed.append((result.path, result.reason))
+                    else:
+                        batch.add(result)
+                if batch.due():
+                    stage.submit(batch.take())
+                store(stage.finished())
+                if progress and result is not None:
+                    label = result.path if isinstance(result, DecodeError) else result.source
+                    progress(done, total, label)
+            stage.submit(batch.take())
+            store(stage.close())
 
         if prune and roots:
             keep = set(found)

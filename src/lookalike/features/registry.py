@@ -24,6 +24,12 @@ _FACTORIES: dict[str, str] = {
     "deep": "lookalike.features.deep:DeepExtractor",
 }
 
+# name -> "module:function" saying whether its dependencies are installed, without importing
+# them (deep's torch costs seconds; `lookalike info` or a search must not pay them).
+_AVAILABILITY: dict[str, str] = {
+    "deep": "lookalike.features.deep:dependencies_installed",
+}
+
 # The classic signature; every collection has it.
 CLASSIC_ATTRIBUTES = (
     "color",
@@ -58,9 +64,14 @@ def create_extractor(name: str, **options: Any) -> Extractor:
 
 
 def is_available(name: str) -> bool:
-    """Whether the attribute's dependencies are installed (deep needs torch)."""
+    """Whether the attribute's dependencies are installed (deep: its weights, and ONNX Runtime
+    or torch), found without importing the heavy ones."""
     try:
         _factory(name)
     except (ImportError, CollectionError):
         return False
-    return True
+    check = _AVAILABILITY.get(name)
+    if check is None:
+        return True
+    module_name, attr = check.split(":")
+    return bool(getattr(importlib.import_module(module_name), attr)())
