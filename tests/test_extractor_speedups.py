@@ -3,7 +3,8 @@
 Each test keeps the original implementation (scikit-image's colour conversions, its LBP and
 regionprops, one histogram pass per grid cell) as a reference here, not in the product, and
 holds the product to it on real photos in the common frame. Documented tolerance: 1e-6 per
-histogram bin (float rounding of sums taken in another order); LBP codes and HSV are exact.
+histogram bin (float rounding of sums taken in another order); LBP codes, HSV and the
+Felzenszwalb labels (compiled with numba) are exact.
 `shape` changed what it measures (version 4: solidity from the hull of the pixel squares); its
 test pins what stayed the same (eccentricity, the segmentation frame) and bounds the rest.
 """
@@ -19,7 +20,7 @@ from skimage.feature import local_binary_pattern
 from skimage.measure import regionprops
 
 from lookalike.decode import Preprocess, decode_bytes, prepare
-from lookalike.features import shape, texture
+from lookalike.features import segmentation, shape, texture
 from lookalike.features.base import PreparedImage, grid_cell_index, grid_cells, rgb_to_hsv
 from lookalike.features.registry import create_extractor
 from lookalike.samples import PHOTO_NAMES, TRANSFORMS, sample_photo
@@ -187,3 +188,27 @@ def test_segmentation_frame_equals_scikit_image_resize(frames):
     for rgb in list(frames.values())[:6]:
         expected = resize(rgb, (96, 128), anti_aliasing=True, preserve_range=True)
         assert np.abs(shape.antialiased_resize(rgb, (96, 128)) - expected).max() <= TOLERANCE
+
+
+def test_segmentation_labels_equal_scikit_image_felzenszwalb(frames):
+    """The compiled Felzenszwalb gives scikit-image's labels, region for region, numbered
+    alike: on the photos' segmentation frames, on noise, and on flat areas (costs that tie)."""
+    from skimage.segmentation import felzenszwalb
+
+    rng = np.random.default_rng(3)
+    flat = np.zeros((40, 50, 3), dtype=np.float32)
+    flat[10:30, 5:20] = (0.2, 0.5, 0.9)
+    images = [rng.random((30, 45, 3)), flat, np.round(rng.random((33, 41, 3)) * 2) / 2]
+    for rgb in frames.values():
+        scale = shape.SEGMENT_FRAME / max(rgb.shape[:2])
+        size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
+        images.append(shape.antialiased_resize(rgb, size))
+    params = (shape.SEGMENT_SCALE, shape.SEGMENT_SIGMA, shape.SEGMENT_MIN_SIZE)
+    for image in images:
+        expected = felzenszwalb(image, *params, channel_axis=-1)
+        assert np.array_equal(shape.segment(image), expected)  # the frames are <= 128 pixels
+        for scale, sigma, min_size in [(1, 0.8, 20), (300, 0.5, 5)]:
+            expected = felzenszwalb(image, scale, sigma, min_size, channel_axis=-1)
+            assert np.array_equal(
+                segmentation.felzenszwalb(image, scale, sigma, min_size), expected
+            )

@@ -12,15 +12,16 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
-from skimage.segmentation import felzenszwalb
 
 from lookalike.features.base import (
     IndexSpace,
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
+    compile_ahead,
     normalised_histogram,
 )
+from lookalike.features.segmentation import felzenszwalb
 
 SEGMENT_FRAME = 128
 SEGMENT_SCALE, SEGMENT_SIGMA, SEGMENT_MIN_SIZE = 600, 0.8, 90  # Felzenszwalb's, for that frame
@@ -39,9 +40,7 @@ def segment(rgb: np.ndarray) -> np.ndarray:
     if scale < 1:
         shape = (max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale)))
         rgb = antialiased_resize(rgb, shape)
-    return felzenszwalb(
-        rgb, scale=SEGMENT_SCALE, sigma=SEGMENT_SIGMA, min_size=SEGMENT_MIN_SIZE, channel_axis=-1
-    )
+    return felzenszwalb(rgb, SEGMENT_SCALE, SEGMENT_SIGMA, SEGMENT_MIN_SIZE)
 
 
 def antialiased_resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -195,6 +194,7 @@ class ShapeExtractor:
             len(EDGE_TYPES),
         ]
         self.dim = sum(self.blocks)
+        compile_ahead(self)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         form, sizes = region_histograms(segment(image.rgb))
