@@ -212,3 +212,24 @@ def test_segmentation_labels_equal_scikit_image_felzenszwalb(frames):
             assert np.array_equal(
                 segmentation.felzenszwalb(image, scale, sigma, min_size), expected
             )
+
+
+def test_region_hulls_equal_qhull_on_the_pixel_squares(frames):
+    """Solidity's hull (monotone chains over row extremes) has the area qhull gives for the
+    corners of every pixel square of the region, on segmented photos and on scattered labels
+    (regions in pieces, rows with gaps)."""
+    from scipy.spatial import ConvexHull
+
+    rng = np.random.default_rng(5)
+    label_images = [rng.integers(0, 6, (20, 30)), rng.integers(0, 40, (37, 23))]
+    label_images += [shape.segment(rgb) for rgb in list(frames.values())[:8]]
+    offsets = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    for labels in label_images:
+        share, _, solidity = shape.region_shapes(labels)
+        for label in range(int(labels.max()) + 1):
+            pixels = np.argwhere(labels == label)
+            corners = (pixels[:, None, :] + offsets[None]).reshape(-1, 2)
+            hull_area = ConvexHull(corners).volume
+            expected = len(pixels) / max(hull_area, len(pixels))
+            assert solidity[label] == pytest.approx(expected, abs=1e-12), label
+            assert share[label] * labels.size == pytest.approx(len(pixels))
