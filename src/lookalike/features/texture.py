@@ -65,37 +65,42 @@ def uniform_lbp(gray_u8: np.ndarray, points: int, radius: float) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _uniform_lbp(image: np.ndarray, row_steps: np.ndarray, col_steps: np.ndarray) -> np.ndarray:
-    """The codes of `uniform_lbp`. Per neighbour, the floor, ceiling and fraction of each row
-    and column position are scikit-image's expressions (`r + step`, floor, ceil, difference),
-    computed once per row and per column instead of per pixel; the image is padded with
-    zeros so that the inner loop reads without bounds checks."""
+    """The codes of `uniform_lbp`, one neighbour at a time over the whole image (so that the
+    inner loop runs along contiguous rows). The row and column fractions are scikit-image's
+    expressions (`r + step` minus its floor) taken per row and per column; the floor and the
+    ceiling of `c + step` are `c` plus those of `step` (steps have 5 decimals, far from an
+    integer by more than any rounding). The image is padded with zeros, read outside it."""
     points = len(row_steps)
     rows, cols = image.shape
     pad = 1 + int(np.ceil(max(np.abs(row_steps).max(), np.abs(col_steps).max())))
     padded = np.zeros((rows + 2 * pad, cols + 2 * pad))
     padded[pad : pad + rows, pad : pad + cols] = image
     ones = np.zeros((rows, cols), dtype=np.uint8)
-    changes = np.zeros((rows, cols), dtype=np.uint8)
-    previous = np.zeros((rows, cols), dtype=np.bool_)
-    left, right, col_frac = np.empty(cols, np.intp), np.empty(cols, np.intp), np.empty(cols)
+    changes = np.zeros((rows, cols), dtype=np.uint8)  # between consecutive neighbours
+    previous = np.zeros((rows, cols), dtype=np.uint8)  # the last neighbour's bit
+    col_frac = np.empty(cols)
     for p in range(points):
+        left = int(np.floor(col_steps[p])) + pad
+        right = int(np.ceil(col_steps[p])) + pad
         for c in range(cols):
             at = c + col_steps[p]
-            left[c], right[c] = np.floor(at) + pad, np.ceil(at) + pad
             col_frac[c] = at - np.floor(at)
         for r in range(rows):
             at = r + row_steps[p]
             row_frac = at - np.floor(at)
-            top_row, bottom_row = padded[int(np.floor(at)) + pad], padded[int(np.ceil(at)) + pad]
+            top_row = padded[int(np.floor(at)) + pad]
+            bottom_row = padded[int(np.ceil(at)) + pad]
+            centre, row_ones, row_changes, row_previous = image[r], ones[r], changes[r], previous[r]
             for c in range(cols):
                 dc = col_frac[c]
-                top = (1 - dc) * top_row[left[c]] + dc * top_row[right[c]]
-                bottom = (1 - dc) * bottom_row[left[c]] + dc * bottom_row[right[c]]
-                bit = (1 - row_frac) * top + row_frac * bottom - image[r, c] >= 0
-                ones[r, c] += bit
-                if p:
-                    changes[r, c] += bit != previous[r, c]
-                previous[r, c] = bit
+                top = (1 - dc) * top_row[c + left] + dc * top_row[c + right]
+                bottom = (1 - dc) * bottom_row[c + left] + dc * bottom_row[c + right]
+                bit = np.uint8((1 - row_frac) * top + row_frac * bottom - centre[c] >= 0)
+                row_ones[c] += bit
+                row_changes[c] += bit ^ row_previous[c]
+                row_previous[c] = bit
+        if p == 0:  # the first neighbour changes nothing: count from it, not from "off"
+            changes -= previous
     return np.where(changes <= 2, ones, np.uint8(points + 1))
 
 
