@@ -192,13 +192,15 @@ def test_segmentation_frame_equals_scikit_image_resize(frames):
 
 def test_segmentation_labels_equal_scikit_image_felzenszwalb(frames):
     """The compiled Felzenszwalb gives scikit-image's labels, region for region, numbered
-    alike: on the photos' segmentation frames, on noise, and on flat areas (costs that tie)."""
+    alike: on the photos' segmentation frames, on noise, on flat areas (costs that tie) and on
+    images of one row, one column or one pixel."""
     from skimage.segmentation import felzenszwalb
 
     rng = np.random.default_rng(3)
     flat = np.zeros((40, 50, 3), dtype=np.float32)
     flat[10:30, 5:20] = (0.2, 0.5, 0.9)
     images = [rng.random((30, 45, 3)), flat, np.round(rng.random((33, 41, 3)) * 2) / 2]
+    images += [rng.random(size) for size in [(1, 1, 3), (1, 6, 3), (7, 1, 3)]]
     for rgb in frames.values():
         scale = shape.SEGMENT_FRAME / max(rgb.shape[:2])
         size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))

@@ -24,7 +24,8 @@ def felzenszwalb(rgb: np.ndarray, scale: float, sigma: float, min_size: int) -> 
     )
     ends, costs = _edges(image)
     order = np.argsort(costs)  # numpy's sort, as there: equal costs come in the same order
-    labels = _merge(ends, costs, order, float(scale) / 255.0, min_size)
+    n = image.shape[0] * image.shape[1]
+    labels = _merge(ends, costs, order, n, float(scale) / 255.0, min_size)
     return labels.reshape(image.shape[:2])
 
 
@@ -36,7 +37,7 @@ def _edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     height, width, channels = image.shape
     steps = ((0, 1, 0, 0), (1, 0, 0, 0), (1, 1, 0, 0), (0, 1, 1, 0))  # (row, col) of each end
     n = height * (width - 1) + (height - 1) * width + 2 * (height - 1) * (width - 1)
-    ends = np.empty((n, 2), dtype=np.intp)
+    ends = np.empty((n, 2), dtype=np.int32)  # frames stay far below 2**31 pixels
     costs = np.empty(n)
     e = 0
     for ra, ca, rb, cb in steps:
@@ -71,17 +72,28 @@ def _join(forest: np.ndarray, a: int, b: int) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _merge(ends, costs, order, scale: float, min_size: int) -> np.ndarray:
+def _gathered(ends: np.ndarray, costs: np.ndarray, order: np.ndarray):
+    """`ends[order], costs[order]` in one pass."""
+    sorted_ends = np.empty_like(ends)
+    sorted_costs = np.empty_like(costs)
+    for i in range(len(order)):
+        e = order[i]
+        sorted_ends[i, 0], sorted_ends[i, 1], sorted_costs[i] = ends[e, 0], ends[e, 1], costs[e]
+    return sorted_ends, sorted_costs
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge(ends, costs, order, n: int, scale: float, min_size: int) -> np.ndarray:
     """The greedy merge over edges by increasing cost, the small-region pass, then labels.
 
     Roots are each tree's smallest pixel, so numbering roots in order of first appearance is
     scikit-image's `np.unique(roots, return_inverse=True)` numbering.
     """
-    n = ends.max() + 1
     forest = np.arange(n)
     size = np.ones(n, dtype=np.intp)
     inner = np.zeros(n)
-    for e in order:
+    ends, costs = _gathered(ends, costs, order)  # then both passes read memory in order
+    for e in range(len(costs)):
         a, b = _find_root(forest, ends[e, 0]), _find_root(forest, ends[e, 1])
         if a == b:
             continue
@@ -91,7 +103,7 @@ def _merge(ends, costs, order, scale: float, min_size: int) -> np.ndarray:
             merged = _join(forest, a, b)
             size[merged] = size[a] + size[b]
             inner[merged] = costs[e]
-    for e in order:
+    for e in range(len(costs)):
         a, b = _find_root(forest, ends[e, 0]), _find_root(forest, ends[e, 1])
         if a != b and (size[a] < min_size or size[b] < min_size):
             merged = _join(forest, a, b)
