@@ -235,3 +235,24 @@ def test_region_hulls_equal_qhull_on_the_pixel_squares(frames):
             expected = len(pixels) / max(hull_area, len(pixels))
             assert solidity[label] == pytest.approx(expected, abs=1e-12), label
             assert share[label] * labels.size == pytest.approx(len(pixels))
+
+
+def test_direction_bins_by_comparison_equal_the_arctangent_bins():
+    """Gradients on the bin edges (diagonals, axes, 22.5 and 67.5 degrees, every sign) and at
+    random: the histogram from slope comparisons equals the one from the float32 arctangent."""
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=50_000).astype(np.float32)
+    slopes = [np.float32(np.tan(k * np.pi / 8)) for k in (1, 2, 3)]
+    gx = np.concatenate([base, -base, base, base, np.zeros(50, np.float32), base])
+    gy = np.concatenate([base, base, base * slopes[0], -base * slopes[2], np.ones(50, np.float32),
+                         np.zeros_like(base)])  # fmt: skip
+    noise = rng.normal(size=(2, 50_000)).astype(np.float32)
+    gx, gy = np.concatenate([gx, noise[0]]), np.concatenate([gy, noise[1]])
+    magnitude = np.hypot(gx, gy)
+    strong = magnitude > 0.1
+    folded = np.abs(np.arctan2(gy[strong], gx[strong]))
+    folded = np.where(folded > np.pi / 2, np.pi - folded, folded)
+    bins = np.minimum((folded / (np.pi / 2) * 4).astype(np.int64), 3)
+    expected = np.bincount(bins, weights=magnitude[strong], minlength=4)
+    expected = (expected / expected.sum()).astype(np.float32)
+    assert np.array_equal(texture.direction_histogram(gx, gy, magnitude), expected)

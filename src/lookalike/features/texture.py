@@ -115,9 +115,14 @@ def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def gradient_magnitude(image: PreparedImage) -> np.ndarray:
+    """Sobel gradient strength (shared: direction weights and strength bins)."""
+    return image.shared("magnitude", lambda: np.hypot(*gradients(image)))
+
+
 def gradient_strength_bins(image: PreparedImage) -> np.ndarray:
     """Each pixel's gradient strength bin (shared: texture and texture_location count them)."""
-    return image.shared("strength_bins", lambda: strength_bins(np.hypot(*gradients(image))))
+    return image.shared("strength_bins", lambda: strength_bins(gradient_magnitude(image)))
 
 
 def strength_bins(magnitude: np.ndarray) -> np.ndarray:
@@ -134,17 +139,36 @@ def gradient_histograms(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def direction_histogram(gx: np.ndarray, gy: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
-    """Strength-weighted histogram of the edge angle from horizontal (0..90 degrees)."""
+    """Strength-weighted histogram of the edge angle from horizontal (0..90 degrees).
+
+    The angle's bin is the number of bin edges (tan of 22.5, 45, 67.5 degrees times |gx|) that
+    |gy| reaches: comparisons instead of an arctangent per pixel (~10x cheaper). Where |gy| lies
+    within 1e-4 of an edge, the bin is `_angle_bins`' (the arctangent), so that float rounding
+    near an edge falls as it always did: the bins are the same.
+    """
     strong = magnitude.ravel() > 0.1  # ignore sensor noise on flat areas
     gx, gy, weight = gx.ravel()[strong], gy.ravel()[strong], magnitude.ravel()[strong]
-    folded = np.abs(np.arctan2(gy, gx))  # 0..pi
-    folded = np.where(folded > np.pi / 2, np.pi - folded, folded)  # 0..pi/2, mirror-invariant
-    direction_bins = np.minimum(
-        (folded / (np.pi / 2) * DIRECTION_BINS).astype(np.int64), DIRECTION_BINS - 1
-    )
+    across, along = np.abs(gx).astype(np.float64), np.abs(gy).astype(np.float64)
+    direction_bins = np.zeros(len(gx), dtype=np.int64)
+    near_edge = np.zeros(len(gx), dtype=bool)
+    for edge in _BIN_EDGE_SLOPES:
+        gap = along - edge * across
+        direction_bins += gap >= 0
+        near_edge |= np.abs(gap) <= 1e-4 * (along + across)
+    direction_bins[near_edge] = _angle_bins(gx[near_edge], gy[near_edge])
     return normalised_histogram(
         np.bincount(direction_bins, weights=weight, minlength=DIRECTION_BINS)
     )
+
+
+_BIN_EDGE_SLOPES = np.tan(np.arange(1, DIRECTION_BINS) * (np.pi / 2) / DIRECTION_BINS)
+
+
+def _angle_bins(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Direction bins from the folded angle itself (float32 arctangent), as first defined."""
+    folded = np.abs(np.arctan2(gy, gx))  # 0..pi
+    folded = np.where(folded > np.pi / 2, np.pi - folded, folded)  # 0..pi/2, mirror-invariant
+    return np.minimum((folded / (np.pi / 2) * DIRECTION_BINS).astype(np.int64), DIRECTION_BINS - 1)
 
 
 class TextureExtractor:
@@ -162,7 +186,7 @@ class TextureExtractor:
             for p, r in LBP_SETTINGS
         ]
         gx, gy = gradients(image)
-        parts.append(direction_histogram(gx, gy, np.hypot(gx, gy)))
+        parts.append(direction_histogram(gx, gy, gradient_magnitude(image)))
         bins = gradient_strength_bins(image)
         parts.append(normalised_histogram(np.bincount(bins.ravel(), minlength=STRENGTH_BINS)))
         return np.concatenate(parts).astype(np.float32)
