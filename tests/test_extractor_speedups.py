@@ -256,3 +256,18 @@ def test_direction_bins_by_comparison_equal_the_arctangent_bins():
     expected = np.bincount(bins, weights=magnitude[strong], minlength=4)
     expected = (expected / expected.sum()).astype(np.float32)
     assert np.array_equal(texture.direction_histogram(gx, gy, magnitude), expected)
+
+
+def test_halving_the_segmentation_frame_gives_scipys_floats(frames):
+    """The compiled blur-and-halve gives the floats of scipy's Gaussian and zoom, bit for bit
+    (and an odd-sized frame still goes through scipy)."""
+    rng = np.random.default_rng(2)
+    images = [rng.random((12, 20, 3), dtype=np.float32), *list(frames.values())]
+    for rgb in images:
+        size = (rgb.shape[0] // 2, rgb.shape[1] // 2)
+        rgb = np.ascontiguousarray(rgb[: 2 * size[0], : 2 * size[1]])
+        assert np.array_equal(shape.antialiased_resize(rgb, size), shape.zoomed_planes(rgb, size))
+    odd = images[1][:191]
+    assert np.array_equal(
+        shape.antialiased_resize(odd, (96, 128)), shape.zoomed_planes(odd, (96, 128))
+    )

@@ -47,9 +47,20 @@ def antialiased_resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """scikit-image's `resize(rgb, shape, anti_aliasing=True, preserve_range=True)`, the same
     values, done plane by plane (Gaussian of sigma (factor - 1) / 2, then linear zoom).
 
-    Box or Lanczos resizes in Pillow are faster still, but they moved the regions enough to
-    miss 2-8 more of 120 near-duplicates on shape alone (see bench/README.md).
+    Halving both sides (the 256-pixel frame to 128) is one compiled pass, `_blur_halve`, with
+    scipy's arithmetic (the same floats: tests compare it with `zoomed_planes`); any other
+    shape goes through scipy. Box or Lanczos resizes in Pillow are faster still, but they moved
+    the regions enough to miss 2-8 more of 120 near-duplicates on shape alone (bench/README.md).
     """
+    factors = np.divide(rgb.shape[:2], shape)
+    if (factors == 2).all() and min(shape) >= 4 and rgb.dtype == np.float32:
+        weights = _gaussian_weights(0.5)  # sigma (2 - 1) / 2
+        return np.clip(_blur_halve(rgb, weights), rgb.min(), rgb.max())
+    return zoomed_planes(rgb, shape)
+
+
+def zoomed_planes(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`antialiased_resize` through scipy.ndimage, plane by plane."""
     factors = np.divide(rgb.shape[:2], shape)
     sigma = np.maximum(0, (factors - 1) / 2)
     planes = [
@@ -63,6 +74,69 @@ def antialiased_resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         for c in range(rgb.shape[2])
     ]
     return np.clip(np.stack(planes, axis=-1), rgb.min(), rgb.max())
+
+
+def _gaussian_weights(sigma: float) -> np.ndarray:
+    """scipy's Gaussian kernel (truncated at 4 sigma), read back from its filter of an impulse."""
+    radius = int(4.0 * sigma + 0.5)
+    impulse = np.zeros(2 * radius + 1)
+    impulse[radius] = 1.0
+    return ndimage.gaussian_filter1d(impulse, sigma, mode="constant")
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mirror(index: int, size: int) -> int:
+    """scipy's "mirror" extension (d c b | a b c d | c b a), one reflection deep."""
+    if index < 0:
+        return -index
+    return 2 * (size - 1) - index if index >= size else index
+
+
+@numba.njit(cache=True, nogil=True)
+def _blur_halve(rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per plane: scipy's `gaussian_filter(mode="mirror")` (down the columns, then along the
+    rows, each pass summed in float64 as scipy does, from the outer taps in, and stored as
+    float32), then its order-1 zoom to half size, which for a factor of exactly 2 is the mean
+    of each 2 x 2 block (weights 1/4, summed in scipy's order)."""
+    height, width, channels = rgb.shape
+    radius = len(weights) // 2
+    out = np.empty((height // 2, width // 2, channels), np.float32)
+    down = np.empty((height, width), np.float32)
+    across = np.empty((height, width), np.float32)
+    before, after = np.empty(radius + 1, np.intp), np.empty(radius + 1, np.intp)
+    col_before = np.empty((width, radius + 1), np.intp)
+    col_after = np.empty((width, radius + 1), np.intp)
+    for col in range(width):
+        for k in range(radius + 1):
+            col_before[col, k], col_after[col, k] = _mirror(col - k, width), _mirror(col + k, width)
+    for channel in range(channels):
+        plane = rgb[:, :, channel]
+        for row in range(height):
+            for k in range(radius + 1):
+                before[k], after[k] = _mirror(row - k, height), _mirror(row + k, height)
+            for col in range(width):
+                total = np.float64(plane[row, col]) * weights[radius]
+                for k in range(radius, 0, -1):
+                    pair = np.float64(plane[before[k], col]) + np.float64(plane[after[k], col])
+                    total += pair * weights[radius - k]
+                down[row, col] = total
+        for row in range(height):
+            line = down[row]
+            for col in range(width):
+                total = np.float64(line[col]) * weights[radius]
+                for k in range(radius, 0, -1):
+                    pair = np.float64(line[col_before[col, k]]) + np.float64(
+                        line[col_after[col, k]]
+                    )
+                    total += pair * weights[radius - k]
+                across[row, col] = total
+        for row in range(height // 2):
+            for col in range(width // 2):
+                top, bottom = across[2 * row], across[2 * row + 1]
+                total = np.float64(top[2 * col]) * 0.25 + np.float64(top[2 * col + 1]) * 0.25
+                total += np.float64(bottom[2 * col]) * 0.25
+                out[row, col, channel] = total + np.float64(bottom[2 * col + 1]) * 0.25
+    return out
 
 
 def soft_bin_many(values: np.ndarray, centres: tuple[float, ...]) -> np.ndarray:
