@@ -271,3 +271,37 @@ def test_halving_the_segmentation_frame_gives_scipys_floats(frames):
     assert np.array_equal(
         shape.antialiased_resize(odd, (96, 128)), shape.zoomed_planes(odd, (96, 128))
     )
+
+
+COMPILE_CHECK = """
+from lookalike.decode import Preprocess, decode_bytes, prepare
+from lookalike.features import color, segmentation, shape, texture
+from lookalike.features.base import PreparedImage
+from lookalike.features.registry import create_extractor
+from lookalike.samples import sample_photo
+import io
+kernels = [segmentation._edges, segmentation._merge, shape._blur_halve, shape._hull_areas,
+           texture._uniform_lbp, color._soft_hsv_counts]
+extractors = [create_extractor(n) for n in
+              ("color", "texture", "shape", "color_location", "texture_location")]
+compiled = [list(k.signatures) for k in kernels]
+assert all(compiled), compiled
+buffer = io.BytesIO()
+sample_photo("chelsea").resize((1024, 768)).save(buffer, format="JPEG")
+image = PreparedImage(prepare(decode_bytes(buffer.getvalue(), "photo").rgb, Preprocess()))
+for extractor in extractors:
+    extractor.extract(image)
+assert [list(k.signatures) for k in kernels] == compiled, "compiled during the photo"
+"""
+
+
+def test_building_the_extractors_compiles_every_kernel_a_photo_needs():
+    """In a fresh process (as an ingest worker), building the extractors compiles every numba
+    kernel a photo in the frame runs: none is compiled inside the photo's time budget."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE_CHECK], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

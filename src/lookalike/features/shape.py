@@ -314,7 +314,7 @@ class ShapeExtractor:
             len(EDGE_TYPES),
         ]
         self.dim = sum(self.blocks)
-        compile_ahead(self)
+        compile_ahead(self, 2 * SEGMENT_FRAME)  # large enough to be halved to the frame
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         form, sizes = region_histograms(segment(image.rgb))
