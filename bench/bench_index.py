@@ -12,7 +12,7 @@ rotation, brightness, mirror), saved as JPEG. In one run, on the same files:
    the CNN alone against its bare forward pass at the same batch size, and the default set;
    and the ratios the targets are stated in.
 
-    .venv/bin/python bench/bench_index.py [--count 40] [--jobs N] [--no-deep]
+    .venv/bin/python bench/bench_index.py [--count 40] [--jobs N] [--no-deep] [--cpu-time]
 """
 
 from __future__ import annotations
