@@ -3,7 +3,8 @@
 Each test keeps the original implementation (scikit-image's colour conversions, its LBP and
 regionprops, one histogram pass per grid cell) as a reference here, not in the product, and
 holds the product to it on real photos in the common frame. Documented tolerance: 1e-6 per
-histogram bin (float rounding of sums taken in another order); LBP codes and HSV are exact.
+histogram bin (float rounding of sums taken in another order); LBP codes, HSV and the
+Felzenszwalb labels (compiled with numba) are exact.
 `shape` changed what it measures (version 4: solidity from the hull of the pixel squares); its
 test pins what stayed the same (eccentricity, the segmentation frame) and bounds the rest.
 """
@@ -19,7 +20,7 @@ from skimage.feature import local_binary_pattern
 from skimage.measure import regionprops
 
 from lookalike.decode import Preprocess, decode_bytes, prepare
-from lookalike.features import shape, texture
+from lookalike.features import segmentation, shape, texture
 from lookalike.features.base import PreparedImage, grid_cell_index, grid_cells, rgb_to_hsv
 from lookalike.features.registry import create_extractor
 from lookalike.samples import PHOTO_NAMES, TRANSFORMS, sample_photo
@@ -187,3 +188,120 @@ def test_segmentation_frame_equals_scikit_image_resize(frames):
     for rgb in list(frames.values())[:6]:
         expected = resize(rgb, (96, 128), anti_aliasing=True, preserve_range=True)
         assert np.abs(shape.antialiased_resize(rgb, (96, 128)) - expected).max() <= TOLERANCE
+
+
+def test_segmentation_labels_equal_scikit_image_felzenszwalb(frames):
+    """The compiled Felzenszwalb gives scikit-image's labels, region for region, numbered
+    alike: on the photos' segmentation frames, on noise, on flat areas (costs that tie) and on
+    images of one row, one column or one pixel."""
+    from skimage.segmentation import felzenszwalb
+
+    rng = np.random.default_rng(3)
+    flat = np.zeros((40, 50, 3), dtype=np.float32)
+    flat[10:30, 5:20] = (0.2, 0.5, 0.9)
+    images = [rng.random((30, 45, 3)), flat, np.round(rng.random((33, 41, 3)) * 2) / 2]
+    images += [rng.random(size) for size in [(1, 1, 3), (1, 6, 3), (7, 1, 3)]]
+    for rgb in frames.values():
+        scale = shape.SEGMENT_FRAME / max(rgb.shape[:2])
+        size = (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale))
+        images.append(shape.antialiased_resize(rgb, size))
+    params = (shape.SEGMENT_SCALE, shape.SEGMENT_SIGMA, shape.SEGMENT_MIN_SIZE)
+    for image in images:
+        expected = felzenszwalb(image, *params, channel_axis=-1)
+        assert np.array_equal(shape.segment(image), expected)  # the frames are <= 128 pixels
+        for scale, sigma, min_size in [(1, 0.8, 20), (300, 0.5, 5)]:
+            expected = felzenszwalb(image, scale, sigma, min_size, channel_axis=-1)
+            assert np.array_equal(
+                segmentation.felzenszwalb(image, scale, sigma, min_size), expected
+            )
+
+
+def test_region_hulls_equal_qhull_on_the_pixel_squares(frames):
+    """Solidity's hull (monotone chains over row extremes) has the area qhull gives for the
+    corners of every pixel square of the region, on segmented photos and on scattered labels
+    (regions in pieces, rows with gaps)."""
+    from scipy.spatial import ConvexHull
+
+    rng = np.random.default_rng(5)
+    label_images = [rng.integers(0, 6, (20, 30)), rng.integers(0, 40, (37, 23))]
+    label_images += [shape.segment(rgb) for rgb in list(frames.values())[:8]]
+    offsets = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
+    for labels in label_images:
+        share, _, solidity = shape.region_shapes(labels)
+        for label in range(int(labels.max()) + 1):
+            pixels = np.argwhere(labels == label)
+            corners = (pixels[:, None, :] + offsets[None]).reshape(-1, 2)
+            hull_area = ConvexHull(corners).volume
+            expected = len(pixels) / max(hull_area, len(pixels))
+            assert solidity[label] == pytest.approx(expected, abs=1e-12), label
+            assert share[label] * labels.size == pytest.approx(len(pixels))
+
+
+def test_direction_bins_by_comparison_equal_the_arctangent_bins():
+    """Gradients on the bin edges (diagonals, axes, 22.5 and 67.5 degrees, every sign) and at
+    random: the histogram from slope comparisons equals the one from the float32 arctangent."""
+    rng = np.random.default_rng(11)
+    base = rng.normal(size=50_000).astype(np.float32)
+    slopes = [np.float32(np.tan(k * np.pi / 8)) for k in (1, 2, 3)]
+    gx = np.concatenate([base, -base, base, base, np.zeros(50, np.float32), base])
+    gy = np.concatenate([base, base, base * slopes[0], -base * slopes[2], np.ones(50, np.float32),
+                         np.zeros_like(base)])  # fmt: skip
+    noise = rng.normal(size=(2, 50_000)).astype(np.float32)
+    gx, gy = np.concatenate([gx, noise[0]]), np.concatenate([gy, noise[1]])
+    magnitude = np.hypot(gx, gy)
+    strong = magnitude > 0.1
+    folded = np.abs(np.arctan2(gy[strong], gx[strong]))
+    folded = np.where(folded > np.pi / 2, np.pi - folded, folded)
+    bins = np.minimum((folded / (np.pi / 2) * 4).astype(np.int64), 3)
+    expected = np.bincount(bins, weights=magnitude[strong], minlength=4)
+    expected = (expected / expected.sum()).astype(np.float32)
+    assert np.array_equal(texture.direction_histogram(gx, gy, magnitude), expected)
+
+
+def test_halving_the_segmentation_frame_gives_scipys_floats(frames):
+    """The compiled blur-and-halve gives the floats of scipy's Gaussian and zoom, bit for bit
+    (and an odd-sized frame still goes through scipy)."""
+    rng = np.random.default_rng(2)
+    images = [rng.random((12, 20, 3), dtype=np.float32), *list(frames.values())]
+    for rgb in images:
+        size = (rgb.shape[0] // 2, rgb.shape[1] // 2)
+        rgb = np.ascontiguousarray(rgb[: 2 * size[0], : 2 * size[1]])
+        assert np.array_equal(shape.antialiased_resize(rgb, size), shape.zoomed_planes(rgb, size))
+    odd = images[1][:191]
+    assert np.array_equal(
+        shape.antialiased_resize(odd, (96, 128)), shape.zoomed_planes(odd, (96, 128))
+    )
+
+
+COMPILE_CHECK = """
+from lookalike.decode import Preprocess, decode_bytes, prepare
+from lookalike.features import color, segmentation, shape, texture
+from lookalike.features.base import PreparedImage
+from lookalike.features.registry import create_extractor
+from lookalike.samples import sample_photo
+import io
+kernels = [segmentation._edges, segmentation._merge, shape._blur_halve, shape._hull_areas,
+           texture._uniform_lbp, color._soft_hsv_counts]
+extractors = [create_extractor(n) for n in
+              ("color", "texture", "shape", "color_location", "texture_location")]
+compiled = [list(k.signatures) for k in kernels]
+assert all(compiled), compiled
+buffer = io.BytesIO()
+sample_photo("chelsea").resize((1024, 768)).save(buffer, format="JPEG")
+image = PreparedImage(prepare(decode_bytes(buffer.getvalue(), "photo").rgb, Preprocess()))
+for extractor in extractors:
+    extractor.extract(image)
+assert [list(k.signatures) for k in kernels] == compiled, "compiled during the photo"
+"""
+
+
+def test_building_the_extractors_compiles_every_kernel_a_photo_needs():
+    """In a fresh process (as an ingest worker), building the extractors compiles every numba
+    kernel a photo in the frame runs: none is compiled inside the photo's time budget."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE_CHECK], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -58,6 +58,14 @@ class PreparedImage:
         return self.rgb @ GRAY_WEIGHTS
 
 
+def compile_ahead(extractor: Extractor, size: int = 16) -> None:
+    """Describe a blank image of `size` x `size` once, so that the extractor's compiled loops
+    (numba) are compiled, or loaded from numba's cache, when the extractor is built (in an
+    ingest worker: within its start budget) rather than during the first photo's time budget.
+    `size` must take the extractor down every compiled path a photo in the frame takes."""
+    extractor.extract(PreparedImage(np.zeros((size, size, 3), dtype=np.float32)))
+
+
 GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 
 

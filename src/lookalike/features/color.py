@@ -8,8 +8,7 @@ are pooled into a grey ramp indexed by value alone.
 
 from __future__ import annotations
 
-import functools
-
+import numba
 import numpy as np
 
 from lookalike.features.base import (
@@ -17,6 +16,7 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
+    compile_ahead,
     normalised_rows,
 )
 
@@ -54,55 +54,53 @@ def hsv_cell_histograms(
     """`hsv_histogram` of every cell at once: (n_cells, size); `cells` numbers each pixel's cell
     (see `grid_cell_index`).
 
-    Every pixel is spread over its two hue, two saturation and two value neighbours. Its
-    lower neighbours (cell, hue, saturation, value) make one small key; each of the eight
-    neighbour combinations is one bincount of the weights over that key, and a fixed 0/1
-    matrix (`_neighbour_bins`) sends every (combination, key) to its histogram bin: the grey
-    ramp when the saturation or value neighbour is the lowest level, else the chromatic bin.
-    The same sums as a pass per cell and per neighbour, without a per-pixel bin array.
+    Every pixel is spread over its two hue, two saturation and two value neighbours (weights
+    from `_soft_weights`); a neighbour combination whose saturation or value is the lowest
+    level counts in the grey ramp at that value, any other in its chromatic bin. One compiled
+    pass over the pixels (`_soft_hsv_counts`) adds the eight weights of each pixel into its
+    cell's bins.
     """
-    h = hsv[..., 0].ravel().astype(np.float64)
-    s = hsv[..., 1].ravel().astype(np.float64)
-    v = hsv[..., 2].ravel().astype(np.float64)
-    h_lo, _, h_wlo, h_whi = _soft_weights(h, np.arange(hue_bins), circular=True)
-    s_lo, _, s_wlo, s_whi = _soft_weights(s, np.linspace(0.0, 1.0, sat_levels + 1))
-    v_lo, _, v_wlo, v_whi = _soft_weights(v, np.linspace(0.0, 1.0, val_levels))
-    n_keys = sat_levels * (val_levels - 1) * hue_bins  # per cell
-    key = cells.ravel() * n_keys + (s_lo * (val_levels - 1) + v_lo) * hue_bins + h_lo
-    tables = []
-    for s_w in (s_wlo, s_whi):
-        for v_w in (v_wlo, v_whi):
-            w_sv = s_w * v_w
-            for h_w in (h_wlo, h_whi):
-                counts = np.bincount(key, w_sv * h_w, minlength=n_cells * n_keys)
-                tables.append(counts.reshape(n_cells, n_keys))
-    counts = np.concatenate(tables, axis=1) @ _neighbour_bins(hue_bins, sat_levels, val_levels)
+    h, s, v = (hsv[..., i].ravel() for i in range(3))
+    counts = _soft_hsv_counts(
+        h, s, v, cells.ravel().astype(np.intp), n_cells, hue_bins, sat_levels, val_levels
+    )
     return normalised_rows(counts)
 
 
-@functools.cache
-def _neighbour_bins(hue_bins: int, sat_levels: int, val_levels: int) -> np.ndarray:
-    """(8 neighbour combinations x lower-neighbour keys, histogram size) 0/1 matrix: where
-    each combination of a key's neighbours counts (see `hsv_cell_histograms`)."""
-    size = hsv_histogram_size(hue_bins, sat_levels, val_levels)
+@numba.njit(cache=True, nogil=True)
+def _soft_hsv_counts(h, s, v, cells, n_cells: int, hue_bins: int, sat_levels: int,
+                     val_levels: int) -> np.ndarray:  # fmt: skip
+    """(n_cells, size) soft counts; `_soft_weights`' arithmetic pixel by pixel, in float64.
+    Saturation centres are 0, 1/sat_levels, ..., 1; value centres 0, 1/(val_levels-1), ..., 1."""
+    counts = np.zeros((n_cells, val_levels + hue_bins * sat_levels * (val_levels - 1)))
     hue_stride = sat_levels * (val_levels - 1)
-    rows = []
-    for ds in (0, 1):
-        for dv in (0, 1):
-            for dh in (0, 1):
-                for s_lo in range(sat_levels):
-                    for v_lo in range(val_levels - 1):
-                        for h_lo in range(hue_bins):
-                            s_at, v_at = s_lo + ds, v_lo + dv
-                            if s_at == 0 or v_at == 0:  # grey: its hue means nothing
-                                rows.append(v_at)
-                                continue
-                            hue = (h_lo + dh) % hue_bins
-                            sv_bin = (s_at - 1) * (val_levels - 1) + (v_at - 1)
-                            rows.append(val_levels + hue * hue_stride + sv_bin)
-    matrix = np.zeros((len(rows), size))
-    matrix[np.arange(len(rows)), rows] = 1.0
-    return matrix
+    s_step = 1.0 / sat_levels
+    v_step = 1.0 / (val_levels - 1)
+    for i in range(len(h)):
+        pos = np.float64(h[i]) * hue_bins
+        lower = np.floor(pos)
+        h_frac = pos - lower
+        h_lo = int(lower) % hue_bins
+        hues = (h_lo, (h_lo + 1) % hue_bins)
+        h_weights = (1.0 - h_frac, h_frac)
+        pos = min(max(np.float64(s[i]) / s_step, 0.0), float(sat_levels))
+        s_lo = min(int(np.floor(pos)), sat_levels - 1)
+        s_weights = (1.0 - (pos - s_lo), pos - s_lo)
+        pos = min(max(np.float64(v[i]) / v_step, 0.0), float(val_levels - 1))
+        v_lo = min(int(np.floor(pos)), val_levels - 2)
+        v_weights = (1.0 - (pos - v_lo), pos - v_lo)
+        row = counts[cells[i]]
+        for ds in range(2):
+            for dv in range(2):
+                w_sv = s_weights[ds] * v_weights[dv]
+                s_at, v_at = s_lo + ds, v_lo + dv
+                if s_at == 0 or v_at == 0:  # grey: its hue means nothing
+                    row[v_at] += w_sv * h_weights[0] + w_sv * h_weights[1]
+                    continue
+                chroma = val_levels + (s_at - 1) * (val_levels - 1) + (v_at - 1)
+                for dh in range(2):
+                    row[chroma + hues[dh] * hue_stride] += w_sv * h_weights[dh]
+    return counts
 
 
 def hsv_histogram_size(hue_bins: int, sat_levels: int, val_levels: int) -> int:
@@ -131,6 +129,7 @@ class ColorExtractor:
 
     def __init__(self) -> None:
         self.dim = hsv_histogram_size(self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
+        compile_ahead(self)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         return hsv_histogram(image.hsv, self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)

@@ -17,6 +17,7 @@ from lookalike.features.base import (
     block_histogram_distance,
     block_l1_space,
     cell_histograms,
+    compile_ahead,
     grid_cell_index,
 )
 from lookalike.features.color import hsv_cell_histograms, hsv_histogram_size
@@ -35,6 +36,7 @@ class _GridExtractor:
 
     def __init__(self) -> None:
         self.dim = GRID * GRID * self.cell_dim
+        compile_ahead(self)
 
     def cell_index(self, image: PreparedImage) -> np.ndarray:
         """Each pixel's cell number (shared by every grid extractor of the image)."""

@@ -9,18 +9,19 @@ pooled so that a mirrored image keeps its shape signature.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
-from skimage.segmentation import felzenszwalb
 
 from lookalike.features.base import (
     IndexSpace,
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
+    compile_ahead,
     normalised_histogram,
 )
+from lookalike.features.segmentation import felzenszwalb
 
 SEGMENT_FRAME = 128
 SEGMENT_SCALE, SEGMENT_SIGMA, SEGMENT_MIN_SIZE = 600, 0.8, 90  # Felzenszwalb's, for that frame
@@ -39,18 +40,27 @@ def segment(rgb: np.ndarray) -> np.ndarray:
     if scale < 1:
         shape = (max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale)))
         rgb = antialiased_resize(rgb, shape)
-    return felzenszwalb(
-        rgb, scale=SEGMENT_SCALE, sigma=SEGMENT_SIGMA, min_size=SEGMENT_MIN_SIZE, channel_axis=-1
-    )
+    return felzenszwalb(rgb, SEGMENT_SCALE, SEGMENT_SIGMA, SEGMENT_MIN_SIZE)
 
 
 def antialiased_resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """scikit-image's `resize(rgb, shape, anti_aliasing=True, preserve_range=True)`, the same
     values, done plane by plane (Gaussian of sigma (factor - 1) / 2, then linear zoom).
 
-    Box or Lanczos resizes in Pillow are faster still, but they moved the regions enough to
-    miss 2-8 more of 120 near-duplicates on shape alone (see bench/README.md).
+    Halving both sides (the 256-pixel frame to 128) is one compiled pass, `_blur_halve`, with
+    scipy's arithmetic (the same floats: tests compare it with `zoomed_planes`); any other
+    shape goes through scipy. Box or Lanczos resizes in Pillow are faster still, but they moved
+    the regions enough to miss 2-8 more of 120 near-duplicates on shape alone (bench/README.md).
     """
+    factors = np.divide(rgb.shape[:2], shape)
+    if (factors == 2).all() and min(shape) >= 4 and rgb.dtype == np.float32:
+        weights = _gaussian_weights(0.5)  # sigma (2 - 1) / 2
+        return np.clip(_blur_halve(rgb, weights), rgb.min(), rgb.max())
+    return zoomed_planes(rgb, shape)
+
+
+def zoomed_planes(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`antialiased_resize` through scipy.ndimage, plane by plane."""
     factors = np.divide(rgb.shape[:2], shape)
     sigma = np.maximum(0, (factors - 1) / 2)
     planes = [
@@ -64,6 +74,69 @@ def antialiased_resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         for c in range(rgb.shape[2])
     ]
     return np.clip(np.stack(planes, axis=-1), rgb.min(), rgb.max())
+
+
+def _gaussian_weights(sigma: float) -> np.ndarray:
+    """scipy's Gaussian kernel (truncated at 4 sigma), read back from its filter of an impulse."""
+    radius = int(4.0 * sigma + 0.5)
+    impulse = np.zeros(2 * radius + 1)
+    impulse[radius] = 1.0
+    return ndimage.gaussian_filter1d(impulse, sigma, mode="constant")
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mirror(index: int, size: int) -> int:
+    """scipy's "mirror" extension (d c b | a b c d | c b a), one reflection deep."""
+    if index < 0:
+        return -index
+    return 2 * (size - 1) - index if index >= size else index
+
+
+@numba.njit(cache=True, nogil=True)
+def _blur_halve(rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per plane: scipy's `gaussian_filter(mode="mirror")` (down the columns, then along the
+    rows, each pass summed in float64 as scipy does, from the outer taps in, and stored as
+    float32), then its order-1 zoom to half size, which for a factor of exactly 2 is the mean
+    of each 2 x 2 block (weights 1/4, summed in scipy's order)."""
+    height, width, channels = rgb.shape
+    radius = len(weights) // 2
+    out = np.empty((height // 2, width // 2, channels), np.float32)
+    down = np.empty((height, width), np.float32)
+    across = np.empty((height, width), np.float32)
+    before, after = np.empty(radius + 1, np.intp), np.empty(radius + 1, np.intp)
+    col_before = np.empty((width, radius + 1), np.intp)
+    col_after = np.empty((width, radius + 1), np.intp)
+    for col in range(width):
+        for k in range(radius + 1):
+            col_before[col, k], col_after[col, k] = _mirror(col - k, width), _mirror(col + k, width)
+    for channel in range(channels):
+        plane = rgb[:, :, channel]
+        for row in range(height):
+            for k in range(radius + 1):
+                before[k], after[k] = _mirror(row - k, height), _mirror(row + k, height)
+            for col in range(width):
+                total = np.float64(plane[row, col]) * weights[radius]
+                for k in range(radius, 0, -1):
+                    pair = np.float64(plane[before[k], col]) + np.float64(plane[after[k], col])
+                    total += pair * weights[radius - k]
+                down[row, col] = total
+        for row in range(height):
+            line = down[row]
+            for col in range(width):
+                total = np.float64(line[col]) * weights[radius]
+                for k in range(radius, 0, -1):
+                    pair = np.float64(line[col_before[col, k]]) + np.float64(
+                        line[col_after[col, k]]
+                    )
+                    total += pair * weights[radius - k]
+                across[row, col] = total
+        for row in range(height // 2):
+            for col in range(width // 2):
+                top, bottom = across[2 * row], across[2 * row + 1]
+                total = np.float64(top[2 * col]) * 0.25 + np.float64(top[2 * col + 1]) * 0.25
+                total += np.float64(bottom[2 * col]) * 0.25
+                out[row, col, channel] = total + np.float64(bottom[2 * col + 1]) * 0.25
+    return out
 
 
 def soft_bin_many(values: np.ndarray, centres: tuple[float, ...]) -> np.ndarray:
@@ -86,8 +159,7 @@ def region_shapes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     Eccentricity is regionprops' (from the second central moments, summed with bincount for
     all regions at once). Solidity is the region's area over the area of the convex hull of its
-    pixel squares (so a filled rectangle is exactly 1); the hull only needs each row's leftmost
-    and rightmost pixel.
+    pixel squares (so a filled rectangle is exactly 1), from `_hull_areas`.
     """
     n = int(labels.max()) + 1
     flat = labels.ravel()
@@ -104,36 +176,83 @@ def region_shapes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     with np.errstate(invalid="ignore", divide="ignore"):
         eccentricity = np.where(major > 0, np.sqrt(np.clip(1 - minor / major, 0, 1)), 0.0)
 
-    # Per (label, row): the extreme columns. The hull of those pixels' corners is the hull of
-    # the region's pixel squares.
-    key = flat.astype(np.int64) * labels.shape[0] + rows.astype(np.int64)
-    order = np.lexsort((cols, key))
-    key, col_sorted = key[order], cols[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    ends = np.r_[starts[1:], len(key)] - 1
-    row_label, row_index = np.divmod(key[starts], labels.shape[0])
-    left, right = col_sorted[starts] - 0.5, col_sorted[ends] + 0.5
-    top, bottom = row_index - 0.5, row_index + 0.5
-    corners = np.stack(
-        [
-            np.stack([top, left], 1),
-            np.stack([top, right], 1),
-            np.stack([bottom, left], 1),
-            np.stack([bottom, right], 1),
-        ],
-        axis=1,
-    )  # (label rows, 4, 2)
-    hull_area = np.ones(n)
-    bounds = np.searchsorted(row_label, np.arange(n + 1))
-    for label in range(n):
-        points = corners[bounds[label] : bounds[label + 1]].reshape(-1, 2)
-        if len(points) >= 3:
-            try:
-                hull_area[label] = ConvexHull(points).volume  # in 2-D, volume is the area
-            except QhullError:  # a single row or column: the squares are the hull
-                hull_area[label] = area[label]
+    hull_area = _hull_areas(np.ascontiguousarray(labels, dtype=np.intp), n)
     solidity = np.clip(area / np.maximum(hull_area, area), 0.0, 1.0)
     return area / labels.size, eccentricity, solidity
+
+
+@numba.njit(cache=True, nogil=True)
+def _hull_areas(labels: np.ndarray, n: int) -> np.ndarray:
+    """Area of the convex hull of each label's pixel squares (1 for an absent label).
+
+    The hull only needs, on each horizontal line between pixel rows, the leftmost and the
+    rightmost corner of the label's pixels on the rows either side of it: the leftmost corners
+    make one chain of the hull, the rightmost the other (Andrew's monotone chain, the lines
+    taken in order, so no sort), and the shoelace formula gives the area. Corners sit on
+    half-integers, so every step is exact in float64 (qhull, used before, agreed to ~1e-15).
+    """
+    height, width = labels.shape
+    first = np.full((n, height), width, dtype=np.intp)
+    last = np.full((n, height), -1, dtype=np.intp)
+    for row in range(height):
+        for col in range(width):
+            label = labels[row, col]
+            first[label, row] = min(first[label, row], col)
+            last[label, row] = max(last[label, row], col)
+    areas = np.ones(n)
+    line = np.empty(height + 1)
+    left = np.empty(height + 1)
+    right = np.empty(height + 1)
+    for label in range(n):
+        m = 0  # the lines that touch the label, with its extreme corners on each
+        for boundary in range(height + 1):
+            low, high = width + 1.0, -2.0
+            for row in (boundary - 1, boundary):
+                if 0 <= row < height and last[label, row] >= 0:
+                    low = min(low, first[label, row] - 0.5)
+                    high = max(high, last[label, row] + 0.5)
+            if high > -2.0:
+                line[m], left[m], right[m] = boundary - 0.5, low, high
+                m += 1
+        if m >= 2:
+            areas[label] = _polygon_area(
+                *_chain(line[:m], left[:m], 1.0), *_chain(line[:m], right[:m], -1.0)
+            )
+    return areas
+
+
+@numba.njit(cache=True, nogil=True)
+def _chain(x: np.ndarray, y: np.ndarray, turn: float) -> tuple[np.ndarray, np.ndarray]:
+    """One monotone chain of the hull through points sorted by x: with `turn` 1 the chain
+    below (smallest y), with -1 the chain above; collinear points are dropped."""
+    cx, cy = np.empty(len(x)), np.empty(len(x))
+    k = 0
+    for i in range(len(x)):
+        while (
+            k >= 2
+            and turn
+            * (
+                (cx[k - 1] - cx[k - 2]) * (y[i] - cy[k - 2])
+                - (cy[k - 1] - cy[k - 2]) * (x[i] - cx[k - 2])
+            )
+            <= 0
+        ):
+            k -= 1
+        cx[k], cy[k] = x[i], y[i]
+        k += 1
+    return cx[:k], cy[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _polygon_area(low_x, low_y, high_x, high_y) -> float:
+    """Shoelace area of the polygon along the lower chain, then back along the upper one."""
+    xs = np.concatenate((low_x, high_x[::-1]))
+    ys = np.concatenate((low_y, high_y[::-1]))
+    total = 0.0
+    for i in range(len(xs)):
+        j = (i + 1) % len(xs)
+        total += xs[i] * ys[j] - xs[j] * ys[i]
+    return abs(total) / 2.0
 
 
 def region_histograms(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,6 +314,7 @@ class ShapeExtractor:
             len(EDGE_TYPES),
         ]
         self.dim = sum(self.blocks)
+        compile_ahead(self, 2 * SEGMENT_FRAME)  # large enough to be halved to the frame
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         form, sizes = region_histograms(segment(image.rgb))

@@ -11,6 +11,7 @@ LBP is invariant to monotone grey-level changes, which makes texture robust to b
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from scipy import ndimage
 
@@ -19,6 +20,7 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
+    compile_ahead,
     normalised_histogram,
 )
 
@@ -46,56 +48,60 @@ def lbp_codes(image: PreparedImage, points: int, radius: float) -> np.ndarray:
 
 def uniform_lbp(gray_u8: np.ndarray, points: int, radius: float) -> np.ndarray:
     """scikit-image's `local_binary_pattern(gray_u8, points, radius, "uniform")`, bit for bit,
-    as whole-image numpy operations instead of a loop per pixel and neighbour (several times
-    faster; tests hold it to scikit-image's codes).
+    compiled (numba) one neighbour at a time over the whole image: several times faster than
+    scikit-image's loop, which interpolates pixel by pixel (tests hold it to its codes).
 
     Neighbour p sits at (-R sin(2 pi p / P), R cos(2 pi p / P)) rounded to 5 decimals, read by
     bilinear interpolation in float64 with zeros outside the image; it is "on" when it is at
     least the centre. A pattern with at most two on/off changes between consecutive neighbours
     (p = 0 .. P-1, not wrapping round, as scikit-image counts them) gets its number of "on"
-    neighbours, any other pattern P + 1. The interpolation repeats scikit-image's arithmetic
-    (including the per-row and per-column fractions) so that ties on flat areas fall alike.
+    neighbours, any other pattern P + 1.
     """
-    centre = gray_u8.astype(np.float64)
-    height, width = centre.shape
-    pad = int(np.ceil(radius)) + 1
-    padded = np.zeros((height + 2 * pad, width + 2 * pad), dtype=np.float64)
-    padded[pad : pad + height, pad : pad + width] = centre
     angles = 2 * np.pi * np.arange(points, dtype=np.float64) / points
     row_steps = np.round(-radius * np.sin(angles), 5)
     col_steps = np.round(radius * np.cos(angles), 5)
-    rows = np.arange(height, dtype=np.float64)
-    cols = np.arange(width, dtype=np.float64)
+    return _uniform_lbp(gray_u8.astype(np.float64), row_steps, col_steps).astype(np.int64)
 
-    def window(dy: int, dx: int) -> np.ndarray:
-        return padded[pad + dy : pad + dy + height, pad + dx : pad + dx + width]
 
-    ones = np.zeros((height, width), dtype=np.uint8)
-    changes = np.zeros((height, width), dtype=np.uint8)
-    top, bottom, term = (np.empty((height, width), dtype=np.float64) for _ in range(3))
-    bit, previous = np.empty((height, width), dtype=bool), np.empty((height, width), dtype=bool)
-    for p, (row_step, col_step) in enumerate(zip(row_steps, col_steps, strict=True)):
-        r, c = rows + row_step, cols + col_step
-        r0, c0 = int(np.floor(row_step)), int(np.floor(col_step))
-        fr = (r - np.floor(r))[:, None]  # the same fractions as scikit-image, row by row
-        fc = c - np.floor(c)
-        if not fr.any() and not fc.any():  # on the pixel grid: the value itself
-            value = window(r0, c0)
-        else:  # (1-fr) * ((1-fc) tl + fc tr) + fr * ((1-fc) bl + fc br), in place
-            np.multiply(window(r0, c0), 1 - fc, out=top)
-            top += np.multiply(window(r0, c0 + 1), fc, out=term)
-            np.multiply(window(r0 + 1, c0), 1 - fc, out=bottom)
-            bottom += np.multiply(window(r0 + 1, c0 + 1), fc, out=term)
-            top *= 1 - fr
-            bottom *= fr
-            value = np.add(top, bottom, out=top)
-        # scikit-image tests value - centre >= 0: the same as value >= centre for finite numbers
-        np.greater_equal(value, centre, out=bit)
-        ones += bit
-        if p:
-            changes += np.not_equal(bit, previous, out=previous)
-        bit, previous = previous, bit
-    return np.where(changes <= 2, ones, points + 1).astype(np.int64)
+@numba.njit(cache=True, nogil=True)
+def _uniform_lbp(image: np.ndarray, row_steps: np.ndarray, col_steps: np.ndarray) -> np.ndarray:
+    """The codes of `uniform_lbp`, one neighbour at a time over the whole image (so that the
+    inner loop runs along contiguous rows). The row and column fractions are scikit-image's
+    expressions (`r + step` minus its floor) taken per row and per column; the floor and the
+    ceiling of `c + step` are `c` plus those of `step` (steps have 5 decimals, far from an
+    integer by more than any rounding). The image is padded with zeros, read outside it."""
+    points = len(row_steps)
+    rows, cols = image.shape
+    pad = 1 + int(np.ceil(max(np.abs(row_steps).max(), np.abs(col_steps).max())))
+    padded = np.zeros((rows + 2 * pad, cols + 2 * pad))
+    padded[pad : pad + rows, pad : pad + cols] = image
+    ones = np.zeros((rows, cols), dtype=np.uint8)
+    changes = np.zeros((rows, cols), dtype=np.uint8)  # between consecutive neighbours
+    previous = np.zeros((rows, cols), dtype=np.uint8)  # the last neighbour's bit
+    col_frac = np.empty(cols)
+    for p in range(points):
+        left = int(np.floor(col_steps[p])) + pad
+        right = int(np.ceil(col_steps[p])) + pad
+        for c in range(cols):
+            at = c + col_steps[p]
+            col_frac[c] = at - np.floor(at)
+        for r in range(rows):
+            at = r + row_steps[p]
+            row_frac = at - np.floor(at)
+            top_row = padded[int(np.floor(at)) + pad]
+            bottom_row = padded[int(np.ceil(at)) + pad]
+            centre, row_ones, row_changes, row_previous = image[r], ones[r], changes[r], previous[r]
+            for c in range(cols):
+                dc = col_frac[c]
+                top = (1 - dc) * top_row[c + left] + dc * top_row[c + right]
+                bottom = (1 - dc) * bottom_row[c + left] + dc * bottom_row[c + right]
+                bit = np.uint8((1 - row_frac) * top + row_frac * bottom - centre[c] >= 0)
+                row_ones[c] += bit
+                row_changes[c] += bit ^ row_previous[c]
+                row_previous[c] = bit
+        if p == 0:  # the first neighbour changes nothing: count from it, not from "off"
+            changes -= previous
+    return np.where(changes <= 2, ones, np.uint8(points + 1))
 
 
 def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
@@ -109,9 +115,14 @@ def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def gradient_magnitude(image: PreparedImage) -> np.ndarray:
+    """Sobel gradient strength (shared: direction weights and strength bins)."""
+    return image.shared("magnitude", lambda: np.hypot(*gradients(image)))
+
+
 def gradient_strength_bins(image: PreparedImage) -> np.ndarray:
     """Each pixel's gradient strength bin (shared: texture and texture_location count them)."""
-    return image.shared("strength_bins", lambda: strength_bins(np.hypot(*gradients(image))))
+    return image.shared("strength_bins", lambda: strength_bins(gradient_magnitude(image)))
 
 
 def strength_bins(magnitude: np.ndarray) -> np.ndarray:
@@ -128,17 +139,36 @@ def gradient_histograms(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def direction_histogram(gx: np.ndarray, gy: np.ndarray, magnitude: np.ndarray) -> np.ndarray:
-    """Strength-weighted histogram of the edge angle from horizontal (0..90 degrees)."""
+    """Strength-weighted histogram of the edge angle from horizontal (0..90 degrees).
+
+    The angle's bin is the number of bin edges (tan of 22.5, 45, 67.5 degrees times |gx|) that
+    |gy| reaches: comparisons instead of an arctangent per pixel (~10x cheaper). Where |gy| lies
+    within 1e-4 of an edge, the bin is `_angle_bins`' (the arctangent), so that float rounding
+    near an edge falls as it always did: the bins are the same.
+    """
     strong = magnitude.ravel() > 0.1  # ignore sensor noise on flat areas
     gx, gy, weight = gx.ravel()[strong], gy.ravel()[strong], magnitude.ravel()[strong]
-    folded = np.abs(np.arctan2(gy, gx))  # 0..pi
-    folded = np.where(folded > np.pi / 2, np.pi - folded, folded)  # 0..pi/2, mirror-invariant
-    direction_bins = np.minimum(
-        (folded / (np.pi / 2) * DIRECTION_BINS).astype(np.int64), DIRECTION_BINS - 1
-    )
+    across, along = np.abs(gx).astype(np.float64), np.abs(gy).astype(np.float64)
+    direction_bins = np.zeros(len(gx), dtype=np.int64)
+    near_edge = np.zeros(len(gx), dtype=bool)
+    for edge in _BIN_EDGE_SLOPES:
+        gap = along - edge * across
+        direction_bins += gap >= 0
+        near_edge |= np.abs(gap) <= 1e-4 * (along + across)
+    direction_bins[near_edge] = _angle_bins(gx[near_edge], gy[near_edge])
     return normalised_histogram(
         np.bincount(direction_bins, weights=weight, minlength=DIRECTION_BINS)
     )
+
+
+_BIN_EDGE_SLOPES = np.tan(np.arange(1, DIRECTION_BINS) * (np.pi / 2) / DIRECTION_BINS)
+
+
+def _angle_bins(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Direction bins from the folded angle itself (float32 arctangent), as first defined."""
+    folded = np.abs(np.arctan2(gy, gx))  # 0..pi
+    folded = np.where(folded > np.pi / 2, np.pi - folded, folded)  # 0..pi/2, mirror-invariant
+    return np.minimum((folded / (np.pi / 2) * DIRECTION_BINS).astype(np.int64), DIRECTION_BINS - 1)
 
 
 class TextureExtractor:
@@ -148,6 +178,7 @@ class TextureExtractor:
     def __init__(self) -> None:
         self.blocks = [p + 2 for p, _ in LBP_SETTINGS] + [DIRECTION_BINS, STRENGTH_BINS]
         self.dim = sum(self.blocks)
+        compile_ahead(self)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         parts = [
@@ -155,7 +186,7 @@ class TextureExtractor:
             for p, r in LBP_SETTINGS
         ]
         gx, gy = gradients(image)
-        parts.append(direction_histogram(gx, gy, np.hypot(gx, gy)))
+        parts.append(direction_histogram(gx, gy, gradient_magnitude(image)))
         bins = gradient_strength_bins(image)
         parts.append(normalised_histogram(np.bincount(bins.ravel(), minlength=STRENGTH_BINS)))
         return np.concatenate(parts).astype(np.float32)
