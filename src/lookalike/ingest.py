@@ -35,7 +35,7 @@ from lookalike.decode import (
     read_source_bytes,
 )
 from lookalike.errors import DecodeError
-from lookalike.features.base import Extractor, PreparedImage
+from lookalike.features.base import Extractor, PreparedImage, warm_up
 from lookalike.features.registry import create_extractor
 from lookalike.pool import Failure, supervised_map
 
@@ -283,9 +283,9 @@ _WORKER_SETTINGS: list[Settings] = []
 
 def _start_worker(settings: Settings) -> None:
     """Worker initializer: keep the settings and build the extractors once, before any task
-    (so the first file's time budget is not spent importing)."""
+    (so the first file's time budget is not spent importing or compiling)."""
     _WORKER_SETTINGS[:] = [settings]
-    build_extractors(settings.attributes)
+    warm_up(build_extractors(settings.attributes).values())
 
 
 TEST_FAULTS_ENV = "LOOKALIKE_TEST_WORKER_FAULTS"  # tests only: "crash=a.jpg;hang=b.png"

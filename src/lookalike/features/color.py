@@ -16,7 +16,6 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
-    compile_ahead,
     normalised_rows,
 )
 
@@ -126,10 +125,10 @@ class ColorExtractor:
     name = "color"
     version = "1"
     HUE_BINS, SAT_LEVELS, VAL_LEVELS = 12, 2, 4
+    compile_size = 16  # compiled loops: features.base.warm_up
 
     def __init__(self) -> None:
         self.dim = hsv_histogram_size(self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)
-        compile_ahead(self)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         return hsv_histogram(image.hsv, self.HUE_BINS, self.SAT_LEVELS, self.VAL_LEVELS)

@@ -17,7 +17,6 @@ from lookalike.features.base import (
     block_histogram_distance,
     block_l1_space,
     cell_histograms,
-    compile_ahead,
     grid_cell_index,
 )
 from lookalike.features.color import hsv_cell_histograms, hsv_histogram_size
@@ -33,10 +32,10 @@ class _GridExtractor:
     name = ""
     version = "1"
     cell_dim = 0
+    compile_size = 16  # compiled loops: features.base.warm_up
 
     def __init__(self) -> None:
         self.dim = GRID * GRID * self.cell_dim
-        compile_ahead(self)
 
     def cell_index(self, image: PreparedImage) -> np.ndarray:
         """Each pixel's cell number (shared by every grid extractor of the image)."""

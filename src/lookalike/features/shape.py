@@ -18,7 +18,6 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
-    compile_ahead,
     normalised_histogram,
 )
 from lookalike.features.segmentation import felzenszwalb
@@ -305,6 +304,7 @@ def edge_histogram(types: np.ndarray) -> np.ndarray:
 class ShapeExtractor:
     name = "shape"
     version = "4"
+    compile_size = 2 * SEGMENT_FRAME  # base.warm_up: large enough to be halved to the frame
     BLOCK_WEIGHTS = [0.25, 0.25, 0.5]
 
     def __init__(self) -> None:
@@ -314,7 +314,6 @@ class ShapeExtractor:
             len(EDGE_TYPES),
         ]
         self.dim = sum(self.blocks)
-        compile_ahead(self, 2 * SEGMENT_FRAME)  # large enough to be halved to the frame
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         form, sizes = region_histograms(segment(image.rgb))

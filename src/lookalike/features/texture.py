@@ -20,7 +20,6 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
-    compile_ahead,
     normalised_histogram,
 )
 
@@ -174,11 +173,11 @@ def _angle_bins(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
 class TextureExtractor:
     name = "texture"
     version = "2"
+    compile_size = 16  # compiled loops: features.base.warm_up
 
     def __init__(self) -> None:
         self.blocks = [p + 2 for p, _ in LBP_SETTINGS] + [DIRECTION_BINS, STRENGTH_BINS]
         self.dim = sum(self.blocks)
-        compile_ahead(self)
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         parts = [
