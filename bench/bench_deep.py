@@ -4,7 +4,8 @@ Both run on the same batch of 32 scikit-image photos in the collection's common 
 side 256). The baseline is the network trunk alone (EfficientNet-Lite0 `extract_features`) on
 an already preprocessed 32x3x224x224 tensor; extract_batch adds cropping, resizing,
 normalisation, pooling, L2 normalisation and the copy to numpy. A ratio near 1 means the
-wrapper costs nothing worth optimising.
+wrapper costs nothing worth optimising. The network runs in the extractor's runtime (ONNX
+Runtime by default, `LOOKALIKE_CNN_RUNTIME=torch` for torch); `--threads` sets torch's.
 
     .venv/bin/python bench/bench_deep.py [--repeats 7] [--threads N] [--pooling gap|gem]
 """
@@ -78,7 +79,10 @@ def main() -> None:
         args.repeats,
     )
     n = len(images)
-    print(f"model {extractor.version}, batch {n} at 224x224, torch threads {threads}")
+    print(
+        f"model {extractor.version}, batch {n} at 224x224, runtime {loaded.runtime}, "
+        f"torch threads {threads}"
+    )
     print(f"{'images/s':<40} {'median':>17} {'best':>8}")
     rows = [
         ("bare forward pass (extract_features)", "bare"),
