@@ -58,22 +58,16 @@ class PreparedImage:
         return self.rgb @ GRAY_WEIGHTS
 
 
-def compile_ahead(extractor: Extractor, size: int = 16) -> None:
-    """Describe a blank image of `size` x `size` once, so that the extractor's compiled loops
-    (numba) are compiled, or loaded from numba's cache, now rather than during the first
-    photo's time budget. `size` must take the extractor down every compiled path a photo in
-    the frame takes."""
-    extractor.extract(PreparedImage(np.zeros((size, size, 3), dtype=np.float32)))
-
-
 def warm_up(extractors: Iterable[Extractor]) -> None:
-    """Compile the compiled loops of every extractor that has them (`compile_size`). Ingest
-    workers call it at start, within their start budget; a process that only reads stored
-    signatures (`info`, a search by id) never pays the ~0.5 s of loading the kernels."""
+    """Compile the compiled loops (numba) of every extractor that has them, or load them from
+    numba's cache, by describing one blank image of its `compile_size` (large enough to take
+    every compiled path a photo in the frame takes). Ingest workers call it at start, within
+    their start budget, not a photo's; a process that only reads stored signatures (`info`, a
+    search by id) never pays the ~0.5 s of loading the kernels."""
     for extractor in extractors:
         size = getattr(extractor, "compile_size", None)
         if size:
-            compile_ahead(extractor, size)
+            extractor.extract(PreparedImage(np.zeros((size, size, 3), dtype=np.float32)))
 
 
 GRAY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)

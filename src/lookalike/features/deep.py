@@ -698,7 +698,7 @@ def _packaged_onnx(weights: Path, device: str, image_size: int) -> _Loaded:
             return _onnx_classifier(path, device)
         except ModelLoadError as e:  # damaged cache entry: made again below
             warnings.warn(f"{e}; exporting it again", stacklevel=2)
-    _export_packaged(weights, device, image_size, path)
+    _export_packaged(weights, image_size, path)
     return _onnx_classifier(path, device)
 
 
@@ -718,10 +718,11 @@ def _onnx_classifier(path: Path, device: str) -> _Loaded:
     return _Loaded(run=run, dim=1280, spatial=True, runtime="onnxruntime")
 
 
-def _export_packaged(weights: Path, device: str, image_size: int, target: Path) -> None:
-    """torch.onnx.export the packaged network (feature map and logits, any batch size), check
-    it against torch on a probe batch, then move it into place atomically (a concurrent
-    exporter or a kill leaves either no file or a whole one)."""
+def _export_packaged(weights: Path, image_size: int, target: Path) -> None:
+    """torch.onnx.export the packaged network on the CPU (feature map and logits, any batch
+    size; a session picks its device when loaded), check it against torch on a probe batch,
+    then move it into place atomically (a concurrent exporter or a kill leaves either no file
+    or a whole one)."""
     if importlib.util.find_spec("torch") is None or importlib.util.find_spec("onnx") is None:
         raise DeepModelError(
             f"exporting {PACKAGED_MODEL} to ONNX needs torch and onnx: "
@@ -775,7 +776,6 @@ def _export_packaged(weights: Path, device: str, image_size: int, target: Path) 
         raise DeepModelError(f"cannot export {PACKAGED_MODEL} to ONNX ({_short(e)})") from None
     finally:
         Path(staging).unlink(missing_ok=True)
-    del device  # the export runs on the CPU; the session picks its device when loaded
 
 
 STALE_STAGING_S = 3600.0  # a staging file this old belongs to an export that was killed
@@ -798,9 +798,11 @@ def _export_disagreement(path: Path, net: nn.Module, image_size: int) -> float:
     theirs = _onnx_classifier(path, "cpu").run(probe, True)
     ours = _classifier_runner(net, "cpu")(probe, True)
     gaps = [
-        np.abs(l2_normalise(pool_features(a, pooling)) - l2_normalise(pool_features(b, pooling)))
+        np.abs(
+            l2_normalise(pool_features(theirs[0], pooling))
+            - l2_normalise(pool_features(ours[0], pooling))
+        )
         for pooling in ("gap", "rmac")
-        for a, b in [(theirs[0], ours[0])]
     ]
     assert theirs[1] is not None and ours[1] is not None
     gaps.append(np.abs(softmax(theirs[1]) - softmax(ours[1])))
