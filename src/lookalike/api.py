@@ -44,7 +44,7 @@ from lookalike.index import check as _index_check  # noqa: F401  (registers `ind
 from lookalike.index.attribute import AttributeIndex
 from lookalike.index.manager import AttributeSource, IndexSet
 from lookalike.query.feedback import Feedback, apply_feedback
-from lookalike.query.indexkey import index_key_record
+from lookalike.query.indexkey import index_key_record, index_key_records
 from lookalike.query.plan import Planner, PlanSources, SearchResults
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
 from lookalike.query.understand import read_query_box
@@ -201,6 +201,7 @@ class Collection:
                 text_distances=self._text_distances,
                 calibration=self.calibrations.get,
                 index_keys=self._index_keys,
+                hit_fields=catalog.paths_and_metadata,
             )
         )
         self.tag_floor: float = catalog.get_meta("tag_floor", ingest.TAG_FLOOR)
@@ -896,6 +897,34 @@ class Collection:
         bench/README.md) or, with `calibrated=True`, calibrated ones (calibration.py); every
         answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
         """
+        with self.catalog.one_change_token():  # one look at the catalog's changes per search
+            return self._query(
+                image=image, text=text, sketch=sketch, layout=layout, colors=colors,
+                where=where, weights=weights, part_weights=part_weights, top_k=top_k,
+                threshold=threshold, exact=exact, expand=expand, more=more, less=less,
+                calibrated=calibrated, understand=understand,
+            )  # fmt: skip
+
+    def _query(
+        self,
+        *,
+        image: ImageQuery | None,
+        text: str | None,
+        sketch: Any,
+        layout: str | None,
+        colors: str | Sequence[str] | None,
+        where: str | None,
+        weights: str | Mapping[str, float] | None,
+        part_weights: str | Mapping[str, float] | None,
+        top_k: int | None,
+        threshold: float | str | None,
+        exact: bool,
+        expand: bool,
+        more: Sequence[int | str] | None,
+        less: Sequence[int | str] | None,
+        calibrated: bool,
+        understand: bool,
+    ) -> SearchResults:
         understood = None
         if text and understand:
             text, colors, layout, understood = read_query_box(
@@ -1000,8 +1029,8 @@ class Collection:
         present = np.flatnonzero(index.contains(ids))
         if len(present):
             hists = split_perceptual(index.rows(ids[present]))[0]
-            for slot, hist in zip(present, hists, strict=True):
-                keys[slot] = index_key_record(hist)
+            for slot, key in zip(present.tolist(), index_key_records(hists), strict=True):
+                keys[slot] = key
         return keys
 
     def index_key(self, image: int | str) -> list[dict[str, Any]] | None:

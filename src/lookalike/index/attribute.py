@@ -271,7 +271,7 @@ class AttributeIndex:
                 delta[image_id] = np.asarray(vector, np.float32)
         self.delta = delta
         self.mark = max(self.mark, int(mark))
-        for key in ("ids", "dead", "matrix"):
+        for key in ("ids", "dead", "alive", "matrix"):
             self._cache.pop(key, None)
 
     @property
@@ -359,17 +359,16 @@ class AttributeIndex:
         return cached[1], cached[2], cached[3]
 
     def _delta_candidates(
-        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None
+        self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None
     ) -> np.ndarray:
-        """The k delta images nearest to `query`, ranked in the index space (monotone in the
-        exact distance; the planner rescores them exactly)."""
+        """The k delta images nearest to `q` (the query in the index space), ranked there
+        (monotone in the exact distance; the planner rescores them exactly)."""
         ids, _, space = self._delta_arrays()
         if allowed_ids is not None:
             keep = np.isin(ids, allowed_ids)
             ids, space = ids[keep], space[keep]
         if not len(ids):
             return ids
-        q = self.spec.space(query)[0]
         inner = self.spec.space.metric == "ip"  # else l1
         key = -(space @ q) if inner else np.abs(space - q).sum(axis=1)
         take = min(k, len(ids))
@@ -378,11 +377,13 @@ class AttributeIndex:
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Exact vectors of `ids` (all searchable here), from the memory map or the delta."""
         ids = np.asarray(ids, np.int64)
-        out = np.empty((len(ids), self.spec.dim), np.float32)
         positions = np.full(len(ids), -1, np.int64)
         small = ids < len(self.position)
         positions[small] = self.position[ids[small]]
         in_main = positions >= 0
+        if in_main.all():  # the usual case: one gather, as a plain array (no memmap wrapping)
+            return self.vectors.view(np.ndarray).take(positions, axis=0)
+        out = np.empty((len(ids), self.spec.dim), np.float32)
         if in_main.any():
             order = np.argsort(positions[in_main])  # ascending positions read the map in order
             picked = positions[in_main][order]
@@ -430,8 +431,10 @@ class AttributeIndex:
 
     def allowed_positions(self, allowed_ids: np.ndarray | None) -> np.ndarray | None:
         """Bool per main position that may be returned: alive, and allowed by a filter."""
-        if allowed_ids is None:
-            return ~self.dead if self.dead.any() else None
+        if allowed_ids is None:  # kept until the next change: O(collection) to make
+            if "alive" not in self._cache:
+                self._cache["alive"] = ~self.dead if self.tombstones else None
+            return self._cache["alive"]
         mask = np.zeros(self.count, bool)
         allowed_ids = np.asarray(allowed_ids, np.int64)
         allowed_ids = allowed_ids[allowed_ids < len(self.position)]
@@ -456,11 +459,12 @@ class AttributeIndex:
             found.append(pool[np.argsort(d, kind="stable")[:k]])
         else:
             mask = self.allowed_positions(allowed_ids)
-            positions = self.ann.search(self.spec.space(query), k, effort, mask)[0]
+            in_space = self.spec.space(query)
+            positions = self.ann.search(in_space, k, effort, mask)[0]
             positions = positions[positions >= 0]
             found.append(self.main_ids[positions])
             if self.delta:
-                found.append(self._delta_candidates(query, k, allowed_ids))
+                found.append(self._delta_candidates(in_space[0], k, allowed_ids))
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 
 

@@ -112,6 +112,13 @@ class PlanSources:
     calibration: Callable[[Sequence[str]], Calibration | None] | None = None
     # the hits' index keys (colour terms by dominance, seed 004), None where an image has none
     index_keys: Callable[[np.ndarray], list[list[dict[str, Any]] | None]] | None = None
+    # id -> (path, metadata) of the hits in one read; default: whole records (`get_many`)
+    hit_fields: Callable[[list[int]], Mapping[int, tuple[str, dict[str, Any]]]] | None = None
+
+    def fields_of(self, ids: list[int]) -> Mapping[int, tuple[str, dict[str, Any]]]:
+        if self.hit_fields is not None:
+            return self.hit_fields(ids)
+        return {i: (r.path, r.metadata) for i, r in self.catalog.get_many(ids).items()}
 
 
 @dataclass
@@ -274,14 +281,16 @@ class Planner:
             part_distances["image"] = (image.ids, image_scores)
             ids = image.ids if aligned_ids is None else np.intersect1d(image.ids, aligned_ids)
             breakdown = {
-                name: query_parts.align(image.ids, d, ids) for name, d in image_distances.items()
+                name: d if ids is image.ids else query_parts.align(image.ids, d, ids)
+                for name, d in image_distances.items()
             }
             explain["plan"] = "exact" if image.exact else "candidates"
         else:
             assert aligned_ids is not None
             ids = aligned_ids
         aligned = {
-            name: query_parts.align(pid, d, ids) for name, (pid, d) in part_distances.items()
+            name: d if pid is ids else query_parts.align(pid, d, ids)  # the image part alone
+            for name, (pid, d) in part_distances.items()
         }
         scores = fuse(aligned, mix)
         breakdown.update({name: d for name, d in aligned.items() if name != "image"})
@@ -359,7 +368,7 @@ class Planner:
         order = top_order(ids, scores, top_k)
         if threshold is not None:
             order = order[scores[order] <= threshold]
-        records = self.sources.catalog.get_many(int(ids[i]) for i in order)
+        records = self.sources.fields_of([int(ids[i]) for i in order])
         order = [i for i in order if int(ids[i]) in records]  # removed since ranking
         found = ids[np.asarray(order, np.intp)]
         keys = self.sources.index_keys(found) if self.sources.index_keys else [None] * len(found)
@@ -367,14 +376,15 @@ class Planner:
         hits = []
         for i, image_id, key in zip(order, found.tolist(), keys, strict=True):
             score = float(scores[i])
+            path, metadata = records[image_id]
             hits.append(
                 SearchHit(
                     id=image_id,
-                    path=records[image_id].path,
+                    path=path,
                     score=score,
                     breakdown={name: float(d[i]) for name, d in distances.items()},
                     similar=is_similar(score, threshold),
-                    metadata=records[image_id].metadata,
+                    metadata=metadata,
                     details={
                         part: {m: round(float(v[i]), 4) for m, v in measures.items()}
                         for part, measures in (details or {}).items()
