@@ -265,13 +265,15 @@ class AttributeIndex:
                     continue  # e.g. a metadata edit: the vector did not change
                 self.dead[pos] = True
                 self.position[image_id] = -1
+                if "dead" in self._cache:  # counted on, not again over every row
+                    self._cache["dead"] += 1
             if vector is None:
                 delta.pop(image_id, None)
             else:
                 delta[image_id] = np.asarray(vector, np.float32)
         self.delta = delta
         self.mark = max(self.mark, int(mark))
-        for key in ("ids", "dead", "alive", "matrix"):
+        for key in ("ids", "alive", "matrix"):
             self._cache.pop(key, None)
 
     @property
