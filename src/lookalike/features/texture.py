@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from scipy import ndimage
 
 from lookalike.features.base import (
     IndexSpace,
@@ -22,6 +21,7 @@ from lookalike.features.base import (
     block_l1_space,
     normalised_histogram,
 )
+from lookalike.features.filters import gaussian_blur, sobel
 
 LBP_SETTINGS = ((8, 1.0), (16, 2.0))
 DIRECTION_BINS = 4
@@ -31,7 +31,7 @@ STRENGTH_BINS = 8
 def smoothed_u8(gray: np.ndarray) -> np.ndarray:
     """Grey image lightly blurred (sigma 1): LBP then sees structure, not JPEG blocking or
     sensor noise, and the same patterns survive a change of resolution."""
-    blurred = ndimage.gaussian_filter(gray.astype(np.float32), 1.0)
+    blurred = gaussian_blur(gray.astype(np.float32), 1.0)  # scipy's gaussian_filter, compiled
     return np.clip(blurred * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -104,14 +104,8 @@ def _uniform_lbp(image: np.ndarray, row_steps: np.ndarray, col_steps: np.ndarray
 
 
 def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
-    """Sobel (gx, gy) of the grey image (shared, made once)."""
-    return image.shared(
-        "sobel",
-        lambda: (
-            ndimage.sobel(image.gray, axis=1, mode="reflect"),
-            ndimage.sobel(image.gray, axis=0, mode="reflect"),
-        ),
-    )
+    """Sobel (gx, gy) of the grey image (shared, made once): scipy's, compiled."""
+    return image.shared("sobel", lambda: (sobel(image.gray, axis=1), sobel(image.gray, axis=0)))
 
 
 def gradient_magnitude(image: PreparedImage) -> np.ndarray:
