@@ -291,6 +291,39 @@ def test_compiled_gaussian_and_sobel_give_scipys_floats(frames):
             assert filters.sobel(gray, axis).tobytes() == expected.tobytes()
 
 
+def reference_direction_histogram(gx, gy, magnitude):
+    """The numpy slope comparisons that the compiled pass replaced (ingest4)."""
+    strong = magnitude.ravel() > 0.1
+    gx, gy, weight = gx.ravel()[strong], gy.ravel()[strong], magnitude.ravel()[strong]
+    across, along = np.abs(gx).astype(np.float64), np.abs(gy).astype(np.float64)
+    bins = np.zeros(len(gx), dtype=np.int64)
+    near_edge = np.zeros(len(gx), dtype=bool)
+    for edge in texture._BIN_EDGE_SLOPES:
+        gap = along - edge * across
+        bins += gap >= 0
+        near_edge |= np.abs(gap) <= 1e-4 * (along + across)
+    bins[near_edge] = texture._angle_bins(gx[near_edge], gy[near_edge])
+    counts = np.bincount(bins, weights=weight, minlength=texture.DIRECTION_BINS)
+    return (counts / counts.sum()).astype(np.float32)
+
+
+def test_compiled_gradient_bins_equal_numpys(frames):
+    """Direction histograms and strength bins from the compiled passes equal the numpy ones
+    they replaced, exactly, on every frame and on edge cases (exact diagonals, the 0.1 floor
+    in float32, values on a strength edge, NaN)."""
+    edges = np.geomspace(0.01, 4.0, texture.STRENGTH_BINS - 1)
+    diagonal = np.array([[0.5, -0.5, 0.3, 0.1, 0.1000000015]], dtype=np.float32)
+    cases = [(diagonal, diagonal[:, ::-1])]
+    cases += [texture.gradients(PreparedImage(rgb)) for rgb in frames.values()]
+    for gx, gy in cases:
+        magnitude = np.hypot(gx, gy)
+        expected = reference_direction_histogram(gx, gy, magnitude)
+        assert texture.direction_histogram(gx, gy, magnitude).tobytes() == expected.tobytes()
+        assert np.array_equal(texture.strength_bins(magnitude), np.searchsorted(edges, magnitude))
+    odd = np.array([np.nan, 0.01, edges[3], 4.0, 5.0, -1.0, 0.0], dtype=np.float32)
+    assert np.array_equal(texture.strength_bins(odd), np.searchsorted(edges, odd))
+
+
 COMPILE_CHECK = """
 from lookalike.decode import Preprocess, decode_bytes, prepare
 from lookalike.features import color, filters, segmentation, shape, texture
@@ -300,7 +333,8 @@ from lookalike.samples import sample_photo
 import io
 kernels = [segmentation._edges, segmentation._merge, shape._blur_halve, shape._hull_areas,
            texture._uniform_lbp, color._soft_hsv_counts, filters._axis0_symmetric,
-           filters._axis1_symmetric, filters._axis0_difference, filters._axis1_difference]
+           filters._axis1_symmetric, filters._axis0_difference, filters._axis1_difference,
+           texture._slope_bins, texture._edges_below]
 extractors = [create_extractor(n) for n in
               ("color", "texture", "shape", "color_location", "texture_location")]
 assert not any(k.signatures for k in kernels), "compiled by building alone (info, search by id)"
