@@ -196,8 +196,10 @@ MIGRATIONS.append(
     # the file keeps its size and mtime and the collection reads files the same way (`setup`:
     # a fingerprint of the settings and versions that read it); indexing the file, deleting
     # it or `index --retry-failed` drops it. No image refers to it: `check` ignores it.
+    # (IF NOT EXISTS: a catalog whose version was set back, as tests of older schemas do,
+    # keeps the table it already has.)
     """
-    CREATE TABLE failures (
+    CREATE TABLE IF NOT EXISTS failures (
         path      TEXT PRIMARY KEY,  -- absolute file path
         size      INTEGER NOT NULL,  -- the file's size and mtime when it failed
         mtime     REAL NOT NULL,
