@@ -289,6 +289,14 @@ def test_compiled_gaussian_and_sobel_give_scipys_floats(frames):
         for axis in (0, 1):
             expected = ndimage.sobel(gray, axis=axis, mode="reflect")
             assert filters.sobel(gray, axis).tobytes() == expected.tobytes()
+    # Felzenszwalb's smoothing: float64 colour planes, scipy's sigma=[s, s, 0] (0: untouched)
+    for rgb in [rng.random((2, 5, 3)), *(shape.antialiased_resize(f, (96, 128)) for f in
+                                         list(frames.values())[:6])]:  # fmt: skip
+        planes = np.asarray(rgb, dtype=np.float64)
+        for sigma in (shape.SEGMENT_SIGMA, 0.5, 0.0):
+            expected = ndimage.gaussian_filter(planes, sigma=[sigma, sigma, 0], mode="reflect")
+            blurred = [filters.gaussian_blur(planes[..., c], sigma) for c in range(3)]
+            assert np.stack(blurred, axis=-1).tobytes() == expected.tobytes()
 
 
 def reference_direction_histogram(gx, gy, magnitude):
