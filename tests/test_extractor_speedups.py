@@ -15,12 +15,13 @@ import io
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from skimage import color as skcolor
 from skimage.feature import local_binary_pattern
 from skimage.measure import regionprops
 
 from lookalike.decode import Preprocess, decode_bytes, prepare
-from lookalike.features import segmentation, shape, texture
+from lookalike.features import filters, segmentation, shape, texture
 from lookalike.features.base import PreparedImage, grid_cell_index, grid_cells, rgb_to_hsv
 from lookalike.features.registry import create_extractor
 from lookalike.samples import PHOTO_NAMES, TRANSFORMS, sample_photo
@@ -76,12 +77,13 @@ def reference_signature(name: str, rgb: np.ndarray) -> np.ndarray:
     hsv = skcolor.rgb2hsv(rgb).astype(np.float32)
     gray = skcolor.rgb2gray(rgb).astype(np.float32)
     cells = grid_cells(*rgb.shape[:2], 4, 4)
-    smooth = texture.smoothed_u8(gray)
+    blurred = ndimage.gaussian_filter(gray, 1.0)
+    smooth = np.clip(blurred * 255.0 + 0.5, 0, 255).astype(np.uint8)
     lbp = {
         p: local_binary_pattern(smooth, p, r, method="uniform").astype(int)
         for p, r in texture.LBP_SETTINGS
     }
-    gx, gy = (texture.ndimage.sobel(gray, axis=a, mode="reflect") for a in (1, 0))
+    gx, gy = (ndimage.sobel(gray, axis=a, mode="reflect") for a in (1, 0))
 
     def hist(values, n):
         counts = np.bincount(values.ravel(), minlength=n).astype(np.float64)
@@ -273,15 +275,74 @@ def test_halving_the_segmentation_frame_gives_scipys_floats(frames):
     )
 
 
+def test_compiled_gaussian_and_sobel_give_scipys_floats(frames):
+    """texture's blur and Sobel (features/filters.py) equal scipy.ndimage's bit for bit, on
+    every frame's grey image and on tiny images where the reflection wraps more than once."""
+    rng = np.random.default_rng(3)
+    tiny = [rng.random(shape, dtype=np.float32) for shape in ((1, 1), (1, 6), (2, 3), (5, 9))]
+    flat = [np.full((7, 8), 0.25, np.float32), np.round(rng.random((9, 9), np.float32) * 4) / 4]
+    grays = [*tiny, *flat, *(PreparedImage(rgb).gray for rgb in frames.values())]
+    for gray in grays:
+        blurred = filters.gaussian_blur(gray, 1.0)
+        assert blurred.dtype == np.float32
+        assert blurred.tobytes() == ndimage.gaussian_filter(gray, 1.0).tobytes()
+        for axis in (0, 1):
+            expected = ndimage.sobel(gray, axis=axis, mode="reflect")
+            assert filters.sobel(gray, axis).tobytes() == expected.tobytes()
+    # Felzenszwalb's smoothing: float64 colour planes, scipy's sigma=[s, s, 0] (0: untouched)
+    for rgb in [rng.random((2, 5, 3)), *(shape.antialiased_resize(f, (96, 128)) for f in
+                                         list(frames.values())[:6])]:  # fmt: skip
+        planes = np.asarray(rgb, dtype=np.float64)
+        for sigma in (shape.SEGMENT_SIGMA, 0.5, 0.0):
+            expected = ndimage.gaussian_filter(planes, sigma=[sigma, sigma, 0], mode="reflect")
+            blurred = [filters.gaussian_blur(planes[..., c], sigma) for c in range(3)]
+            assert np.stack(blurred, axis=-1).tobytes() == expected.tobytes()
+
+
+def reference_direction_histogram(gx, gy, magnitude):
+    """The numpy slope comparisons that the compiled pass replaced (ingest4)."""
+    strong = magnitude.ravel() > 0.1
+    gx, gy, weight = gx.ravel()[strong], gy.ravel()[strong], magnitude.ravel()[strong]
+    across, along = np.abs(gx).astype(np.float64), np.abs(gy).astype(np.float64)
+    bins = np.zeros(len(gx), dtype=np.int64)
+    near_edge = np.zeros(len(gx), dtype=bool)
+    for edge in texture._BIN_EDGE_SLOPES:
+        gap = along - edge * across
+        bins += gap >= 0
+        near_edge |= np.abs(gap) <= 1e-4 * (along + across)
+    bins[near_edge] = texture._angle_bins(gx[near_edge], gy[near_edge])
+    counts = np.bincount(bins, weights=weight, minlength=texture.DIRECTION_BINS)
+    return (counts / counts.sum()).astype(np.float32)
+
+
+def test_compiled_gradient_bins_equal_numpys(frames):
+    """Direction histograms and strength bins from the compiled passes equal the numpy ones
+    they replaced, exactly, on every frame and on edge cases (exact diagonals, the 0.1 floor
+    in float32, values on a strength edge, NaN)."""
+    edges = np.geomspace(0.01, 4.0, texture.STRENGTH_BINS - 1)
+    diagonal = np.array([[0.5, -0.5, 0.3, 0.1, 0.1000000015]], dtype=np.float32)
+    cases = [(diagonal, diagonal[:, ::-1])]
+    cases += [texture.gradients(PreparedImage(rgb)) for rgb in frames.values()]
+    for gx, gy in cases:
+        magnitude = np.hypot(gx, gy)
+        expected = reference_direction_histogram(gx, gy, magnitude)
+        assert texture.direction_histogram(gx, gy, magnitude).tobytes() == expected.tobytes()
+        assert np.array_equal(texture.strength_bins(magnitude), np.searchsorted(edges, magnitude))
+    odd = np.array([np.nan, 0.01, edges[3], 4.0, 5.0, -1.0, 0.0], dtype=np.float32)
+    assert np.array_equal(texture.strength_bins(odd), np.searchsorted(edges, odd))
+
+
 COMPILE_CHECK = """
 from lookalike.decode import Preprocess, decode_bytes, prepare
-from lookalike.features import color, segmentation, shape, texture
+from lookalike.features import color, filters, segmentation, shape, texture
 from lookalike.features.base import PreparedImage, warm_up
 from lookalike.features.registry import create_extractor
 from lookalike.samples import sample_photo
 import io
 kernels = [segmentation._edges, segmentation._merge, shape._blur_halve, shape._hull_areas,
-           texture._uniform_lbp, color._soft_hsv_counts]
+           texture._uniform_lbp, color._soft_hsv_counts, filters._axis0_symmetric,
+           filters._axis1_symmetric, filters._axis0_difference, filters._axis1_difference,
+           texture._slope_bins, texture._edges_below]
 extractors = [create_extractor(n) for n in
               ("color", "texture", "shape", "color_location", "texture_location")]
 assert not any(k.signatures for k in kernels), "compiled by building alone (info, search by id)"

@@ -68,3 +68,73 @@ def test_no_change_rerun_reads_no_file(tmp_path):
     assert names[0] in {Path(p).name for p in last["updated"]} | {
         Path(s["path"]).name for s in last["skipped"]
     }
+
+
+def index_cli(
+    folder: Path, collection: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*CLI, "index", str(folder), "-c", str(collection), *extra],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+def skipped(proc: subprocess.CompletedProcess) -> dict[str, tuple[str, bool]]:
+    assert proc.returncode == 3, proc.stderr
+    return {
+        Path(s["path"]).name: (s["reason"], s["unchanged_since_failed"])
+        for s in json.loads(proc.stdout)["skipped"]
+    }
+
+
+def test_failed_files_are_remembered_until_they_change(tmp_path):
+    """A broken file is read once: a re-run reports it from the catalog's record without
+    starting a worker, until its size or mtime changes, `--retry-failed`, or it is gone."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = [f"{name}.jpg" for name in PHOTO_NAMES]
+    for name in PHOTO_NAMES:
+        sample_photo(name).save(folder / f"{name}.jpg", quality=90)
+    broken, truncated = folder / "broken.jpg", folder / "truncated.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    truncated.write_bytes((folder / names[0]).read_bytes()[:300])
+    (folder / "notes.txt").write_text("not an image, not a failure")
+    collection = tmp_path / "photos.lookalike"
+    Collection.create(collection, attributes=["color", "perceptual"]).close()
+
+    first = skipped(index_cli(folder, collection, "--json"))
+    assert set(first) == {"broken.jpg", "truncated.jpg"}
+    assert not any(again for _, again in first.values())
+
+    # Any file handed to a worker now crashes it: the reasons below prove nothing was read.
+    crash_all = ";".join(f"crash={name}" for name in [*names, "broken.jpg", "truncated.jpg"])
+    crashing = {**os.environ, TEST_FAULTS_ENV: crash_all}
+    again = skipped(index_cli(folder, collection, "--json", env=crashing))
+    assert again == {name: (reason, True) for name, (reason, _) in first.items()}
+    text = index_cli(folder, collection, env=crashing)
+    assert text.returncode == 3
+    assert "20 unchanged, 0 removed, 2 skipped (2 unchanged since they failed" in text.stdout
+    assert f"broken.jpg: {first['broken.jpg'][0]} (unchanged since it failed)" in text.stdout
+
+    # Fixed: the truncated file is now a whole photo (new size): added, its record dropped.
+    sample_photo("coffee").resize((300, 200)).save(truncated, quality=90)
+    fixed = index_cli(folder, collection, "--json")
+    assert [Path(p).name for p in json.loads(fixed.stdout)["added"]] == ["truncated.jpg"]
+    assert skipped(fixed) == {"broken.jpg": (first["broken.jpg"][0], True)}
+
+    # A new mtime, or --retry-failed, hands the broken file to a worker again (it crashes).
+    facts = broken.stat()
+    os.utime(broken, ns=(facts.st_atime_ns, facts.st_mtime_ns + 10**9))
+    touched = skipped(index_cli(folder, collection, "--json", env=crashing))
+    assert touched["broken.jpg"][1] is False and "crashed" in touched["broken.jpg"][0]
+    retried = skipped(index_cli(folder, collection, "--json", "--retry-failed"))
+    assert retried == {"broken.jpg": (first["broken.jpg"][0], False)}
+
+    # Deleting the file forgets it; the records never worry `lookalike check`.
+    proc = subprocess.run([*CLI, "check", "-c", str(collection)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "0 problem(s) found" in proc.stdout, proc.stdout
+    broken.unlink()
+    last = index_cli(folder, collection, "--json")
+    assert last.returncode == 0, last.stdout
+    with Collection.open(collection) as coll:
+        assert coll.catalog.failures() == {}

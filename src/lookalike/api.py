@@ -50,7 +50,7 @@ from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of 
 from lookalike.query.understand import read_query_box
 from lookalike.scoring import default_weights_for, normalise_weights
 from lookalike.store.backend import is_store_uri
-from lookalike.store.catalog import CATALOG_FILE, Catalog, ImageRecord, NewImage
+from lookalike.store.catalog import CATALOG_FILE, Catalog, FailureRecord, ImageRecord, NewImage
 
 if TYPE_CHECKING:
     from lookalike.check import CheckReport
@@ -344,6 +344,7 @@ class Collection:
         progress: ingest.ProgressCallback | None = None,
         file_budget_s: float = ingest.FILE_BUDGET_S,
         cluster: str | None = None,
+        retry_failed: bool = False,
     ) -> ingest.IngestReport:
         """Index folders, files or URLs; only new, changed or stale images are processed.
 
@@ -354,6 +355,8 @@ class Collection:
         is reported in `failed` and the run goes on. Finished images are committed at least
         every `ingest.COMMIT_AFTER_S` seconds, so a killed run keeps them. `cluster` describes
         the images on a Dask cluster instead (see lookalike.distributed).
+        A file that failed is remembered with its size and mtime: while those stay, later runs
+        report it (in `failed` and `not_retried`) without reading it, unless `retry_failed`.
         """
         from lookalike.distributed import describe
 
@@ -366,8 +369,24 @@ class Collection:
         report.failed.extend(scanned.failed)
         states = self.catalog.file_states()
         versions = self.catalog.signature_versions()
-        work = ingest.plan(found, states, lambda i: self._is_current(versions.get(i, {})))
+        settings = self._settings()
+        setup = ingest.reading_setup(
+            settings, {n: e.version for n, e in self.extractors.items()}, file_budget_s
+        )
+        failures = self.catalog.failures()
+        work = ingest.plan(
+            found,
+            states,
+            lambda i: self._is_current(versions.get(i, {})),
+            facts=scanned.facts,
+            failures={} if retry_failed else failures,
+            setup=setup,
+        )
         report.failed.extend(work.failed)
+        for source, reason in work.not_retried:
+            report.failed.append((source, reason))
+            report.not_retried.add(source)
+        self._forget_stale_failures(failures, found, work)
         for source, image_id, new_facts in work.unchanged:
             if new_facts is not None:
                 self.catalog.touch(image_id, *new_facts)
@@ -394,7 +413,7 @@ class Collection:
         jobs = jobs or (os.cpu_count() or 1)
         results = describe(
             todo,
-            self._settings(),
+            settings,
             jobs,
             cluster,
             budget_s=file_budget_s,
@@ -407,6 +426,7 @@ class Collection:
                     done += 1
                     if isinstance(result, DecodeError):
                         report.failed.append((result.path, result.reason))
+                        self._remember_failure(result, work.facts, setup)
                     else:
                         batch.add(result)
                 if batch.due():
@@ -430,6 +450,27 @@ class Collection:
             self.catalog.delete(image_id for image_id, _ in gone)
             report.removed.extend(path for _, path in gone)
         return report
+
+    def _remember_failure(
+        self, error: DecodeError, facts: Mapping[str, ingest.Facts], setup: str
+    ) -> None:
+        """Record a file that failed with the (size, mtime) it had before it was read."""
+        if error.path in facts:
+            size, mtime = facts[error.path]
+            record = FailureRecord(size, mtime, setup, error.reason)
+            self.catalog.record_failures([(error.path, record)])
+
+    def _forget_stale_failures(
+        self, failures: Mapping[str, FailureRecord], found: list[str], work: ingest.Plan
+    ) -> None:
+        """Drop the records of failed files that are gone, or that are indexed and unchanged."""
+        unchanged = {source for source, _, _ in work.unchanged}
+        present = set(found)
+        self.catalog.forget_failures(
+            path
+            for path in failures
+            if path in unchanged or (path not in present and not os.path.exists(path))
+        )
 
     @staticmethod
     def _key(source: str | os.PathLike[str]) -> str:

@@ -144,6 +144,11 @@ def run_index(
         return coll.add(sources, progress=progress, **options)
 
 
+def write_json(data: Any) -> None:
+    """A JSON document on stdout, as is (no highlighting, no wrapping: made for programs)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
 def check_sources_exist(sources: list[str]) -> None:
     """A named folder or file that does not exist is a mistake to stop at (before a collection
     is created), not a skipped image."""
@@ -176,6 +181,13 @@ def index(
             help="Seconds allowed to read and describe one file; a file over it is skipped."
         ),
     ] = FILE_BUDGET_S,
+    retry_failed: Annotated[
+        bool,
+        typer.Option(
+            help="Read again the files that failed before and have not changed since "
+            "(by default they are reported from the last run's record, not read)."
+        ),
+    ] = False,
     attributes: Annotated[
         str | None,
         typer.Option(help="For a new collection: attributes to extract, e.g. color,texture."),
@@ -255,21 +267,26 @@ def index(
         metadata=load_sidecar(metadata) if metadata else None,
         file_budget_s=file_timeout,
         cluster=cluster,
+        retry_failed=retry_failed,
     )
-    if as_json:
-        out.print_json(
-            data={
+    if as_json:  # plain json: rich's print_json took 4 s for a report of 10k files
+        write_json(
+            {
                 "added": report.added,
                 "updated": report.updated,
                 "unchanged": report.unchanged,
                 "removed": report.removed,
-                "skipped": [{"path": p, "reason": r} for p, r in report.failed],
+                "skipped": [
+                    {"path": p, "reason": r, "unchanged_since_failed": p in report.not_retried}
+                    for p, r in report.failed
+                ],
             }
         )
     else:
-        out.print(report.summary())
+        out.print(report.summary(), soft_wrap=True)  # one line per fact, for grep and logs
         for path, reason in report.failed:
-            out.print(f"  skipped {path}: {reason}", highlight=False)
+            again = " (unchanged since it failed)" if path in report.not_retried else ""
+            out.print(f"  skipped {path}: {reason}{again}", highlight=False, soft_wrap=True)
     if report.failed:
         raise typer.Exit(EXIT_SKIPPED)
 

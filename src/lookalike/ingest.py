@@ -2,15 +2,19 @@
 
 Work is planned first: each source is compared with the catalog by path, size and mtime (and,
 when those changed, by content hash), so a re-run only processes what is new, changed, or whose
-signature an extractor update made stale. Decoding and the classic features run in worker
-processes; extractors that work in batches (the CNN) run in this process on what the workers
-prepared. Each image is committed on its own, so an interrupted run keeps all finished work.
+signature an extractor update made stale; a file that failed before and has not changed since
+is reported again from the catalog's record, not read again. Decoding and the classic
+features run in worker processes; extractors that work in batches (the CNN) run in this
+process on what the workers prepared. Each image is committed on its own, so an interrupted
+run keeps all finished work.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
+import json
 import os
 import queue
 import stat
@@ -38,6 +42,7 @@ from lookalike.errors import DecodeError
 from lookalike.features.base import Extractor, PreparedImage, warm_up
 from lookalike.features.registry import create_extractor
 from lookalike.pool import Failure, supervised_map
+from lookalike.store.catalog import FailureRecord
 
 ProgressCallback = Callable[[int, int, str], None]  # (done, total, current source)
 FILE_BUDGET_S = 60.0  # read + decode + describe time allowed per file in a worker process
@@ -54,13 +59,21 @@ class IngestReport:
     removed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     ids: dict[str, int] = field(default_factory=dict)
+    not_retried: set[str] = field(default_factory=set)  # skipped: unchanged since they failed
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{len(self.added)} added, {len(self.updated)} updated, "
             f"{len(self.unchanged)} unchanged, {len(self.removed)} removed, "
             f"{len(self.failed)} skipped"
         )
+        if self.not_retried:
+            count = len(self.not_retried)
+            text += (
+                f" ({count} unchanged since {'it' if count == 1 else 'they'} failed, not read "
+                "again: index --retry-failed retries)"
+            )
+        return text
 
 
 @dataclass(frozen=True)
@@ -105,29 +118,30 @@ def _unusable_name(path: str) -> str | None:
     return None
 
 
-def _entry_problem(path: Path) -> str | None:
-    """Why a folder entry named like an image is not read (None: a regular file, or a folder
-    to descend into)."""
+def _entry_facts(entry: os.DirEntry[str]) -> os.stat_result | str:
+    """A folder entry's stat (symlinks followed), or why it cannot be had."""
     try:
-        mode = path.stat().st_mode  # follows symlinks
+        return entry.stat()
     except FileNotFoundError:
-        return "broken symbolic link" if path.is_symlink() else "no such file"
+        return "broken symbolic link" if entry.is_symlink() else "no such file"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "symbolic link loop"
         return f"cannot read: {exc.strerror or exc}"
-    if stat.S_ISDIR(mode):
-        return None
-    return not_regular_reason(mode)
+
+
+Facts = tuple[int, float]  # a file's (size, mtime)
 
 
 @dataclass
 class Scan:
-    """What a scan found: sources to plan, scanned folders (for --prune), entries refused."""
+    """What a scan found: sources to plan, scanned folders (for --prune), entries refused,
+    and the (size, mtime) of each file found in a folder (its stat came with the scan)."""
 
     sources: list[str] = field(default_factory=list)
     roots: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    facts: dict[str, Facts] = field(default_factory=dict)
 
 
 def scan(sources: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> Scan:
@@ -136,7 +150,9 @@ def scan(sources: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -
     Files inside a folder are picked by suffix (a README beside the photos is not an error);
     entries named like images that are not regular files (pipes, sockets, devices, broken
     links, link loops) and names that are not UTF-8 are reported with a reason, never read.
-    Files named explicitly are always tried, so a mislabelled image is reported, not ignored."""
+    Files named explicitly are always tried, so a mislabelled image is reported, not ignored.
+    Hidden entries (and everything below a hidden folder) are left out; symbolic links to
+    folders are not followed. Folder entries come in sorted path order, one stat each."""
     result = Scan()
     for source in sources:
         text = os.fspath(source)
@@ -145,19 +161,49 @@ def scan(sources: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -
             continue
         path = Path(text).expanduser()
         if path.is_dir():
-            root = path.resolve()
-            result.roots.append(str(root))
-            pattern = root.rglob("*") if recursive else root.glob("*")
-            for entry in sorted(pattern):
-                if entry.suffix.lower() not in IMAGE_SUFFIXES or any(
-                    part.startswith(".") for part in entry.relative_to(root).parts
-                ):
-                    continue
-                _add_file(result, str(entry), _entry_problem(entry))
+            root = str(path.resolve())
+            result.roots.append(root)
+            for entry in _folder_entries(root, recursive):
+                if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    _add_entry(result, entry)
         else:
-            _add_file(result, _absolute(path), None)
+            _add_file(result, _absolute(path))
     result.sources = list(dict.fromkeys(result.sources))
     return result
+
+
+def _folder_entries(folder: str, recursive: bool) -> Iterator[os.DirEntry[str]]:
+    """Entries below `folder`, depth first with each folder's names sorted: the order of the
+    sorted paths (what sorting pathlib's rglob gave), without building a Path per entry.
+    Hidden names are skipped with all they hold; links to folders are listed, not entered."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:  # unreadable, or gone meanwhile: nothing to index there (as rglob)
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        yield entry
+        if recursive and entry.is_dir(follow_symlinks=False):
+            yield from _folder_entries(entry.path, recursive)
+
+
+def _add_entry(result: Scan, entry: os.DirEntry[str]) -> None:
+    """A folder entry named like an image: a source with its facts, or a refusal."""
+    facts = _entry_facts(entry)
+    problem = _unusable_name(entry.path)
+    if problem is None and isinstance(facts, str):
+        problem = facts
+    if problem is None and isinstance(facts, os.stat_result):
+        if stat.S_ISDIR(facts.st_mode):  # a folder named x.jpg: its images come from the walk
+            return
+        problem = not_regular_reason(facts.st_mode)
+        if problem is None:
+            result.sources.append(entry.path)
+            result.facts[entry.path] = (facts.st_size, facts.st_mtime)
+            return
+    result.failed.append((printable_path(entry.path), problem or "cannot read"))
 
 
 def _absolute(path: Path) -> str:
@@ -168,8 +214,9 @@ def _absolute(path: Path) -> str:
         return str(path.absolute())
 
 
-def _add_file(result: Scan, path: str, problem: str | None) -> None:
-    problem = _unusable_name(path) or problem
+def _add_file(result: Scan, path: str) -> None:
+    """A file named explicitly: always tried (reading it reports what is wrong with it)."""
+    problem = _unusable_name(path)
     if problem is None:
         if not os.path.isdir(path):  # a folder named x.jpg: its images come from rglob
             result.sources.append(path)
@@ -182,43 +229,91 @@ class Plan:
     """What a run must do: sources to describe, and known images to keep as they are.
 
     `unchanged` holds (source, image id, new (size, mtime) or None): a file whose size or
-    mtime moved but whose content hash did not only needs its facts refreshed."""
+    mtime moved but whose content hash did not only needs its facts refreshed. `not_retried`
+    holds (source, reason) of files unchanged since they failed; `facts` the (size, mtime) of
+    each local file to describe, taken before it is read (what a failure is recorded with)."""
 
     todo: list[str] = field(default_factory=list)
     unchanged: list[tuple[str, int, tuple[int, float] | None]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    not_retried: list[tuple[str, str]] = field(default_factory=list)
+    facts: dict[str, Facts] = field(default_factory=dict)
 
 
 def plan(
     found: Iterable[str],
     states: Mapping[str, tuple[int, int, float, str]],
     is_current: Callable[[int], bool],
+    *,
+    facts: Mapping[str, Facts] | None = None,
+    failures: Mapping[str, FailureRecord] | None = None,
+    setup: str = "",
 ) -> Plan:
     """Compare sources with the catalog (path -> (id, size, mtime, sha256)).
 
     Unchanged = same size and mtime, or same content hash; and every signature current
-    (`is_current(id)`), else the image is described again. URLs are always fetched again."""
+    (`is_current(id)`), else the image is described again. A file in `failures` with the same
+    size, mtime and reading `setup` is not read again. URLs are always fetched again.
+    `facts` holds the (size, mtime) the scan already has; other files are stat'ed here."""
     result = Plan()
+    facts = facts or {}
+    failures = failures or {}
     for source in found:
+        if is_url(source):
+            result.todo.append(source)
+            continue
+        now = facts.get(source) or _stat_facts(source)
         known = states.get(source)
-        if is_url(source) or known is None:
-            result.todo.append(source)
+        if known is not None and now == known[1:3] and is_current(known[0]):
+            result.unchanged.append((source, known[0], None))
             continue
-        image_id, size, mtime, sha = known
-        try:
-            stat = os.stat(source)
-        except OSError as exc:
-            result.failed.append((source, f"cannot read: {exc.strerror or exc}"))
+        failure = failures.get(source)
+        if failure and now == (failure.size, failure.mtime) and failure.setup == setup:
+            result.not_retried.append((source, failure.reason))
             continue
-        if not is_current(image_id):
-            result.todo.append(source)
-        elif stat.st_size == size and stat.st_mtime == mtime:
-            result.unchanged.append((source, image_id, None))
-        elif _content_hash(source) == sha:
-            result.unchanged.append((source, image_id, (stat.st_size, stat.st_mtime)))
+        if now is not None:
+            result.facts[source] = now
+        if known is None:
+            result.todo.append(source)  # a file that cannot be stat'ed: reading it says why
+        elif now is None:
+            result.failed.append((source, f"cannot read: {_stat_error(source)}"))
+        elif is_current(known[0]) and _content_hash(source) == known[3]:
+            result.unchanged.append((source, known[0], now))
         else:
             result.todo.append(source)
     return result
+
+
+def _stat_facts(path: str) -> Facts | None:
+    try:
+        facts = os.stat(path)
+    except OSError:
+        return None
+    return facts.st_size, facts.st_mtime
+
+
+def _stat_error(path: str) -> str:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return "changed while it was read"
+
+
+def reading_setup(settings: Settings, versions: Mapping[str, str], budget_s: float) -> str:
+    """A fingerprint of how files are read and described: the settings, every extractor's
+    version, lookalike's and Pillow's versions, the time budget. A remembered failure holds
+    only under the same setup (an upgrade or a longer budget may read the file now)."""
+    import PIL
+
+    from lookalike import __version__
+
+    text = json.dumps(
+        [dataclasses.asdict(settings), dict(versions), __version__, PIL.__version__, budget_s],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _content_hash(path: str) -> str | None:

@@ -192,10 +192,12 @@ class MilvusCollection:
         progress: ingest.ProgressCallback | None = None,
         file_budget_s: float = ingest.FILE_BUDGET_S,
         cluster: str | None = None,
+        retry_failed: bool = True,
     ) -> ingest.IngestReport:
         """Index folders, files or URLs; only new, changed or stale images are described
         (`cluster`: a Dask scheduler address or `local:N`, see lookalike.distributed).
-        Described images are written at least every `ingest.COMMIT_AFTER_S` seconds."""
+        Described images are written at least every `ingest.COMMIT_AFTER_S` seconds.
+        Failures are not remembered here: every run retries them (`retry_failed` is moot)."""
         from lookalike.distributed import describe
 
         if isinstance(sources, str | os.PathLike):

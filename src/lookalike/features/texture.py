@@ -11,9 +11,10 @@ LBP is invariant to monotone grey-level changes, which makes texture robust to b
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
-from scipy import ndimage
 
 from lookalike.features.base import (
     IndexSpace,
@@ -22,6 +23,7 @@ from lookalike.features.base import (
     block_l1_space,
     normalised_histogram,
 )
+from lookalike.features.filters import gaussian_blur, sobel
 
 LBP_SETTINGS = ((8, 1.0), (16, 2.0))
 DIRECTION_BINS = 4
@@ -31,7 +33,7 @@ STRENGTH_BINS = 8
 def smoothed_u8(gray: np.ndarray) -> np.ndarray:
     """Grey image lightly blurred (sigma 1): LBP then sees structure, not JPEG blocking or
     sensor noise, and the same patterns survive a change of resolution."""
-    blurred = ndimage.gaussian_filter(gray.astype(np.float32), 1.0)
+    blurred = gaussian_blur(gray.astype(np.float32), 1.0)  # scipy's gaussian_filter, compiled
     return np.clip(blurred * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -104,14 +106,8 @@ def _uniform_lbp(image: np.ndarray, row_steps: np.ndarray, col_steps: np.ndarray
 
 
 def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
-    """Sobel (gx, gy) of the grey image (shared, made once)."""
-    return image.shared(
-        "sobel",
-        lambda: (
-            ndimage.sobel(image.gray, axis=1, mode="reflect"),
-            ndimage.sobel(image.gray, axis=0, mode="reflect"),
-        ),
-    )
+    """Sobel (gx, gy) of the grey image (shared, made once): scipy's, compiled."""
+    return image.shared("sobel", lambda: (sobel(image.gray, axis=1), sobel(image.gray, axis=0)))
 
 
 def gradient_magnitude(image: PreparedImage) -> np.ndarray:
@@ -124,9 +120,29 @@ def gradient_strength_bins(image: PreparedImage) -> np.ndarray:
     return image.shared("strength_bins", lambda: strength_bins(gradient_magnitude(image)))
 
 
+_STRENGTH_EDGES = np.geomspace(0.01, 4.0, STRENGTH_BINS - 1)
+
+
 def strength_bins(magnitude: np.ndarray) -> np.ndarray:
-    """Log-spaced strength bins from 0.01 to ~4 (Sobel on [0,1] grey peaks at 4*sqrt(2))."""
-    return np.searchsorted(np.geomspace(0.01, 4.0, STRENGTH_BINS - 1), magnitude)
+    """Log-spaced strength bins from 0.01 to ~4 (Sobel on [0,1] grey peaks at 4*sqrt(2)):
+    `np.searchsorted(edges, magnitude)` (the number of edges below each value), compiled."""
+    magnitude = np.asarray(magnitude)
+    flat = np.ascontiguousarray(magnitude.ravel())
+    return _edges_below(flat, _STRENGTH_EDGES).reshape(magnitude.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _edges_below(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """For each value, how many (sorted) edges are below it, compared in float64 as numpy's
+    searchsorted does; a NaN, above every edge there, is counted so here too."""
+    out = np.empty(len(values), dtype=np.int64)
+    for i in range(len(values)):
+        value = np.float64(values[i])
+        below = 0
+        while below < len(edges) and (edges[below] < value or value != value):
+            below += 1
+        out[i] = below
+    return out
 
 
 def gradient_histograms(gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,19 +161,48 @@ def direction_histogram(gx: np.ndarray, gy: np.ndarray, magnitude: np.ndarray) -
     within 1e-4 of an edge, the bin is `_angle_bins`' (the arctangent), so that float rounding
     near an edge falls as it always did: the bins are the same.
     """
-    strong = magnitude.ravel() > 0.1  # ignore sensor noise on flat areas
-    gx, gy, weight = gx.ravel()[strong], gy.ravel()[strong], magnitude.ravel()[strong]
-    across, along = np.abs(gx).astype(np.float64), np.abs(gy).astype(np.float64)
-    direction_bins = np.zeros(len(gx), dtype=np.int64)
-    near_edge = np.zeros(len(gx), dtype=bool)
-    for edge in _BIN_EDGE_SLOPES:
-        gap = along - edge * across
-        direction_bins += gap >= 0
-        near_edge |= np.abs(gap) <= 1e-4 * (along + across)
-    direction_bins[near_edge] = _angle_bins(gx[near_edge], gy[near_edge])
+    gx, gy, magnitude = (np.ascontiguousarray(np.ravel(a)) for a in (gx, gy, magnitude))
+    floor = magnitude.dtype.type(0.1)  # numpy compares a float32 array with 0.1 in float32
+    direction_bins, weight, strong_at, near = _slope_bins(
+        gx, gy, magnitude, floor, _BIN_EDGE_SLOPES
+    )
+    pixels = strong_at[near]
+    direction_bins[near] = _angle_bins(gx[pixels], gy[pixels])
     return normalised_histogram(
         np.bincount(direction_bins, weights=weight, minlength=DIRECTION_BINS)
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _slope_bins(
+    gx: np.ndarray, gy: np.ndarray, magnitude: np.ndarray, floor: Any, slopes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The slope comparisons of `direction_histogram` in one pass over the pixels stronger
+    than `floor` (in the magnitude's own float type): their bins,
+    weights (strengths) and pixel numbers, and which of them lie within 1e-4 of a bin edge.
+    The float64 arithmetic is numpy's, operation for operation."""
+    n = len(magnitude)
+    bins = np.empty(n, dtype=np.int64)
+    weight = np.empty(n, dtype=magnitude.dtype)
+    strong_at = np.empty(n, dtype=np.int64)
+    near = np.empty(n, dtype=np.int64)
+    count = near_count = 0
+    for i in range(n):
+        if not magnitude[i] > floor:
+            continue
+        across, along = np.float64(abs(gx[i])), np.float64(abs(gy[i]))
+        bin_ = 0
+        is_near = False
+        for slope in slopes:
+            gap = along - slope * across
+            bin_ += gap >= 0
+            is_near |= abs(gap) <= 1e-4 * (along + across)
+        bins[count], weight[count], strong_at[count] = bin_, magnitude[i], i
+        if is_near:
+            near[near_count] = count
+            near_count += 1
+        count += 1
+    return bins[:count], weight[:count], strong_at[:count], near[:near_count]
 
 
 _BIN_EDGE_SLOPES = np.tan(np.arange(1, DIRECTION_BINS) * (np.pi / 2) / DIRECTION_BINS)

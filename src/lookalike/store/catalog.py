@@ -72,6 +72,16 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class FailureRecord:
+    """A file that could not be indexed: its size and mtime then, how it was read, why."""
+
+    size: int
+    mtime: float
+    setup: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class NewImage:
     """What ingest hands the catalog for one image: facts, signature vectors, keywords."""
 
@@ -449,7 +459,37 @@ class Catalog:
                     (image_id, attribute, version, np.asarray(vector, "<f4").tobytes()),
                 )
             self._write_keywords(conn, image_id, metadata, image.auto_keywords)
+            conn.execute("DELETE FROM failures WHERE path = ?", (image.path,))  # it reads now
         return int(image_id), row is None
+
+    # -- files that failed ----------------------------------------------------------------------
+
+    def failures(self) -> dict[str, FailureRecord]:
+        """path -> what is known of its last failure, for the plan of the next run."""
+        return {
+            path: FailureRecord(size, mtime, setup, reason)
+            for path, size, mtime, setup, reason in self.query(
+                "SELECT path, size, mtime, setup, reason FROM failures"
+            )
+        }
+
+    def record_failures(self, failures: Iterable[tuple[str, FailureRecord]]) -> None:
+        """Remember files that could not be indexed (replacing an older record of each)."""
+        now = time.time()
+        rows = [(path, f.size, f.mtime, f.setup, f.reason, now) for path, f in failures]
+        if rows:
+            with self.transaction() as conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO failures(path, size, mtime, setup, reason, failed_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+    def forget_failures(self, paths: Iterable[str]) -> None:
+        rows = [(path,) for path in paths]
+        if rows:
+            with self.transaction() as conn:
+                conn.executemany("DELETE FROM failures WHERE path = ?", rows)
 
     def touch(self, image_id: int, size: int, mtime: float) -> None:
         """Record a new size/mtime for a file whose content (hash) did not change."""

@@ -190,6 +190,27 @@ MIGRATIONS.append(
 )
 
 
+MIGRATIONS.append(
+    # 6: files that could not be indexed, so a re-run does not hand an unchanged broken file
+    # to a worker again (starting the workers and the CNN for nothing). A record holds while
+    # the file keeps its size and mtime and the collection reads files the same way (`setup`:
+    # a fingerprint of the settings and versions that read it); indexing the file, deleting
+    # it or `index --retry-failed` drops it. No image refers to it: `check` ignores it.
+    # (IF NOT EXISTS: a catalog whose version was set back, as tests of older schemas do,
+    # keeps the table it already has.)
+    """
+    CREATE TABLE IF NOT EXISTS failures (
+        path      TEXT PRIMARY KEY,  -- absolute file path
+        size      INTEGER NOT NULL,  -- the file's size and mtime when it failed
+        mtime     REAL NOT NULL,
+        setup     TEXT NOT NULL,     -- fingerprint of what read it (see ingest.reading_setup)
+        reason    TEXT NOT NULL,     -- why it was skipped, as reported then
+        failed_at REAL NOT NULL
+    );
+    """
+)
+
+
 def expected_meta_values_sql(table: str) -> str:
     """Migration 5's backfill writing into `table` (same columns as `meta_values`) instead:
     what the metadata index should hold, for `lookalike check` to compare with what it does."""
