@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from scipy import ndimage
 
 
 def felzenszwalb(rgb: np.ndarray, scale: float, sigma: float, min_size: int) -> np.ndarray:
     """`skimage.segmentation.felzenszwalb(rgb, scale, sigma, min_size, channel_axis=-1)`:
     (height, width) int labels 0..n-1, numbered in order of each region's first pixel."""
-    from scipy import ndimage  # here: searches by a stored image never extract
-
     image = ndimage.gaussian_filter(
         np.asarray(rgb, dtype=np.float64), sigma=[sigma, sigma, 0], mode="reflect"
     )

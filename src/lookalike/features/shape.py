@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from scipy import ndimage
 
 from lookalike.features.base import (
     IndexSpace,
@@ -59,8 +60,6 @@ def antialiased_resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def zoomed_planes(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """`antialiased_resize` through scipy.ndimage, plane by plane."""
-    from scipy import ndimage  # here: searches by a stored image never extract
-
     factors = np.divide(rgb.shape[:2], shape)
     sigma = np.maximum(0, (factors - 1) / 2)
     planes = [
@@ -80,8 +79,6 @@ def _gaussian_weights(sigma: float) -> np.ndarray:
     """scipy's Gaussian kernel (truncated at 4 sigma), read back from its filter of an impulse."""
     radius = int(4.0 * sigma + 0.5)
     impulse = np.zeros(2 * radius + 1)
-    from scipy import ndimage  # here: searches by a stored image never extract
-
     impulse[radius] = 1.0
     return ndimage.gaussian_filter1d(impulse, sigma, mode="constant")
 

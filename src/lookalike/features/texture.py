@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from scipy import ndimage
 
 from lookalike.features.base import (
     IndexSpace,
@@ -30,8 +31,6 @@ STRENGTH_BINS = 8
 def smoothed_u8(gray: np.ndarray) -> np.ndarray:
     """Grey image lightly blurred (sigma 1): LBP then sees structure, not JPEG blocking or
     sensor noise, and the same patterns survive a change of resolution."""
-    from scipy import ndimage  # here: searches by a stored image never extract
-
     blurred = ndimage.gaussian_filter(gray.astype(np.float32), 1.0)
     return np.clip(blurred * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -106,8 +105,6 @@ def _uniform_lbp(image: np.ndarray, row_steps: np.ndarray, col_steps: np.ndarray
 
 def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
     """Sobel (gx, gy) of the grey image (shared, made once)."""
-    from scipy import ndimage  # here: searches by a stored image never extract
-
     return image.shared(
         "sobel",
         lambda: (
