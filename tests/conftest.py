@@ -55,10 +55,13 @@ def make_image_dir(folder: Path) -> Path:
 
 # The files that take longest (minutes on 2 cores), started first: with a file per xdist
 # worker, a long file left for the end would run alone while the other worker idles.
+# pyproject.toml passes --no-loadscope-reorder, else xdist orders files by their test count.
 LONGEST_FIRST = (
-    "test_scaleout_milvus.py", "test_kill.py", "test_zeroshot.py", "test_adapt.py",
-    "test_check.py", "test_index_ann.py", "test_cli.py", "test_scaleout_dask.py",
-    "test_import.py", "test_deep_search.py", "test_regional.py", "test_ingest_hostile.py",
+    "test_scaleout_milvus.py", "test_adapt.py", "test_cli.py", "test_check.py",
+    "test_zeroshot.py", "test_filter_index.py", "test_index_ann.py", "test_kill.py",
+    "test_regional.py", "test_import.py", "test_deep_search.py", "test_index_cli.py",
+    "test_scaleout_dask.py", "test_understand.py", "test_index_rerun.py",
+    "test_ingest_hostile.py",
 )  # fmt: skip
 
 

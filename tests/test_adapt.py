@@ -45,7 +45,7 @@ def labelled(tmp_path_factory):
     write_fashion(tmp / "labels", CLASSES, 8, skip=10)  # labelled examples, not in the collection
     coll = tmp / "coll"
     run("index", str(tmp / "images"), "-c", str(coll), "--attributes", "color,texture,deep")
-    return tmp, coll
+    return tmp, coll, ranking(coll)  # the unadapted ranking, that every test comes back to
 
 
 def ranking(coll, query="id:1"):
@@ -54,8 +54,7 @@ def ranking(coll, query="id:1"):
 
 
 def test_adapt_changes_the_ranking_and_reset_restores_it(labelled):
-    tmp, coll = labelled
-    before = ranking(coll)
+    tmp, coll, before = labelled
     proc = run("adapt", "-c", str(coll), "--labels", str(tmp / "labels"), "--json")
     report = json.loads(proc.stdout)
     assert report["examples"] == 40 and report["classes"] == 5 and report["held_out"] > 0
@@ -68,7 +67,7 @@ def test_adapt_changes_the_ranking_and_reset_restores_it(labelled):
 
 
 def test_adapt_from_a_csv_of_stored_ids(labelled):
-    tmp, coll = labelled
+    tmp, coll, _ = labelled
     paths = sorted((tmp / "images").rglob("*.png"))
     csv = tmp / "labels.csv"
     csv.write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in paths))
@@ -89,10 +88,9 @@ def test_adapt_from_a_csv_of_stored_ids(labelled):
     ],
 )
 def test_labels_that_cannot_teach_are_refused_in_one_line(labelled, content, message):
-    tmp, coll = labelled
+    tmp, coll, before = labelled
     csv = tmp / "bad.csv"
     csv.write_text(content)
-    before = ranking(coll)
     proc = run("adapt", "-c", str(coll), "--labels", str(csv), check=False)
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
     assert ranking(coll) == before  # nothing stored
