@@ -17,6 +17,7 @@ multipart parsing, JSON and the server's gates cost on top of the engine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import random
@@ -127,6 +128,10 @@ def stop_server(process: subprocess.Popen) -> str:
     return server_log(process)
 
 
+class ConnectionLost(Exception):
+    """A request that got no HTTP answer (counted in LoadReport.connection_errors)."""
+
+
 @dataclass
 class LoadReport:
     """What a load run saw: latencies per kind and every kind of failure, by count."""
@@ -135,6 +140,7 @@ class LoadReport:
     server_errors: list[str] = field(default_factory=list)  # 5xx other than shedding
     client_errors: list[str] = field(default_factory=list)  # unexpected 4xx
     torn: list[str] = field(default_factory=list)  # hits that should not exist
+    connection_errors: list[str] = field(default_factory=list)  # reset, refused, cut short
     shed: int = 0  # 503 + Retry-After, retried
     reused_ids: int = 0  # a deleted id handed to a later upload (the catalog reuses rowids)
     added: int = 0
@@ -144,7 +150,12 @@ class LoadReport:
 
     @property
     def failures(self) -> int:
-        return len(self.server_errors) + len(self.client_errors) + len(self.torn)
+        return (
+            len(self.server_errors)
+            + len(self.client_errors)
+            + len(self.torn)
+            + len(self.connection_errors)
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -180,7 +191,14 @@ def run_load(
     def send(method: str, url: str, **kwargs) -> httpx.Response:
         """One request, retried after Retry-After while the server sheds load."""
         for _ in range(50):
-            response = client().request(method, url, **kwargs)
+            try:
+                response = client().request(method, url, **kwargs)
+            except httpx.TransportError as exc:  # what a user's client would see: an error
+                with report.lock:
+                    report.connection_errors.append(
+                        f"{time.strftime('%H:%M:%S')} {method} {url}: {type(exc).__name__}: {exc}"
+                    )
+                raise ConnectionLost from exc
             if response.status_code == 503 and "retry-after" in response.headers:
                 with report.lock:
                     report.shed += 1
@@ -239,31 +257,40 @@ def run_load(
         mine: list[int] = []
         key = {"X-API-Key": API_KEY}
         while not stop.is_set():
-            if len(mine) < 4 or rng.random() < 0.5:
-                files = {"files": (f"w{rng.getrandbits(32)}.jpg", new_image(rng), "image/jpeg")}
-                response = send("POST", "/api/images", files=files, headers=key)
-                if response.status_code == 201:
-                    new = [r["id"] for r in response.json()["added"]]
-                    mine.extend(new)
-                    with report.lock:
-                        report.added += 1
-                        for image_id in new:  # a reused id names a new image from now on
-                            if deleted_at.pop(image_id, None) is not None:
-                                deleting.discard(image_id)
-                                reused.add(image_id)
-                                report.reused_ids += 1
-                elif response.status_code < 500:
-                    report.client_errors.append(f"add: {response.status_code} {response.text}")
-            else:
-                victim = mine.pop(rng.randrange(len(mine)))
-                deleting.add(victim)
-                response = send("DELETE", f"/api/images/{victim}", headers=key)
-                if response.status_code == 200:
-                    deleted_at[victim] = time.monotonic()
-                    with report.lock:
-                        report.deleted += 1
-                elif response.status_code < 500:
-                    report.client_errors.append(f"delete: {response.status_code}")
+            with contextlib.suppress(ConnectionLost):
+                write_once(rng, mine, key)
+
+    def write_once(rng: random.Random, mine: list[int], key: dict[str, str]) -> None:
+        if len(mine) < 4 or rng.random() < 0.5:
+            files = {"files": (f"w{rng.getrandbits(32)}.jpg", new_image(rng), "image/jpeg")}
+            response = send("POST", "/api/images", files=files, headers=key)
+            if response.status_code == 201:
+                new = [r["id"] for r in response.json()["added"]]
+                mine.extend(new)
+                with report.lock:
+                    report.added += 1
+                    for image_id in new:  # a reused id names a new image from now on
+                        if deleted_at.pop(image_id, None) is not None:
+                            deleting.discard(image_id)
+                            reused.add(image_id)
+                            report.reused_ids += 1
+            elif response.status_code < 500:
+                report.client_errors.append(f"add: {response.status_code} {response.text}")
+        else:
+            victim = mine.pop(rng.randrange(len(mine)))
+            deleting.add(victim)
+            response = send("DELETE", f"/api/images/{victim}", headers=key)
+            if response.status_code == 200:
+                deleted_at[victim] = time.monotonic()
+                with report.lock:
+                    report.deleted += 1
+            elif response.status_code < 500:
+                report.client_errors.append(f"delete: {response.status_code}")
+
+    def answered(job: Callable[[], None]) -> None:
+        """Run one job; a lost connection is already counted, the load goes on."""
+        with contextlib.suppress(ConnectionLost):
+            job()
 
     jobs = [lambda i=i: by_id(i) for i in range(requests)]
     jobs += [lambda i=i: by_upload(i) for i in range(requests)]
@@ -273,7 +300,7 @@ def run_load(
         writer_thread.start()
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            list(pool.map(lambda job: job(), jobs))
+            list(pool.map(answered, jobs))
     finally:
         stop.set()
         if writes:
@@ -292,9 +319,11 @@ def print_report(report: LoadReport, wall: float) -> None:
         f"{report.hits_checked} hits fetched back; {report.shed} answers 503 + Retry-After "
         f"(retried); 5xx: {len(report.server_errors)}; unexpected 4xx: "
         f"{len(report.client_errors)}; torn or deleted results: {len(report.torn)}; "
-        f"deleted ids reused by a later upload: {report.reused_ids}"
+        f"deleted ids reused by a later upload: {report.reused_ids}; requests with no "
+        f"answer (connection reset, refused or cut short): {len(report.connection_errors)}"
     )
-    for line in (report.server_errors + report.client_errors + report.torn)[:10]:
+    errors = report.server_errors + report.client_errors + report.torn
+    for line in (errors + report.connection_errors)[:10]:
         print("    " + line)
 
 
@@ -354,7 +383,9 @@ def main() -> None:
                 log = stop_server(server)
             print(f"HTTP (lookalike serve, {wall:.1f} s):")
             print_report(report, wall)
-            if "Traceback" in log:
+            if report.connection_errors:
+                print("  the server's log, last lines:\n" + log[-3000:])
+            elif "Traceback" in log:
                 print("  the server logged a traceback:\n" + log[-2000:])
             base_wall, base = baseline(coll, ids, requests, concurrency, args.top_k)
             print(f"in-process baseline ({base_wall:.1f} s), same searches and threads:")

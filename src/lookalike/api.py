@@ -30,7 +30,7 @@ from lookalike import ingest
 from lookalike.adapt import ADAPTATION_KEY
 from lookalike.calibration import CalibrationStore
 from lookalike.decode import DEFAULT_MAX_PIXELS, Preprocess, is_url, read_source_bytes
-from lookalike.errors import CollectionError, DecodeError, LookalikeError
+from lookalike.errors import CollectionBusy, CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor, PreparedImage
 from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
 from lookalike.features.text_tower import TextTower
@@ -41,7 +41,7 @@ from lookalike.features.whitening import (
     whitened_space,
 )
 from lookalike.index import check as _index_check  # noqa: F401  (registers `indexes` in check)
-from lookalike.index.attribute import AttributeIndex
+from lookalike.index.attribute import AttributeIndex, IndexChanged
 from lookalike.index.manager import AttributeSource, IndexSet
 from lookalike.query.feedback import Feedback, apply_feedback
 from lookalike.query.indexkey import index_key_record, index_key_records
@@ -59,6 +59,7 @@ DEEP_DEFAULT_WEIGHT = 0.5  # the CNN is the strongest single attribute on every 
 UPLOADS = "uploads"  # folder inside a collection for originals of images added as bytes
 DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
 FILTER_CACHE = 16  # filters whose matching ids are kept until the catalog changes
+SEARCH_ATTEMPTS = 5  # a search that a concurrent write overtook runs again, at most this often
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
 
 
@@ -938,13 +939,22 @@ class Collection:
         bench/README.md) or, with `calibrated=True`, calibrated ones (calibration.py); every
         answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
         """
-        with self.catalog.one_change_token():  # one look at the catalog's changes per search
-            return self._query(
-                image=image, text=text, sketch=sketch, layout=layout, colors=colors,
-                where=where, weights=weights, part_weights=part_weights, top_k=top_k,
-                threshold=threshold, exact=exact, expand=expand, more=more, less=less,
-                calibrated=calibrated, understand=understand,
-            )  # fmt: skip
+        for attempt in range(SEARCH_ATTEMPTS):
+            try:
+                with self.catalog.one_change_token():  # one look at the catalog per search
+                    return self._query(
+                        image=image, text=text, sketch=sketch, layout=layout, colors=colors,
+                        where=where, weights=weights, part_weights=part_weights, top_k=top_k,
+                        threshold=threshold, exact=exact, expand=expand, more=more, less=less,
+                        calibrated=calibrated, understand=understand,
+                    )  # fmt: skip
+            except IndexChanged:  # a write in another thread came between: search again
+                if attempt == SEARCH_ATTEMPTS - 1:
+                    raise CollectionBusy(
+                        f"the collection changed under {SEARCH_ATTEMPTS} searches in a row "
+                        "(writes in other threads); retry"
+                    ) from None
+        raise AssertionError("unreachable")
 
     def _query(
         self,

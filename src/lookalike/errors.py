@@ -27,6 +27,10 @@ class CollectionError(LookalikeError):
     """A collection that is missing, of the wrong version, or asked for something it lacks."""
 
 
+class CollectionBusy(LookalikeError):
+    """Writes in other threads kept changing the indexes under a search: retry shortly."""
+
+
 class QueryError(LookalikeError):
     """A query that cannot be understood; `position` points into the query text when known."""
 

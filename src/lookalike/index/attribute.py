@@ -39,6 +39,11 @@ class IndexFileError(Exception):
     """An index folder that cannot be used as is (missing, stale, corrupt): rebuild it."""
 
 
+class IndexChanged(Exception):
+    """Images a search had chosen left the index before their rows were read: a write in
+    another thread caught the shared index up mid-search. The search is run again."""
+
+
 @dataclass(frozen=True)
 class AttributeSpec:
     """What an attribute index needs to know about its attribute (from the extractor)."""
@@ -393,7 +398,13 @@ class AttributeIndex:
             out[target] = self.vectors[picked]
         if not in_main.all():
             delta_ids, delta_rows, _ = self._delta_arrays()
-            out[~in_main] = delta_rows[np.searchsorted(delta_ids, ids[~in_main])]
+            wanted = ids[~in_main]
+            at = np.searchsorted(delta_ids, wanted)
+            found = at < len(delta_ids)
+            found[found] = delta_ids[at[found]] == wanted[found]
+            if not found.all():  # removed since the search chose them (another thread's write)
+                raise IndexChanged(f"{self.spec.name}: {int((~found).sum())} rows left")
+            out[~in_main] = delta_rows[at]
         return out
 
     def distances(self, query: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
@@ -404,14 +415,19 @@ class AttributeIndex:
         if ids is None or ids is self._cache.get("ids"):
             return self._distances_to_all(query)
         ids = np.asarray(ids, np.int64)
+        if len(ids) == len(self):  # every image: one pass over the map instead of a gather
+            return self._distances_to_all(query, expected=ids)
         out = np.empty(len(ids), np.float64)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
             out[start : start + len(chunk)] = self.spec.distance(query, self.rows(chunk))
         return out
 
-    def _distances_to_all(self, query: np.ndarray) -> np.ndarray:
-        """Distances to every image in id order, reading the map front to back (no gather)."""
+    def _distances_to_all(
+        self, query: np.ndarray, expected: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Distances to every image in id order, reading the map front to back (no gather).
+        `expected`: the (sorted) ids the caller chose; another set means a write came between."""
         main = np.empty(self.count, np.float64)
         for start in range(0, self.count, CHUNK):
             rows = np.asarray(self.vectors[start : start + CHUNK])
@@ -422,7 +438,10 @@ class AttributeIndex:
         if self.delta:
             rows = np.stack(list(self.delta.values()))
             values[len(alive) :] = self.spec.distance(query, rows)
-        return values[np.argsort(ids, kind="stable")]
+        order = np.argsort(ids, kind="stable")
+        if expected is not None and not np.array_equal(ids[order], expected):
+            raise IndexChanged(f"{self.spec.name}: the images changed during the search")
+        return values[order]
 
     @property
     def matrix(self) -> np.ndarray:

@@ -184,7 +184,7 @@ class Planner:
             ids = np.intersect1d(ids, allowed)  # never a filtered-out image, whatever the index
         distances = {
             # every image of the index: one pass over its map instead of a gather
-            name: index.distances(query[name], None if len(ids) == len(index) else ids)
+            name: index.distances(query[name], ids)
             for name, index in indexes.items()
         }
         return ImagePart(ids, distances, exact)

@@ -49,7 +49,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.api import Collection, SearchResults
 from lookalike.decode import is_url, probe_size
-from lookalike.errors import CollectionError, DecodeError, LookalikeError, QueryError
+from lookalike.errors import (
+    CollectionBusy,
+    CollectionError,
+    DecodeError,
+    LookalikeError,
+    QueryError,
+)
 from lookalike.server import thumbnails
 from lookalike.server.admission import (
     Saturated,
@@ -898,6 +904,8 @@ def create_app(
             body.update(error="too_costly")
         elif isinstance(exc, CollectionError) and "no image" in str(exc):
             status, body["error"] = 404, "not_found"
+        elif isinstance(exc, CollectionBusy):
+            return answer(503, {**body, "error": "busy"}, {"Retry-After": "1"})
         return answer(status, body)
 
     @app.exception_handler(Exception)
