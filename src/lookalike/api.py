@@ -939,7 +939,7 @@ class Collection:
         bench/README.md) or, with `calibrated=True`, calibrated ones (calibration.py); every
         answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
         """
-        for attempt in range(SEARCH_ATTEMPTS):
+        for _ in range(SEARCH_ATTEMPTS):
             try:
                 with self.catalog.one_change_token():  # one look at the catalog per search
                     return self._query(
@@ -949,12 +949,11 @@ class Collection:
                         calibrated=calibrated, understand=understand,
                     )  # fmt: skip
             except IndexChanged:  # a write in another thread came between: search again
-                if attempt == SEARCH_ATTEMPTS - 1:
-                    raise CollectionBusy(
-                        f"the collection changed under {SEARCH_ATTEMPTS} searches in a row "
-                        "(writes in other threads); retry"
-                    ) from None
-        raise AssertionError("unreachable")
+                continue
+        raise CollectionBusy(
+            f"the collection changed under {SEARCH_ATTEMPTS} searches in a row (writes in "
+            "other threads); retry"
+        )
 
     def _query(
         self,

@@ -262,7 +262,7 @@ def plan(
         if is_url(source):
             result.todo.append(source)
             continue
-        now = facts.get(source) or _stat_facts(source)
+        now = facts.get(source) or _stat_facts(source)  # or why it cannot be stat'ed
         known = states.get(source)
         if known is not None and now == known[1:3] and is_current(known[0]):
             result.unchanged.append((source, known[0], None))
@@ -271,12 +271,12 @@ def plan(
         if failure and now == (failure.size, failure.mtime) and failure.setup == setup:
             result.not_retried.append((source, failure.reason))
             continue
-        if now is not None:
+        if not isinstance(now, str):
             result.facts[source] = now
         if known is None:
             result.todo.append(source)  # a file that cannot be stat'ed: reading it says why
-        elif now is None:
-            result.failed.append((source, f"cannot read: {_stat_error(source)}"))
+        elif isinstance(now, str):
+            result.failed.append((source, f"cannot read: {now}"))
         elif is_current(known[0]) and _content_hash(source) == known[3]:
             result.unchanged.append((source, known[0], now))
         else:
@@ -284,20 +284,13 @@ def plan(
     return result
 
 
-def _stat_facts(path: str) -> Facts | None:
+def _stat_facts(path: str) -> Facts | str:
+    """A file's (size, mtime), or why it cannot be stat'ed."""
     try:
         facts = os.stat(path)
-    except OSError:
-        return None
-    return facts.st_size, facts.st_mtime
-
-
-def _stat_error(path: str) -> str:
-    try:
-        os.stat(path)
     except OSError as exc:
         return str(exc.strerror or exc)
-    return "changed while it was read"
+    return facts.st_size, facts.st_mtime
 
 
 def reading_setup(settings: Settings, versions: Mapping[str, str], budget_s: float) -> str:

@@ -20,7 +20,7 @@ from lookalike.errors import CollectionError
 from lookalike.index.source import current_vectors
 from lookalike.remote import MilvusCollection
 from lookalike.store.backend import is_store_uri
-from lookalike.store.catalog import ImageRecord, NewImage
+from lookalike.store.catalog import ImageRecord, NewImage, in_chunks
 
 Row = tuple[ImageRecord, dict[str, np.ndarray]]  # an image and its raw signatures
 
@@ -117,9 +117,7 @@ def _present(coll: Any, paths: list[str]) -> set[str]:
     if isinstance(coll, MilvusCollection):
         return coll.present(paths)
     found: set[str] = set()
-    for start in range(0, len(paths), 500):
-        chunk = paths[start : start + 500]
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(paths):
         found.update(
             r[0]
             for r in coll.catalog.query(f"SELECT path FROM images WHERE path IN ({marks})", chunk)

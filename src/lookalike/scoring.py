@@ -107,10 +107,6 @@ def default_weights_for(
 
 def fuse(distances: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
     """Weighted sum of per-attribute distances (each 0..100) -> scores 0..100."""
-    if len(weights) == 1:  # one attribute (or one part), the usual search: no sum to make
-        ((name, weight),) = weights.items()
-        part = np.asarray(distances[name], dtype=np.float64)
-        return np.clip(part if weight == 1.0 else weight * part, 0.0, 100.0)
     total = None
     for name, weight in weights.items():
         part = weight * np.asarray(distances[name], dtype=np.float64)

@@ -23,9 +23,15 @@ def gaussian_blur(plane: np.ndarray, sigma: float, truncate: float = 4.0) -> np.
         raise TypeError(f"expected a float32 or float64 image, got {image.dtype}")
     if float(sigma) <= 1e-15:
         return image.copy()
-    radius = int(truncate * float(sigma) + 0.5)
-    weights = np.ascontiguousarray(_gaussian_kernel1d(sigma, 0, radius)[::-1])
+    weights = gaussian_weights(sigma, truncate)
     return _axis1_symmetric(_axis0_symmetric(image, weights), weights)
+
+
+def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """scipy's Gaussian kernel for `sigma`, truncated at `truncate` sigma, in the order its
+    filters apply it (what `ndimage.gaussian_filter1d` correlates with)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    return np.ascontiguousarray(_gaussian_kernel1d(sigma, 0, radius)[::-1])
 
 
 _SMOOTH = np.array([1.0, 2.0, 1.0])

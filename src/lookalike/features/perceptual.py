@@ -174,10 +174,20 @@ def index_key(hist: np.ndarray, min_share: float = 0.01) -> tuple[str, ...]:
     Equal shares keep the TERMS order so that the key of an image is deterministic.
     """
     hist = np.asarray(hist, dtype=np.float64).ravel()
-    if hist.shape != (N_TERMS,):
-        raise ValueError(f"expected a histogram of {N_TERMS} shares, got shape {hist.shape}")
-    order = sorted(range(N_TERMS), key=lambda i: (-hist[i], i))
-    return tuple(TERMS[i] for i in order if hist[i] >= min_share and hist[i] > 0)
+    return tuple(TERMS[i] for i in index_key_terms(hist, min_share)[0])
+
+
+def index_key_terms(hists: np.ndarray, min_share: float = 0.01) -> list[list[int]]:
+    """`index_key` of each row of (n, N_TERMS) histograms, as term indices: one sort for many
+    images (a page of hits) instead of a Python sort per image."""
+    hists = np.atleast_2d(np.asarray(hists, dtype=np.float64))
+    if hists.ndim != 2 or hists.shape[1] != N_TERMS:
+        raise ValueError(f"expected histograms of {N_TERMS} shares, got shape {hists.shape}")
+    orders = np.argsort(-hists, axis=1, kind="stable").tolist()  # equal shares: TERMS order
+    return [
+        [i for i in order if row[i] >= min_share and row[i] > 0]
+        for row, order in zip(hists.tolist(), orders, strict=True)
+    ]
 
 
 def dominant_blocks(

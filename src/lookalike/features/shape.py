@@ -20,6 +20,7 @@ from lookalike.features.base import (
     block_l1_space,
     normalised_histogram,
 )
+from lookalike.features.filters import gaussian_weights
 from lookalike.features.segmentation import felzenszwalb
 
 SEGMENT_FRAME = 128
@@ -53,7 +54,7 @@ def antialiased_resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """
     factors = np.divide(rgb.shape[:2], shape)
     if (factors == 2).all() and min(shape) >= 4 and rgb.dtype == np.float32:
-        weights = _gaussian_weights(0.5)  # sigma (2 - 1) / 2
+        weights = gaussian_weights(0.5)  # sigma (2 - 1) / 2
         return np.clip(_blur_halve(rgb, weights), rgb.min(), rgb.max())
     return zoomed_planes(rgb, shape)
 
@@ -73,14 +74,6 @@ def zoomed_planes(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         for c in range(rgb.shape[2])
     ]
     return np.clip(np.stack(planes, axis=-1), rgb.min(), rgb.max())
-
-
-def _gaussian_weights(sigma: float) -> np.ndarray:
-    """scipy's Gaussian kernel (truncated at 4 sigma), read back from its filter of an impulse."""
-    radius = int(4.0 * sigma + 0.5)
-    impulse = np.zeros(2 * radius + 1)
-    impulse[radius] = 1.0
-    return ndimage.gaussian_filter1d(impulse, sigma, mode="constant")
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

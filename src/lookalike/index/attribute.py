@@ -343,11 +343,19 @@ class AttributeIndex:
         in_main = np.zeros(len(ids), bool)
         small = ids < len(self.position)
         in_main[small] = self.position[ids[small]] >= 0
-        if self.delta:  # the delta's ids are sorted: a binary search, cheaper than isin
-            delta_ids = self._delta_arrays()[0]
-            at = np.minimum(np.searchsorted(delta_ids, ids), len(delta_ids) - 1)
-            in_main |= delta_ids[at] == ids
+        if self.delta:
+            in_main |= self._delta_slots(ids)[0]
         return in_main
+
+    def _delta_slots(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which of `ids` are in the delta, their rows' positions there, and the delta's exact
+        rows: one snapshot of the delta (another thread's write may replace it meanwhile).
+        The delta's ids are sorted: a binary search, cheaper than isin."""
+        delta_ids, delta_rows, _ = self._delta_arrays()
+        at = np.searchsorted(delta_ids, ids)
+        found = at < len(delta_ids)
+        found[found] = delta_ids[at[found]] == ids[found]
+        return found, at, delta_rows
 
     def _delta_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The delta as sorted ids, exact rows and index-space rows, made once per change of
@@ -397,11 +405,7 @@ class AttributeIndex:
             target = np.flatnonzero(in_main)[order]
             out[target] = self.vectors[picked]
         if not in_main.all():
-            delta_ids, delta_rows, _ = self._delta_arrays()
-            wanted = ids[~in_main]
-            at = np.searchsorted(delta_ids, wanted)
-            found = at < len(delta_ids)
-            found[found] = delta_ids[at[found]] == wanted[found]
+            found, at, delta_rows = self._delta_slots(ids[~in_main])
             if not found.all():  # removed since the search chose them (another thread's write)
                 raise IndexChanged(f"{self.spec.name}: {int((~found).sum())} rows left")
             out[~in_main] = delta_rows[at]

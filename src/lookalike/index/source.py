@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from lookalike.store.catalog import Catalog
+from lookalike.store.catalog import Catalog, in_chunks
 
 STREAM_ROWS = 20_000
 
@@ -39,10 +39,8 @@ def current_vectors(
     ids = [int(i) for i in ids]
     out: dict[str, dict[int, np.ndarray | None]] = {name: dict.fromkeys(ids) for name in versions}
     names = list(versions)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        names_marks = ",".join("?" * len(names))
+    names_marks = ",".join("?" * len(names))
+    for chunk, marks in in_chunks(ids):
         for image_id, attribute, version, blob in catalog.query(
             "SELECT image_id, attribute, version, vector FROM signatures"
             f" WHERE image_id IN ({marks}) AND attribute IN ({names_marks})",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.errors import QueryError
-from lookalike.features.perceptual import N_TERMS, TERM_INDEX, TERMS
+from lookalike.features.perceptual import N_TERMS, TERM_INDEX, TERMS, index_key_terms
 from lookalike.query.colorwords import parse_color, terms_for_word, words_with_positions
 
 DEFAULT_TOLERANCE = 0.05
@@ -136,27 +136,15 @@ def score_index_key(
 
 def index_key_record(hist: np.ndarray, min_share: float = DEFAULT_MIN_SHARE) -> list[dict]:
     """An image's index key as shown with its record: terms by dominance, with their shares."""
-    from lookalike.features.perceptual import index_key
-
-    hist = np.asarray(hist, np.float64).ravel()
-    return [
-        {"term": term, "share": round(float(hist[TERM_INDEX[term]]), 4)}
-        for term in index_key(hist, min_share)
-    ]
+    return index_key_records(np.asarray(hist, np.float64).ravel(), min_share)[0]
 
 
 def index_key_records(hists: np.ndarray, min_share: float = DEFAULT_MIN_SHARE) -> list[list[dict]]:
-    """`index_key_record` of many histograms (n, 11) at once: one sort for a page of hits
-    instead of a Python sort per hit (same terms, same order, same rounded shares)."""
+    """`index_key_record` of many histograms (n, 11) at once (`index_key_terms`: one sort)."""
     hists = np.atleast_2d(np.asarray(hists, np.float64))
-    orders = np.argsort(-hists, axis=1, kind="stable").tolist()  # equal shares: TERMS order
     return [
-        [
-            {"term": TERMS[i], "share": round(row[i], 4)}
-            for i in order
-            if row[i] >= min_share and row[i] > 0
-        ]
-        for row, order in zip(hists.tolist(), orders, strict=True)
+        [{"term": TERMS[i], "share": round(row[i], 4)} for i in terms]
+        for row, terms in zip(hists.tolist(), index_key_terms(hists, min_share), strict=True)
     ]
 
 

@@ -29,6 +29,7 @@ CATALOG_FILE = "catalog.sqlite"
 STATEMENT_BUDGET_S = 10.0  # longest a read statement may run before it is aborted
 BUSY_TIMEOUT_S = 30.0  # longest the write connection waits for another process's write lock
 PROGRESS_STEPS = 2_000  # SQLite VM steps between two looks at the clock
+IN_CHUNK = 500  # values in one `IN (...)` list, well under SQLite's host-parameter limit
 
 
 class StatementTimeout(LookalikeError):
@@ -100,6 +101,13 @@ class NewImage:
 _IMAGE_COLUMNS = (
     "id, path, size, mtime, sha256, width, height, format, metadata, added_at, updated_at"
 )
+
+
+def in_chunks(values: list[Any]) -> Iterator[tuple[list[Any], str]]:
+    """`values` in slices for `... IN ({marks})` statements, each with its "?,?,..." marks."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        yield chunk, ",".join("?" * len(chunk))
 
 
 def _user_keywords(metadata: Mapping[str, Any]) -> list[str]:
@@ -367,22 +375,16 @@ class Catalog:
         return found[0] if found else None
 
     def get_many(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
-        ids = list(ids)
         out: dict[int, ImageRecord] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(list(ids)):
             out.update((r.id, r) for r in self._records(f"id IN ({marks})", chunk))
         return out
 
     def paths_and_metadata(self, ids: Iterable[int]) -> dict[int, tuple[str, dict[str, Any]]]:
         """id -> (path, metadata) of many images in one statement: what a search hit shows
         (a whole record also reads its keywords, a second statement)."""
-        ids = list(ids)
         out: dict[int, tuple[str, dict[str, Any]]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(list(ids)):
             for image_id, path, metadata in self.query(
                 f"SELECT id, path, metadata FROM images WHERE id IN ({marks})", chunk
             ):
@@ -582,10 +584,7 @@ class Catalog:
     def text_vectors(self, texts: Iterable[str], model: str) -> dict[str, np.ndarray]:
         """Stored sentence vectors of `texts` (those that have one)."""
         out: dict[str, np.ndarray] = {}
-        texts = list(dict.fromkeys(texts))
-        for start in range(0, len(texts), 500):
-            chunk = texts[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(list(dict.fromkeys(texts))):
             for text, blob in self.query(
                 f"SELECT text, vector FROM text_vectors WHERE model = ? AND text IN ({marks})",
                 [model, *chunk],
@@ -618,11 +617,9 @@ class Catalog:
         with `executemany` instead of one statement and one id lookup per image."""
         now = time.time()
         with self.transaction() as conn:
-            for start in range(0, len(paths), 500):
-                chunk = paths[start : start + 500]
+            for chunk, marks in in_chunks(paths):
                 taken = conn.execute(
-                    f"SELECT path FROM images WHERE path IN ({','.join('?' * len(chunk))}) LIMIT 1",
-                    chunk,
+                    f"SELECT path FROM images WHERE path IN ({marks}) LIMIT 1", chunk
                 ).fetchone()
                 if taken is not None:
                     raise CollectionError(f"{taken[0]} is already in the collection")
