@@ -77,3 +77,19 @@ def test_over_http_the_overtaken_search_is_answered_200(coll, monkeypatch):
     response = client.post("/api/search", data={"id": source, "top_k": 5, "weights": "color=1"})
     assert response.status_code == 200, response.text
     assert victim not in [hit["id"] for hit in response.json()["results"]]
+
+
+def test_duplicates_overtaken_by_a_write_runs_again(coll, monkeypatch):
+    """Duplicates reads rows of many images: a write that overtakes it makes it run again on
+    the newer state (as a search does), instead of answering 500."""
+    source = 11
+    victim = add_copy(coll, source, "copy-dup")
+    client = local_client(create_app(coll))
+    calls = remove_midway(monkeypatch, coll, victim)
+    response = client.get("/api/duplicates", params={"weights": "color=1"})
+    monkeypatch.undo()
+    assert response.status_code == 200, response.text
+    assert len(calls) > 2  # the rows were read again after the write
+    members = {i for group in response.json()["groups"] for i in group["ids"]}
+    assert victim not in members
+    assert len(coll) == N  # the copy was added and removed, nothing else lost

@@ -19,9 +19,9 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -61,6 +61,7 @@ DEFAULT_WEIGHTS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2
 FILTER_CACHE = 16  # filters whose matching ids are kept until the catalog changes
 SEARCH_ATTEMPTS = 5  # a search that a concurrent write overtook runs again, at most this often
 ImageQuery = str | os.PathLike[str] | bytes | int | np.ndarray | Image.Image
+T = TypeVar("T")
 
 
 ON_DUPLICATE = ("keep", "replace-metadata")  # what add_bytes does with an identical upload
@@ -939,19 +940,27 @@ class Collection:
         bench/README.md) or, with `calibrated=True`, calibrated ones (calibration.py); every
         answer carries the likely-matches cut, and `threshold="auto"` keeps only those.
         """
+        return self._overtakable(
+            "searches",
+            lambda: self._query(
+                image=image, text=text, sketch=sketch, layout=layout, colors=colors,
+                where=where, weights=weights, part_weights=part_weights, top_k=top_k,
+                threshold=threshold, exact=exact, expand=expand, more=more, less=less,
+                calibrated=calibrated, understand=understand,
+            ),
+        )  # fmt: skip
+
+    def _overtakable(self, what: str, read: Callable[[], T]) -> T:
+        """Run a read of the shared indexes again when a write in another thread overtook it
+        (IndexChanged: rows it had chosen left the index); after SEARCH_ATTEMPTS, busy."""
         for _ in range(SEARCH_ATTEMPTS):
             try:
-                with self.catalog.one_change_token():  # one look at the catalog per search
-                    return self._query(
-                        image=image, text=text, sketch=sketch, layout=layout, colors=colors,
-                        where=where, weights=weights, part_weights=part_weights, top_k=top_k,
-                        threshold=threshold, exact=exact, expand=expand, more=more, less=less,
-                        calibrated=calibrated, understand=understand,
-                    )  # fmt: skip
-            except IndexChanged:  # a write in another thread came between: search again
+                with self.catalog.one_change_token():  # one look at the catalog per attempt
+                    return read()
+            except IndexChanged:
                 continue
         raise CollectionBusy(
-            f"the collection changed under {SEARCH_ATTEMPTS} searches in a row (writes in "
+            f"the collection changed under {SEARCH_ATTEMPTS} {what} in a row (writes in "
             "other threads); retry"
         )
 
@@ -1197,8 +1206,11 @@ class Collection:
         signatures = [
             s for _, s in self._stored_signatures(list(map(int, ids)), list(attribute_weights))
         ]
-        report = tune(
-            self.planner, self.index_for, signatures, attribute_weights, target=recall, k=k
+        report = self._overtakable(
+            "tuning runs",
+            lambda: tune(
+                self.planner, self.index_for, signatures, attribute_weights, target=recall, k=k
+            ),
         )
         if report.chosen is not None and report.chosen.level:
             self.indexes.configure(effort=report.chosen.level)
@@ -1218,13 +1230,16 @@ class Collection:
         threshold = DEFAULT_THRESHOLD if threshold is None else threshold
         check_threshold(threshold)
         attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
-        return find_duplicates(
-            self.planner,
-            self._searchable(attribute_weights),
-            lambda ids: self._stored_signatures(ids, list(attribute_weights)),
-            attribute_weights,
-            threshold=threshold,
-            k=k,
+        return self._overtakable(
+            "duplicate searches",
+            lambda: find_duplicates(
+                self.planner,
+                self._searchable(attribute_weights),
+                lambda ids: self._stored_signatures(ids, list(attribute_weights)),
+                attribute_weights,
+                threshold=threshold,
+                k=k,
+            ),
         )
 
     def configure_index(

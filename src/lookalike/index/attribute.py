@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.errors import CollectionBusy
 from lookalike.features.base import IndexSpace
 from lookalike.index.ann import DEFAULT_EFFORT, AnnIndex, build_ann, read_ann
 
@@ -39,9 +40,10 @@ class IndexFileError(Exception):
     """An index folder that cannot be used as is (missing, stale, corrupt): rebuild it."""
 
 
-class IndexChanged(Exception):
+class IndexChanged(CollectionBusy):
     """Images a search had chosen left the index before their rows were read: a write in
-    another thread caught the shared index up mid-search. The search is run again."""
+    another thread caught the shared index up mid-search. The search is run again; a read
+    that is not (or not any more) is told busy (HTTP 503), never an internal error."""
 
 
 @dataclass(frozen=True)
