@@ -39,6 +39,7 @@ from PIL import Image
 
 from lookalike.api import Collection
 from lookalike.samples import TRANSFORMS, sample_photo, write_samples
+from lookalike.server.admission import budget_threads
 
 MAX_REQUESTS = 10_000
 MAX_CONCURRENCY = 64
@@ -328,7 +329,9 @@ def print_report(report: LoadReport, wall: float) -> None:
 
 
 def baseline(coll: Collection, ids: list[int], requests: int, concurrency: int, top_k: int):
-    """The same searches in-process, with the same number of threads: (wall s, kind -> ms)."""
+    """The same searches in-process, with the same number of threads and the server's thread
+    budget (one BLAS thread each, its GIL switch interval): (wall s, kind -> ms)."""
+    budget_threads(torch_needed="deep" in coll.attributes)
     images = query_images()
     jobs: list[tuple[str, Callable[[], object]]] = []
     for i in range(requests):

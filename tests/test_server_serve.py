@@ -50,6 +50,7 @@ def test_serve_subprocess_searches_by_upload_and_id_then_stops(collection, tmp_p
             assert http.get("/api/health").json()["images"] == 15
             server = http.get("/api/info").json()["server"]
             assert server["threads"]["blas"] == 1  # one BLAS thread per request
+            assert server["threads"]["gil_switch_ms"] == 0.5  # searches not stuck behind uploads
             evil = http.get("/api/info", headers={"host": "rebind.evil.example"})
             assert evil.status_code == 400
     finally:

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from lookalike.index.attribute import AttributeIndex
 from lookalike.scoring import fuse
@@ -81,6 +80,8 @@ class Calibration:
         (probit), weighted mean, back to 0..100 (Stouffer's rule). A mean of the shares
         themselves would let several middling attributes add up to a match; in probit units
         one attribute at the 0.01% tail outweighs several at the 10%."""
+        from scipy.special import ndtr, ndtri  # here: it costs every CLI start 0.3-1 s
+
         z = sum(
             w * ndtri(np.clip(self.calibrate(name, distances[name]) / 100.0, 1e-6, 1 - 1e-6))
             for name, w in weights.items()

@@ -9,13 +9,19 @@
   of queueing without bound. The slot is given back when the worker thread really finishes,
   not when the client gives up, so abandoned work still counts.
 - `budget_threads`: one BLAS / OpenMP / torch thread per request, since requests are already
-  the parallelism (on 2 cores, default thread pools in each request oversubscribe the machine).
+  the parallelism (on 2 cores, default thread pools in each request oversubscribe the machine);
+  and a short GIL switch interval (`GIL_SWITCH_S`): a search by id is many short steps, each
+  of which must take the GIL back from a thread describing an upload. At CPython's default
+  of 5 ms it waits up to 5 ms per step (the convoy effect); measured in one process, 2 threads
+  describing and 4 searching by id at 100k images: by-id p50 490-870 ms at 5 ms, 250-300 ms
+  at 0.2-0.5 ms, uploads no slower (bench/README.md).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,6 +32,7 @@ T = TypeVar("T")
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")
+GIL_SWITCH_S = 0.0005  # sys.setswitchinterval in a server process (CPython's default: 0.005)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -134,7 +141,8 @@ def budget_threads(*, torch_needed: bool = False) -> dict[str, Any]:
     when the collection needs it, so a later lazy import cannot bring its default pool back);
     what was set, for the log."""
     budget_threads_env()
-    done: dict[str, Any] = {}
+    sys.setswitchinterval(GIL_SWITCH_S)
+    done: dict[str, Any] = {"gil_switch_ms": GIL_SWITCH_S * 1000}
     try:
         from threadpoolctl import threadpool_limits
 
@@ -143,7 +151,6 @@ def budget_threads(*, torch_needed: bool = False) -> dict[str, Any]:
     except ImportError:
         pass
     import importlib
-    import sys
 
     if torch_needed or "torch" in sys.modules:  # a classic-only server never loads torch
         torch = importlib.import_module("torch")
@@ -152,10 +159,9 @@ def budget_threads(*, torch_needed: bool = False) -> dict[str, Any]:
     return done
 
 
-def thread_report() -> dict[str, int | None]:
-    """Threads each native pool would use now (for /api/info): the budget, as measured."""
-    import sys
-
+def thread_report() -> dict[str, float | None]:
+    """Threads each native pool would use now and the GIL switch interval (for /api/info):
+    the budget, as measured."""
     blas = None
     try:
         from threadpoolctl import threadpool_info
@@ -165,4 +171,8 @@ def thread_report() -> dict[str, int | None]:
     except ImportError:
         pass
     torch = sys.modules.get("torch")
-    return {"blas": blas, "torch": torch.get_num_threads() if torch is not None else None}
+    return {
+        "blas": blas,
+        "torch": torch.get_num_threads() if torch is not None else None,
+        "gil_switch_ms": round(sys.getswitchinterval() * 1000, 3),
+    }
