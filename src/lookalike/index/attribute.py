@@ -398,14 +398,15 @@ class AttributeIndex:
         small = ids < len(self.position)
         positions[small] = self.position[ids[small]]
         in_main = positions >= 0
-        if in_main.all():  # the usual case: one gather, as a plain array (no memmap wrapping)
-            return self.vectors.view(np.ndarray).take(positions, axis=0)
+        mapped = self.vectors.view(np.ndarray)  # gathers without numpy.memmap's wrapping
+        if in_main.all():  # the usual case: one gather
+            return mapped.take(positions, axis=0)
         out = np.empty((len(ids), self.spec.dim), np.float32)
         if in_main.any():
             order = np.argsort(positions[in_main])  # ascending positions read the map in order
             picked = positions[in_main][order]
             target = np.flatnonzero(in_main)[order]
-            out[target] = self.vectors[picked]
+            out[target] = mapped.take(picked, axis=0)
         if not in_main.all():
             found, at, delta_rows = self._delta_slots(ids[~in_main])
             if not found.all():  # removed since the search chose them (another thread's write)
