@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import os
 import random
 import socket
@@ -39,7 +40,8 @@ from PIL import Image
 
 from lookalike.api import Collection
 from lookalike.samples import TRANSFORMS, sample_photo, write_samples
-from lookalike.server.admission import budget_threads
+from lookalike.server.admission import GIL_SWITCH_S, budget_threads
+from lookalike.server.app import ServerSettings
 
 MAX_REQUESTS = 10_000
 MAX_CONCURRENCY = 64
@@ -328,10 +330,18 @@ def print_report(report: LoadReport, wall: float) -> None:
         print("    " + line)
 
 
-def baseline(coll: Collection, ids: list[int], requests: int, concurrency: int, top_k: int):
-    """The same searches in-process, with the same number of threads and the server's thread
-    budget (one BLAS thread each, its GIL switch interval): (wall s, kind -> ms)."""
-    budget_threads(torch_needed="deep" in coll.attributes)
+def baseline(
+    coll: Collection,
+    ids: list[int],
+    requests: int,
+    concurrency: int,
+    top_k: int,
+    budget: bool = True,
+):
+    """The same searches in-process, with the same number of threads and (`budget`) the
+    server's thread budget (one BLAS thread each, its GIL switch interval): (wall s, kind -> ms)."""
+    if budget:
+        budget_threads(torch_needed="deep" in coll.attributes)
     images = query_images()
     jobs: list[tuple[str, Callable[[], object]]] = []
     for i in range(requests):
@@ -357,6 +367,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--no-writes", action="store_true", help="searches only")
+    parser.add_argument(
+        "--switch-ab",
+        action="store_true",
+        help="also: the in-process searches at CPython's default GIL switch interval (5 ms) "
+        "against the server's (admission.GIL_SWITCH_S), alternating, 2 rounds",
+    )
     args = parser.parse_args()
     requests = max(1, min(args.requests, MAX_REQUESTS))
     concurrency = max(1, min(args.concurrency, MAX_CONCURRENCY))
@@ -399,6 +415,64 @@ def main() -> None:
                     f"{percentile(values, 99):7.1f} ms   ratio of p50 HTTP/in-process "
                     f"{percentile(http, 50) / max(percentile(values, 50), 1e-9):.2f}"
                 )
+            if args.switch_ab:
+                switch_interval_ab(coll, ids, requests, concurrency, args.top_k)
+
+
+def switch_interval_ab(
+    coll: Collection, ids: list[int], requests: int, concurrency: int, top_k: int
+) -> None:
+    """The server's mix in-process: as many threads describing uploads as it has describe
+    slots, the other clients searching by id, each for `requests` searches by id in all, at
+    CPython's default GIL switch interval and at the server's, alternating so that the
+    machine's load hits both alike."""
+    describers = ServerSettings().max_concurrent_describes
+    searchers = max(1, concurrency - describers)
+    images = query_images()
+    print(
+        f"in-process, GIL switch interval A/B ({describers} threads describing uploads, "
+        f"{searchers} searching by id):"
+    )
+    ratios = []
+    for round_ in range(2):
+        p50 = {}
+        for interval in (0.005, GIL_SWITCH_S):
+            budget_threads(torch_needed="deep" in coll.attributes)
+            sys.setswitchinterval(interval)  # after budget_threads, which sets the server's
+            by_id: list[float] = []
+            uploads: list[float] = []
+            done = threading.Event()
+
+            def describe(seed: int, uploads: list[float] = uploads, done=done) -> None:
+                for i in itertools.count(seed):
+                    if done.is_set():
+                        return
+                    start = time.perf_counter()
+                    coll.search(images[i % len(images)], top_k=top_k)
+                    uploads.append((time.perf_counter() - start) * 1000)
+
+            def search(i: int, by_id: list[float] = by_id) -> None:
+                start = time.perf_counter()
+                coll.search(ids[(i * 7919) % len(ids)], top_k=top_k)
+                by_id.append((time.perf_counter() - start) * 1000)
+
+            threads = [threading.Thread(target=describe, args=(s,)) for s in range(describers)]
+            for thread in threads:
+                thread.start()
+            with ThreadPoolExecutor(max_workers=searchers) as pool:
+                list(pool.map(search, range(requests)))
+            done.set()
+            for thread in threads:
+                thread.join()
+            p50[interval] = percentile(by_id, 50)
+            print(
+                f"  round {round_ + 1}, {interval * 1000:.1f} ms: by id p50 {p50[interval]:.1f}"
+                f" ms p99 {percentile(by_id, 99):.1f} ms; uploads {len(uploads)} done, p50 "
+                f"{percentile(uploads, 50):.1f} ms p99 {percentile(uploads, 99):.1f} ms"
+            )
+        ratios.append(p50[0.005] / max(p50[GIL_SWITCH_S], 1e-9))
+    shown = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"  by id p50, 5 ms / {GIL_SWITCH_S * 1000:g} ms, per round: {shown}")
 
 
 if __name__ == "__main__":
