@@ -340,6 +340,7 @@ from lookalike.features.registry import create_extractor
 from lookalike.samples import sample_photo
 import io
 kernels = [segmentation._edges, segmentation._merge, shape._blur_halve, shape._hull_areas,
+           shape._region_sums,
            texture._uniform_lbp, color._soft_hsv_counts, filters._axis0_symmetric,
            filters._axis1_symmetric, filters._axis0_difference, filters._axis1_difference,
            texture._slope_bins, texture._edges_below]
