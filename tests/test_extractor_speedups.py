@@ -339,7 +339,8 @@ from lookalike.features.base import PreparedImage, warm_up
 from lookalike.features.registry import create_extractor
 from lookalike.samples import sample_photo
 import io
-kernels = [segmentation._edges, segmentation._merge, shape._blur_halve, shape._hull_areas,
+kernels = [segmentation._edges, segmentation._merge, segmentation._numbered_keys,
+           segmentation._order_by_cost, shape._blur_halve, shape._hull_areas,
            shape._region_sums,
            texture._uniform_lbp, color._soft_hsv_counts, filters._axis0_symmetric,
            filters._axis1_symmetric, filters._axis0_difference, filters._axis1_difference,
@@ -370,3 +371,19 @@ def test_building_the_extractors_compiles_every_kernel_a_photo_needs():
         [sys.executable, "-c", COMPILE_CHECK], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_stable_order_is_numpys_stable_argsort(frames):
+    """Felzenszwalb's edge order (numbered uint64 keys, then an insertion pass) is exactly
+    `np.argsort(kind="stable")`: on the photos' edge costs, on costs that tie or differ only
+    in their last bits, on zeros, and on what has no order in its bits (negative, NaN)."""
+    rng = np.random.default_rng(7)
+    costs = [segmentation._edges(shape.antialiased_resize(rgb, (96, 128)).astype(np.float64))[1]
+             for rgb in list(frames.values())[:6]]  # fmt: skip
+    near = 1.0 + rng.integers(0, 2**20, 5000) * np.finfo(np.float64).eps
+    costs += [near, np.round(rng.random(4000) * 4) / 4, np.zeros(300), np.zeros(0), np.ones(1)]
+    costs += [np.array([0.5, -0.0, 0.25, 0.0, -0.0]), np.array([0.5, np.nan, 0.25, np.inf])]
+    costs += [rng.normal(size=500)]
+    for values in costs:
+        expected = np.argsort(values, kind="stable")
+        assert np.array_equal(segmentation.stable_order(values), expected)
