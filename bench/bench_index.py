@@ -18,10 +18,11 @@ rotation, brightness, mirror), saved as JPEG. In one run, on the same files:
    during the classic `add` (planning, receiving results, catalog writes, progress).
 
 `--keep DIR` writes the photos there once and reuses them (and `--count 1000` then costs only
-the runs); the stage profile takes the first `--profile` photos (default 100).
+the runs); the stage profile takes the first `--profile` photos (default 100); `--profile-only`
+stops after it (to alternate two checkouts, one through PYTHONPATH, in A/B runs).
 
     .venv/bin/python bench/bench_index.py [--count 40] [--jobs N] [--no-deep] [--cpu-time]
-        [--keep DIR] [--profile 100]
+        [--keep DIR] [--profile 100] [--profile-only]
 """
 
 from __future__ import annotations
@@ -246,6 +247,24 @@ def add_rate(files: list[str], folder: Path, attributes: list[str] | None, jobs:
     return add_rates(files, folder, attributes, jobs)[0]
 
 
+def print_profile(stages: dict[str, list[float]]) -> None:
+    """The stage table: median and max per stage, the classic signature and its ratio."""
+    print(f"\nper image, one process{'':<21}{'median':>8}{'max':>8}")
+    extract_total = 0.0
+    for stage, values in stages.items():
+        unit = "KiB" if "KiB" in stage else "ms"
+        med = statistics.median(values)
+        if stage.startswith("  ") or stage.startswith("colour"):
+            extract_total += med
+        print(f"{stage:<43}{med:8.2f}{max(values):8.2f} {unit}")
+    decode_resize = sum(
+        statistics.median(stages[s]) for s in ("decode (JPEG draft)", "preprocess to the frame")
+    )
+    print(f"{'classic signature (conversions + extractors)':<43}{extract_total:8.2f} ms")
+    print(f"{'  in images/s, one process':<43}{1000 / extract_total:8.1f}")
+    print(f"{'  ratio to decode + preprocess':<43}{extract_total / decode_resize:8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=40, help="number of photos")
@@ -262,6 +281,11 @@ def main() -> None:
         help="stage profile in this process's CPU time (steadier on a shared, loaded machine; "
         "the CNN's threads add up)",
     )
+    parser.add_argument(
+        "--profile-only",
+        action="store_true",
+        help="print the stage profile and stop (A/B runs of two checkouts, alternated)",
+    )
     args = parser.parse_args()
     if args.cpu_time:
         CLOCK["now"] = time.process_time
@@ -277,7 +301,9 @@ def main() -> None:
         tmp = Path(name)
         files = write_photos((args.keep or tmp) / "images", args.count)
         stages = stage_profile(files[: args.profile], deep, tmp)
-
+        if args.profile_only:
+            print_profile(stages)
+            return
         baseline, baseline_steady = baseline_rates(files, jobs)
         classic, classic_steady, parent_ms = add_rates(
             files, tmp / "classic", list(CLASSIC_ATTRIBUTES), jobs
@@ -292,20 +318,7 @@ def main() -> None:
           f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; allocator "
           f"{'tuned' if tuned else 'glibc default'} in the stage profile, "
           f"{'CPU' if args.cpu_time else 'wall-clock'} time")  # fmt: skip
-    print(f"\nper image, one process{'':<21}{'median':>8}{'max':>8}")
-    extract_total = 0.0
-    for stage, values in stages.items():
-        unit = "KiB" if "KiB" in stage else "ms"
-        med = statistics.median(values)
-        if stage.startswith("  ") or stage.startswith("colour"):
-            extract_total += med
-        print(f"{stage:<43}{med:8.2f}{max(values):8.2f} {unit}")
-    decode_resize = sum(
-        statistics.median(stages[s]) for s in ("decode (JPEG draft)", "preprocess to the frame")
-    )
-    print(f"{'classic signature (conversions + extractors)':<43}{extract_total:8.2f} ms")
-    print(f"{'  in images/s, one process':<43}{1000 / extract_total:8.1f}")
-    print(f"{'  ratio to decode + preprocess':<43}{extract_total / decode_resize:8.2f}")
+    print_profile(stages)
     print(f"\nthroughput, {jobs} processes{'':<22}images/s")
     print(f"{'decode + resize alone (baseline)':<48}{baseline:8.1f}")
     for label, rate in rates.items():

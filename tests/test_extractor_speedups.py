@@ -21,7 +21,7 @@ from skimage.feature import local_binary_pattern
 from skimage.measure import regionprops
 
 from lookalike.decode import Preprocess, decode_bytes, prepare
-from lookalike.features import filters, segmentation, shape, texture
+from lookalike.features import filters, perceptual, segmentation, shape, texture
 from lookalike.features.base import PreparedImage, grid_cell_index, grid_cells, rgb_to_hsv
 from lookalike.features.registry import create_extractor
 from lookalike.samples import PHOTO_NAMES, TRANSFORMS, sample_photo
@@ -334,17 +334,19 @@ def test_compiled_gradient_bins_equal_numpys(frames):
 
 COMPILE_CHECK = """
 from lookalike.decode import Preprocess, decode_bytes, prepare
-from lookalike.features import color, filters, segmentation, shape, texture
+from lookalike.features import base, color, filters, perceptual, segmentation, shape, texture
 from lookalike.features.base import PreparedImage, warm_up
 from lookalike.features.registry import create_extractor
 from lookalike.samples import sample_photo
 import io
-kernels = [segmentation._edges, segmentation._merge, shape._blur_halve, shape._hull_areas,
+kernels = [segmentation._edges, segmentation._merge, segmentation._numbered_keys,
+           segmentation._order_by_cost, shape._blur_halve, shape._hull_areas,
+           shape._region_sums, base._hsv_pixels, perceptual._named_float32,
            texture._uniform_lbp, color._soft_hsv_counts, filters._axis0_symmetric,
            filters._axis1_symmetric, filters._axis0_difference, filters._axis1_difference,
            texture._slope_bins, texture._edges_below]
 extractors = [create_extractor(n) for n in
-              ("color", "texture", "shape", "color_location", "texture_location")]
+              ("color", "texture", "shape", "color_location", "texture_location", "perceptual")]
 assert not any(k.signatures for k in kernels), "compiled by building alone (info, search by id)"
 warm_up(extractors)  # as an ingest worker does at start
 compiled = [list(k.signatures) for k in kernels]
@@ -369,3 +371,49 @@ def test_building_the_extractors_compiles_every_kernel_a_photo_needs():
         [sys.executable, "-c", COMPILE_CHECK], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_stable_order_is_numpys_stable_argsort(frames):
+    """Felzenszwalb's edge order (numbered uint64 keys, then an insertion pass) is exactly
+    `np.argsort(kind="stable")`: on the photos' edge costs, on costs that tie or differ only
+    in their last bits, on zeros, and on what has no order in its bits (negative, NaN)."""
+    rng = np.random.default_rng(7)
+    costs = [segmentation._edges(shape.antialiased_resize(rgb, (96, 128)).astype(np.float64))[1]
+             for rgb in list(frames.values())[:6]]  # fmt: skip
+    near = 1.0 + rng.integers(0, 2**20, 5000) * np.finfo(np.float64).eps
+    costs += [near, np.round(rng.random(4000) * 4) / 4, np.zeros(300), np.zeros(0), np.ones(1)]
+    costs += [np.array([0.5, -0.0, 0.25, 0.0, -0.0]), np.array([0.5, np.nan, 0.25, np.inf])]
+    costs += [rng.normal(size=500)]
+    for values in costs:
+        expected = np.argsort(values, kind="stable")
+        assert np.array_equal(segmentation.stable_order(values), expected)
+
+
+def test_compiled_hsv_and_colour_names_equal_numpys(frames):
+    """The compiled HSV and colour-name passes give the floats and names of the numpy
+    expressions they replaced, on the frames and on values at rounding halves, out of range
+    and tied between channels."""
+    rng = np.random.default_rng(13)
+    halves = ((np.arange(189, dtype=np.float32) + 0.5) / 63).reshape(-1, 1, 3) * 1.05 - 0.02
+    ties = np.round(rng.random((20, 20, 3), dtype=np.float32) * 4) / 4
+    for rgb in [halves, ties, *list(frames.values())[:6]]:
+        q = np.rint(np.clip(rgb, 0.0, 1.0) * 63).astype(np.int32)
+        expected = perceptual._lookup_table()[(q[..., 0] * 64 + q[..., 1]) * 64 + q[..., 2]]
+        assert np.array_equal(perceptual.name_pixels(rgb), expected)
+        assert rgb_to_hsv(rgb).tobytes() == reference_rgb_to_hsv(rgb).tobytes()
+
+
+def reference_rgb_to_hsv(rgb):
+    """The numpy version of `rgb_to_hsv` (ingest3), without masked assignments."""
+    r, g, b = np.moveaxis(np.asarray(rgb, dtype=np.float32), -1, 0).copy()
+    value = np.maximum(np.maximum(r, g), b)
+    delta = value - np.minimum(np.minimum(r, g), b)
+    grey = delta == 0
+    divisor = delta + grey
+    saturation = delta / (value + (value == 0))
+    hue = np.where(g == value, 2.0 + (b - r) / divisor, (g - b) / divisor)
+    hue = np.where(b == value, 4.0 + (r - g) / divisor, hue)
+    hue /= 6.0
+    hue += hue < 0
+    hue = np.where(grey, np.float32(0), hue)
+    return np.stack([hue, saturation, value], axis=-1).astype(np.float32, copy=False)

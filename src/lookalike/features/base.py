@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
+import numba
 import numpy as np
 from skimage import color as skcolor
 
@@ -77,21 +78,40 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     """float32 RGB (..., 3) in [0, 1] -> HSV in [0, 1], all in float32.
 
     The same arithmetic as scikit-image's rgb2hsv (which vectors were first made with, and which
-    tests hold this to), without its masked assignments: about 20x faster on a 256-pixel frame.
-    Where two channels tie for the maximum, blue wins over green over red, as there.
+    tests hold this to), pixel by pixel in one compiled pass (`_hsv_pixels`) instead of its
+    masked assignments: ~20x faster on the frame than rgb2hsv, ~3x than numpy passes. Where two
+    channels tie for the maximum, blue wins over green over red, as there.
     """
-    r, g, b = np.moveaxis(np.asarray(rgb, dtype=np.float32), -1, 0).copy()  # contiguous planes
-    value = np.maximum(np.maximum(r, g), b)
-    delta = value - np.minimum(np.minimum(r, g), b)
-    grey = delta == 0
-    divisor = delta + grey  # 1 where grey: no division by zero, hue set to 0 below
-    saturation = delta / (value + (value == 0))
-    hue = np.where(g == value, 2.0 + (b - r) / divisor, (g - b) / divisor)
-    hue = np.where(b == value, 4.0 + (r - g) / divisor, hue)
-    hue /= 6.0
-    hue += hue < 0  # hue % 1.0, cheaper: hue/6 lies in [-1/6, 5/6]
-    hue = np.where(grey, np.float32(0), hue)
-    return np.stack([hue, saturation, value], axis=-1).astype(np.float32, copy=False)
+    rgb = np.asarray(rgb, dtype=np.float32)
+    flat = np.ascontiguousarray(rgb.reshape(-1, 3))
+    return _hsv_pixels(flat).reshape(rgb.shape)
+
+
+@numba.njit(cache=True, nogil=True)
+def _hsv_pixels(rgb: np.ndarray) -> np.ndarray:
+    """HSV of (n, 3) float32 pixels, every step in float32 as numpy's vectorised version did
+    it (zero added where it added a False: -0.0 becomes 0.0 alike)."""
+    zero, one = np.float32(0.0), np.float32(1.0)
+    two, four, six = np.float32(2.0), np.float32(4.0), np.float32(6.0)
+    out = np.empty_like(rgb)
+    for i in range(len(rgb)):
+        r, g, b = rgb[i, 0], rgb[i, 1], rgb[i, 2]
+        value = max(max(r, g), b)
+        delta = value - min(min(r, g), b)
+        grey = delta == 0
+        divisor = delta + (one if grey else zero)
+        out[i, 1] = delta / (value + (one if value == 0 else zero))
+        if b == value:
+            hue = four + (r - g) / divisor
+        elif g == value:
+            hue = two + (b - r) / divisor
+        else:
+            hue = (g - b) / divisor
+        hue = hue / six
+        hue = hue + (one if hue < 0 else zero)
+        out[i, 0] = zero if grey else hue
+        out[i, 2] = value
+    return out
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import numba
 import numpy as np
 from skimage import color as skcolor
 
@@ -152,6 +153,9 @@ def name_pixels(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim < 1 or rgb.shape[-1] != 3:
         raise ValueError(f"expected an (..., 3) RGB array, got shape {rgb.shape}")
+    if rgb.dtype == np.float32:  # the prepared frame: one compiled pass, the same floats
+        flat = np.ascontiguousarray(rgb.reshape(-1, 3))
+        return _named_float32(flat, _lookup_table()).reshape(rgb.shape[:-1])
     if rgb.dtype == np.uint8:
         # 255 / 63 is not an integer: round through the same float path as float input.
         q = (rgb.astype(np.uint16) * (_LEVELS - 1) + 127) // 255
@@ -159,6 +163,22 @@ def name_pixels(rgb: np.ndarray) -> np.ndarray:
         q = np.rint(np.clip(rgb, 0.0, 1.0) * (_LEVELS - 1)).astype(np.uint16)
     index = (q[..., 0].astype(np.int32) * _LEVELS + q[..., 1]) * _LEVELS + q[..., 2]
     return _lookup_table()[index]
+
+
+@numba.njit(cache=True, nogil=True)
+def _named_float32(rgb: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """`name_pixels` of (n, 3) float32 pixels: numpy's float32 clip, scale and rint, then the
+    lattice index and the table, pixel by pixel (no temporaries)."""
+    steps = np.float32(_LEVELS - 1)
+    zero, one = np.float32(0.0), np.float32(1.0)
+    out = np.empty(len(rgb), dtype=table.dtype)
+    for i in range(len(rgb)):
+        index = 0
+        for c in range(3):
+            level = np.rint(min(max(rgb[i, c], zero), one) * steps)
+            index = index * _LEVELS + (int(level) if level >= 0 else 0)  # NaN: 0
+        out[i] = table[index]
+    return out
 
 
 def term_histogram(names: np.ndarray) -> np.ndarray:
@@ -256,6 +276,7 @@ class PerceptualColorExtractor:
     name = "perceptual"
     version = "1"
     dim = N_TERMS + MATRIX_SIZE * MATRIX_SIZE
+    compile_size = 16  # compiled loop and colour table: features.base.warm_up
 
     def extract(self, image: PreparedImage) -> np.ndarray:
         names = name_pixels(image.rgb)

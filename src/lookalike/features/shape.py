@@ -89,45 +89,51 @@ def _blur_halve(rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Per plane: scipy's `gaussian_filter(mode="mirror")` (down the columns, then along the
     rows, each pass summed in float64 as scipy does, from the outer taps in, and stored as
     float32), then its order-1 zoom to half size, which for a factor of exactly 2 is the mean
-    of each 2 x 2 block (weights 1/4, summed in scipy's order)."""
+    of each 2 x 2 block (weights 1/4, summed in scipy's order). Each tap is added over a whole
+    row of a contiguous plane at once (the same sums per pixel, in the same order)."""
     height, width, channels = rgb.shape
     radius = len(weights) // 2
     out = np.empty((height // 2, width // 2, channels), np.float32)
+    plane = np.empty((height, width), np.float32)
     down = np.empty((height, width), np.float32)
-    across = np.empty((height, width), np.float32)
-    before, after = np.empty(radius + 1, np.intp), np.empty(radius + 1, np.intp)
-    col_before = np.empty((width, radius + 1), np.intp)
-    col_after = np.empty((width, radius + 1), np.intp)
-    for col in range(width):
-        for k in range(radius + 1):
-            col_before[col, k], col_after[col, k] = _mirror(col - k, width), _mirror(col + k, width)
+    across = np.empty((2, width), np.float32)
+    total = np.empty(width)
+    line = np.empty(width + 2 * radius)
     for channel in range(channels):
-        plane = rgb[:, :, channel]
         for row in range(height):
-            for k in range(radius + 1):
-                before[k], after[k] = _mirror(row - k, height), _mirror(row + k, height)
             for col in range(width):
-                total = np.float64(plane[row, col]) * weights[radius]
-                for k in range(radius, 0, -1):
-                    pair = np.float64(plane[before[k], col]) + np.float64(plane[after[k], col])
-                    total += pair * weights[radius - k]
-                down[row, col] = total
+                plane[row, col] = rgb[row, col, channel]
         for row in range(height):
-            line = down[row]
+            centre = plane[row]
             for col in range(width):
-                total = np.float64(line[col]) * weights[radius]
-                for k in range(radius, 0, -1):
-                    pair = np.float64(line[col_before[col, k]]) + np.float64(
-                        line[col_after[col, k]]
-                    )
-                    total += pair * weights[radius - k]
-                across[row, col] = total
-        for row in range(height // 2):
-            for col in range(width // 2):
-                top, bottom = across[2 * row], across[2 * row + 1]
-                total = np.float64(top[2 * col]) * 0.25 + np.float64(top[2 * col + 1]) * 0.25
-                total += np.float64(bottom[2 * col]) * 0.25
-                out[row, col, channel] = total + np.float64(bottom[2 * col + 1]) * 0.25
+                total[col] = np.float64(centre[col]) * weights[radius]
+            for k in range(radius, 0, -1):
+                above, below = plane[_mirror(row - k, height)], plane[_mirror(row + k, height)]
+                weight = weights[radius - k]
+                for col in range(width):
+                    total[col] += (np.float64(above[col]) + np.float64(below[col])) * weight
+            for col in range(width):
+                down[row, col] = total[col]
+        for row in range(2 * (height // 2)):
+            source = down[row]
+            for i in range(width + 2 * radius):
+                line[i] = source[_mirror(i - radius, width)]
+            for col in range(width):
+                total[col] = line[col + radius] * weights[radius]
+            for k in range(radius, 0, -1):
+                weight = weights[radius - k]
+                for col in range(width):
+                    total[col] += (line[col + radius - k] + line[col + radius + k]) * weight
+            smoothed = across[row % 2]
+            for col in range(width):
+                smoothed[col] = total[col]
+            if row % 2:
+                top, bottom = across[0], across[1]
+                half = row // 2
+                for col in range(width // 2):
+                    mean = np.float64(top[2 * col]) * 0.25 + np.float64(top[2 * col + 1]) * 0.25
+                    mean += np.float64(bottom[2 * col]) * 0.25
+                    out[half, col, channel] = mean + np.float64(bottom[2 * col + 1]) * 0.25
     return out
 
 
@@ -149,28 +155,48 @@ def soft_bin_many(values: np.ndarray, centres: tuple[float, ...]) -> np.ndarray:
 def region_shapes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(share of the image, eccentricity, solidity) of every label, without regionprops.
 
-    Eccentricity is regionprops' (from the second central moments, summed with bincount for
-    all regions at once). Solidity is the region's area over the area of the convex hull of its
-    pixel squares (so a filled rectangle is exactly 1), from `_hull_areas`.
+    Eccentricity is regionprops' (from the second central moments, summed for all regions in
+    one compiled pass, `_region_sums`). Solidity is the region's area over the area of the
+    convex hull of its pixel squares (so a filled rectangle is exactly 1), from `_hull_areas`.
     """
     n = int(labels.max()) + 1
-    flat = labels.ravel()
-    rows, cols = np.indices(labels.shape).reshape(2, -1).astype(np.float64)
-    area = np.bincount(flat, minlength=n).astype(np.float64)
-    mean_r = np.bincount(flat, rows, n) / area
-    mean_c = np.bincount(flat, cols, n) / area
-    var_r = np.bincount(flat, rows * rows, n) / area - mean_r**2
-    var_c = np.bincount(flat, cols * cols, n) / area - mean_c**2
-    cov = np.bincount(flat, rows * cols, n) / area - mean_r * mean_c
+    labels = np.ascontiguousarray(labels, dtype=np.intp)
+    area, sum_r, sum_c, sum_rr, sum_cc, sum_rc = _region_sums(labels, n)
+    mean_r = sum_r / area
+    mean_c = sum_c / area
+    var_r = sum_rr / area - mean_r**2
+    var_c = sum_cc / area - mean_c**2
+    cov = sum_rc / area - mean_r * mean_c
     half_gap = np.sqrt(((var_r - var_c) / 2) ** 2 + cov**2)
     major = np.maximum((var_r + var_c) / 2 + half_gap, 0.0)
     minor = np.clip((var_r + var_c) / 2 - half_gap, 0.0, None)
     with np.errstate(invalid="ignore", divide="ignore"):
         eccentricity = np.where(major > 0, np.sqrt(np.clip(1 - minor / major, 0, 1)), 0.0)
 
-    hull_area = _hull_areas(np.ascontiguousarray(labels, dtype=np.intp), n)
+    hull_area = _hull_areas(labels, n)
     solidity = np.clip(area / np.maximum(hull_area, area), 0.0, 1.0)
     return area / labels.size, eccentricity, solidity
+
+
+@numba.njit(cache=True, nogil=True)
+def _region_sums(labels: np.ndarray, n: int):
+    """Per label: pixel count and the sums of row, column, row², column², row x column, each
+    added in pixel order in float64: the values of `np.bincount(labels, weights)` for each,
+    in one pass instead of six."""
+    area, sum_r, sum_c = np.zeros(n), np.zeros(n), np.zeros(n)
+    sum_rr, sum_cc, sum_rc = np.zeros(n), np.zeros(n), np.zeros(n)
+    height, width = labels.shape
+    for row in range(height):
+        r = np.float64(row)
+        for col in range(width):
+            label, c = labels[row, col], np.float64(col)
+            area[label] += 1.0
+            sum_r[label] += r
+            sum_c[label] += c
+            sum_rr[label] += r * r
+            sum_cc[label] += c * c
+            sum_rc[label] += r * c
+    return area, sum_r, sum_c, sum_rr, sum_cc, sum_rc
 
 
 @numba.njit(cache=True, nogil=True)

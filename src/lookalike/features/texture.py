@@ -66,43 +66,64 @@ def uniform_lbp(gray_u8: np.ndarray, points: int, radius: float) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _uniform_lbp(image: np.ndarray, row_steps: np.ndarray, col_steps: np.ndarray) -> np.ndarray:
-    """The codes of `uniform_lbp`, one neighbour at a time over the whole image (so that the
-    inner loop runs along contiguous rows). The row and column fractions are scikit-image's
-    expressions (`r + step` minus its floor) taken per row and per column; the floor and the
-    ceiling of `c + step` are `c` plus those of `step` (steps have 5 decimals, far from an
-    integer by more than any rounding). The image is padded with zeros, read outside it."""
+    """The codes of `uniform_lbp`, row by row, one neighbour at a time along the row (the
+    inner loops run along contiguous rows; the row's counts stay in the L1 cache). The row and
+    column fractions are scikit-image's expressions (`r + step` minus its floor) taken per row
+    and per column; the floor and the ceiling of `c + step` are `c` plus those of `step`
+    (steps have 5 decimals, far from an integer by more than any rounding). The image is
+    padded with zeros, read outside it. Neighbours on the pixel grid skip the interpolation
+    (the same bits, fewer operations)."""
     points = len(row_steps)
     rows, cols = image.shape
     pad = 1 + int(np.ceil(max(np.abs(row_steps).max(), np.abs(col_steps).max())))
     padded = np.zeros((rows + 2 * pad, cols + 2 * pad))
     padded[pad : pad + rows, pad : pad + cols] = image
-    ones = np.zeros((rows, cols), dtype=np.uint8)
-    changes = np.zeros((rows, cols), dtype=np.uint8)  # between consecutive neighbours
-    previous = np.zeros((rows, cols), dtype=np.uint8)  # the last neighbour's bit
-    col_frac = np.empty(cols)
+    codes = np.empty((rows, cols), dtype=np.uint8)
+    ones = np.empty(cols, dtype=np.uint8)  # of the row being coded: stays in the L1 cache
+    changes = np.empty(cols, dtype=np.uint8)  # between consecutive neighbours
+    previous = np.empty(cols, dtype=np.uint8)  # the last neighbour's bit
+    bits = np.empty(cols, dtype=np.uint8)
+    lefts, rights = np.empty(points, np.intp), np.empty(points, np.intp)
+    on_grid = np.empty(points, np.bool_)
+    col_fracs = np.empty((points, cols))
     for p in range(points):
-        left = int(np.floor(col_steps[p])) + pad
-        right = int(np.ceil(col_steps[p])) + pad
+        lefts[p] = int(np.floor(col_steps[p])) + pad
+        rights[p] = int(np.ceil(col_steps[p])) + pad
+        on_grid[p] = row_steps[p] == np.floor(row_steps[p]) and lefts[p] == rights[p]
         for c in range(cols):
             at = c + col_steps[p]
-            col_frac[c] = at - np.floor(at)
-        for r in range(rows):
+            col_fracs[p, c] = at - np.floor(at)
+    for r in range(rows):
+        centre = image[r]
+        for p in range(points):
+            left, right = lefts[p], rights[p]
             at = r + row_steps[p]
-            row_frac = at - np.floor(at)
             top_row = padded[int(np.floor(at)) + pad]
-            bottom_row = padded[int(np.ceil(at)) + pad]
-            centre, row_ones, row_changes, row_previous = image[r], ones[r], changes[r], previous[r]
+            if on_grid[p]:
+                # On the grid (0, 90, 180, 270 degrees) both fractions are 0, and the
+                # interpolation 1 * x + 0 * x of a finite x is x itself: compare the pixel.
+                for c in range(cols):
+                    bits[c] = top_row[c + left] - centre[c] >= 0
+            else:
+                row_frac = at - np.floor(at)
+                bottom_row = padded[int(np.ceil(at)) + pad]
+                col_frac = col_fracs[p]
+                for c in range(cols):
+                    dc = col_frac[c]
+                    top = (1 - dc) * top_row[c + left] + dc * top_row[c + right]
+                    bottom = (1 - dc) * bottom_row[c + left] + dc * bottom_row[c + right]
+                    bits[c] = (1 - row_frac) * top + row_frac * bottom - centre[c] >= 0
+            if p == 0:  # the first neighbour changes nothing: count from it, not from "off"
+                for c in range(cols):
+                    ones[c], changes[c], previous[c] = bits[c], 0, bits[c]
+                continue
             for c in range(cols):
-                dc = col_frac[c]
-                top = (1 - dc) * top_row[c + left] + dc * top_row[c + right]
-                bottom = (1 - dc) * bottom_row[c + left] + dc * bottom_row[c + right]
-                bit = np.uint8((1 - row_frac) * top + row_frac * bottom - centre[c] >= 0)
-                row_ones[c] += bit
-                row_changes[c] += bit ^ row_previous[c]
-                row_previous[c] = bit
-        if p == 0:  # the first neighbour changes nothing: count from it, not from "off"
-            changes -= previous
-    return np.where(changes <= 2, ones, np.uint8(points + 1))
+                ones[c] += bits[c]
+                changes[c] += bits[c] ^ previous[c]
+                previous[c] = bits[c]
+        for c in range(cols):
+            codes[r, c] = ones[c] if changes[c] <= 2 else points + 1
+    return codes
 
 
 def gradients(image: PreparedImage) -> tuple[np.ndarray, np.ndarray]:
