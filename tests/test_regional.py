@@ -65,9 +65,9 @@ def search_first(coll, query, *options: str) -> dict:
     return hits["results"][0]
 
 
-# Insets whose source the default search missed before query windows and the new default
-# weights (bench/README.md, issue 12): rocket needs both, horse and camera either.
-@pytest.mark.parametrize("name", ["rocket", "horse", "camera", "logo"])
+# Insets whose source the default search missed before (bench/README.md, issue 12): rocket's
+# is found only with the query windows, horse's only with the new default weights.
+@pytest.mark.parametrize("name", ["rocket", "horse"])
 def test_an_inset_finds_its_source_with_the_default_search(photo_collection, name):
     tmp, coll = photo_collection
     query = tmp / f"{name}_inset_default.jpg"

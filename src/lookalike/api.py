@@ -864,7 +864,8 @@ class Collection:
     ) -> dict[str, np.ndarray]:
         """The signature of a query image (only `attributes`, default all): a stored image's
         own, or freshly extracted."""
-        return self._describe_query(image, attributes)
+        # by the class: remote.py's MilvusCollection borrows this method, not the one below
+        return Collection._describe_query(self, image, attributes)  # type: ignore[arg-type]
 
     def _describe_query(
         self, image: ImageQuery, attributes: Sequence[str] | None, *, windows: bool = False
