@@ -140,3 +140,24 @@ def test_search_with_query_expansion_keeps_the_source_first(photo_collection):
     assert expanded[0].path.endswith("coffee.png")
     assert len(expanded.explain["expand"]["neighbours"]) == 3
     assert [h.score for h in expanded] != [h.score for h in plain]
+
+
+def test_query_windows_agree_across_plans_and_can_be_turned_off(photo_collection, tmp_path):
+    import shutil
+
+    from lookalike.api import Collection
+
+    tmp, coll = photo_collection
+    copy = tmp_path / "coll"
+    shutil.copytree(coll, copy)  # the module's collection keeps its exact index
+    query = tmp / "rocket_inset_plans.jpg"
+    COPY_TRANSFORMS["inset"](sample_photo("rocket")).save(query, quality=92)
+    with Collection.open(copy) as opened:
+        opened.configure_index(kind="hnsw", effort={"hnsw": 256})
+        fast = opened.query(image=query, top_k=3)
+        exact = opened.query(image=query, top_k=3, exact=True)
+        plain = opened.query(image=query, top_k=3, windows=False)
+    assert fast.explain["plan"] == "candidates" and exact.explain["plan"] == "exact"
+    assert [(h.id, round(h.score, 9)) for h in fast] == [(h.id, round(h.score, 9)) for h in exact]
+    assert fast[0].path.endswith("rocket.png")
+    assert not plain[0].path.endswith("rocket.png")  # the whole query alone misses it
