@@ -12,6 +12,8 @@ Copy detection on scikit-image's photos: transformed copies (30% crops, 90-degre
 hue shifts, insets, shear, blur with noise, grey, JPEG 20) as queries against the 20 originals:
 P@1 and mAP for the default fused search and the deep attribute alone, per pooling.
 Deep extraction speed per pooling against the bare forward pass (the indexing cost budget).
+`--weights-sweep`: candidate default weights on both sets in one run, the deep query windows
+off and on, and the CPU time of a search by a new image with and without them.
 
     .venv/bin/python bench/bench_quality.py [--per-class 100] [--cache /tmp/lookalike-bench]
     .venv/bin/python bench/bench_quality.py --weights-sweep   # default weights, query windows

@@ -9,7 +9,9 @@ on a background still shares most regions with its source. "rgem" does the same 
 region; "gem" (one GeM over the map) favours strong local responses; "gap" (global average, the
 default before) is what the classifier itself sees. Measured in bench/bench_quality.py: R-MAC
 costs nothing measurable beside the forward pass; multi-scale inputs (224 + 288 pixels) added
-nothing over regions on the copy-detection set and cost 2.6x, so they were not kept.
+nothing over regions on the copy-detection set and cost 2.6x, so they were not kept. At query
+time only, a new image is also described by windows of a pass at twice the input
+(`query_windows`, WINDOW_SCALE): stored vectors and the version do not depend on them.
 
 Other models are given by path:
 
