@@ -60,11 +60,6 @@ def photo_collection(tmp_path_factory):
     return tmp, coll
 
 
-def search_first(coll, query, *options: str) -> dict:
-    hits = json.loads(run("search", str(query), "-c", str(coll), *options, "--json").stdout)
-    return hits["results"][0]
-
-
 # Insets whose source the default search missed before (bench/README.md, issue 12): rocket's
 # is found only with the query windows, horse's only with the new default weights.
 @pytest.mark.parametrize("name", ["rocket", "horse"])
@@ -72,7 +67,9 @@ def test_an_inset_finds_its_source_with_the_default_search(photo_collection, nam
     tmp, coll = photo_collection
     query = tmp / f"{name}_inset_default.jpg"
     COPY_TRANSFORMS["inset"](sample_photo(name)).save(query, quality=92)
-    first = search_first(coll, query)  # no weights: what `lookalike search` does by default
+    answer = json.loads(run("search", str(query), "-c", str(coll), "--json").stdout)
+    first = answer["results"][0]  # no weights: what `lookalike search` does by default
+    assert answer["explain"]["windows"] == {"deep": 9}
     assert first["path"].endswith(f"{name}.png"), (name, first)
     assert first["breakdown"]["deep"] < 45  # matched through a window, not the noise
 

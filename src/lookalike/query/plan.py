@@ -135,6 +135,7 @@ class ImagePart:
     ids: np.ndarray
     distances: dict[str, np.ndarray]
     exact: bool
+    windows: dict[str, int] = field(default_factory=dict)  # query windows per attribute
 
 
 class Planner:
@@ -206,7 +207,7 @@ class Planner:
             for w in vectors:
                 through = indexes[name].distances(w, ids) + WINDOW_HANDICAP
                 distances[name] = np.minimum(distances[name], through)
-        return ImagePart(ids, distances, exact)
+        return ImagePart(ids, distances, exact, {n: len(v) for n, v in windows.items()})
 
     # -- a whole query ---------------------------------------------------------------------
 
@@ -304,6 +305,8 @@ class Planner:
                 for name, d in image_distances.items()
             }
             explain["plan"] = "exact" if image.exact else "candidates"
+            if image.windows:
+                explain["windows"] = image.windows
         else:
             assert aligned_ids is not None
             ids = aligned_ids
