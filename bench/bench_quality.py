@@ -12,8 +12,11 @@ Copy detection on scikit-image's photos: transformed copies (30% crops, 90-degre
 hue shifts, insets, shear, blur with noise, grey, JPEG 20) as queries against the 20 originals:
 P@1 and mAP for the default fused search and the deep attribute alone, per pooling.
 Deep extraction speed per pooling against the bare forward pass (the indexing cost budget).
+`--weights-sweep`: candidate default weights on both sets in one run, the deep query windows
+off and on, and the CPU time of a search by a new image with and without them.
 
     .venv/bin/python bench/bench_quality.py [--per-class 100] [--cache /tmp/lookalike-bench]
+    .venv/bin/python bench/bench_quality.py --weights-sweep   # default weights, query windows
 
 Feature maps, collections and query signatures are cached under --cache between runs.
 """
@@ -32,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.adapt import fit_projection
-from lookalike.api import DEEP_DEFAULT_WEIGHT, Collection
+from lookalike.api import DEEP_DEFAULT_WEIGHT, DEFAULT_WEIGHTS, Collection
 from lookalike.decode import Preprocess, load_image, prepare
 from lookalike.evaluate import (
     attribute_distance_matrices,
@@ -86,7 +89,8 @@ def deep_variants(paths: list[str], cache: Path) -> dict[str, np.ndarray]:
     """{pooling: (n, 1280) L2-normalised vectors} from one forward pass per image (cached)."""
     if cache.exists():
         with np.load(cache) as z:
-            return {p: z[p] for p in POOLINGS}
+            if "paths" in z and list(z["paths"]) == list(paths):  # rows in the order asked
+                return {p: z[p] for p in POOLINGS}
     extractor = DeepExtractor()
     run = extractor._loaded().run
     out: dict[str, list[np.ndarray]] = {p: [] for p in POOLINGS}
@@ -96,7 +100,7 @@ def deep_variants(paths: list[str], cache: Path) -> dict[str, np.ndarray]:
         for pooling in POOLINGS:
             out[pooling].append(l2_normalise(pool_features(fmap, pooling)))
     vectors = {p: np.concatenate(v) for p, v in out.items()}
-    np.savez(cache, **vectors)
+    np.savez(cache, **vectors, paths=np.array(paths))
     return vectors
 
 
@@ -124,18 +128,24 @@ def line(name: str, q, base: float | None = None) -> str:
 # -- Fashion-MNIST ------------------------------------------------------------------------------
 
 
-def fashion(per_class: int, k: int, cache: Path, queries: int = 200) -> None:
+def fashion_images(per_class: int, cache: Path):
+    """(images, labels, chosen test indices, their PNG paths): the first per_class per class."""
     ensure_dataset()
     images, labels = load_test_set()
     chosen = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(10)])
-    folder = cache / f"fashion{per_class}"
     paths = []
     for i in chosen:
-        path = folder / "images" / CLASSES[labels[i]] / f"{i:05d}.png"
+        path = cache / f"fashion{per_class}" / "images" / CLASSES[labels[i]] / f"{i:05d}.png"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i]).save(path)
         paths.append(str(path))
+    return images, labels, chosen, paths
+
+
+def fashion(per_class: int, k: int, cache: Path, queries: int = 200) -> None:
+    images, labels, chosen, paths = fashion_images(per_class, cache)
+    folder = cache / f"fashion{per_class}"
     label_list = [int(labels[i]) for i in chosen]
     attributes = {**{a: {} for a in CLASSIC_ATTRIBUTES}, "deep": {"pooling": NOW}}
     with Collection.open_or_create(folder / "coll", attributes=attributes) as coll:
@@ -178,8 +188,7 @@ def fashion(per_class: int, k: int, cache: Path, queries: int = 200) -> None:
         print(line(f"fused best, deep {pooling}", judged(fuse_matrices(matrices, weights)), base))
         print("    " + ",".join(f"{a}={w:g}" for a, w in weights.items()))
         default = normalise_weights(None, {a: {} for a in attributes},
-                                    {"color": 0.3, "texture": 0.35, "shape": 0.15,
-                                     "location": 0.2, "deep": DEEP_DEFAULT_WEIGHT})  # fmt: skip
+                                    {**DEFAULT_WEIGHTS, "deep": DEEP_DEFAULT_WEIGHT})  # fmt: skip
         q = judged(fuse_matrices(matrices, default))
         print(line(f"fused default weights, deep {pooling}", q, base))
 
@@ -323,7 +332,9 @@ def text_quality(distances: np.ndarray, labels: list[int], k: int) -> tuple[floa
 # -- copy detection -----------------------------------------------------------------------------
 
 
-def copies(cache: Path) -> None:
+def copy_set(cache: Path) -> dict:
+    """The copy-detection set: originals indexed, transformed copies as queries, their
+    classic distances to the originals (signatures cached)."""
     folder = cache / "copies"
     (folder / "photos").mkdir(parents=True, exist_ok=True)
     (folder / "queries").mkdir(exist_ok=True)
@@ -352,10 +363,20 @@ def copies(cache: Path) -> None:
         for a in CLASSIC_ATTRIBUTES:
             rows = stored[a].matrix[np.searchsorted(stored[a].ids, ids)]
             classic[a] = np.stack([coll.extractors[a].distance(s, rows) for s in signatures[a]])
-        weights = normalise_weights(None, coll.attributes, coll.default_weights)
+    return {"originals": originals, "queries": queries, "truth": np.array(truth),
+            "kinds": np.array(kinds), "names": names, "ids": ids, "classic": classic}  # fmt: skip
+
+
+def copies(cache: Path) -> None:
+    folder = cache / "copies"
+    copy = copy_set(cache)
+    originals, queries, truth, classic = (copy["originals"], copy["queries"], copy["truth"],
+                                          copy["classic"])  # fmt: skip
+    kinds, names = copy["kinds"], copy["names"]
+    weights = normalise_weights(None, [*CLASSIC_ATTRIBUTES, "deep"], DEFAULT_WEIGHTS | {
+        "deep": DEEP_DEFAULT_WEIGHT})  # fmt: skip
     db = deep_variants(originals, folder / "deep_db.npz")
     dq = deep_variants(queries, folder / "deep_queries.npz")
-    truth_arr, kinds_arr = np.array(truth), np.array(kinds)
     print(f"copy detection: {len(queries)} copies of {len(names)} scikit-image photos "
           f"({', '.join(COPY_TRANSFORMS)}) against the originals")  # fmt: skip
     print(f"  {'search':<44} {'P@1':>8} {'mAP':>8}   misses by transform")
@@ -366,21 +387,141 @@ def copies(cache: Path) -> None:
         matrices = {**classic, "deep": cosine_distances(dq[pooling], db[pooling])}
         rows.append((f"default fused weights, deep {pooling}", fuse_matrices(matrices, weights)))
     for name, distances in rows:
-        rank = (distances < distances[np.arange(len(truth)), truth_arr][:, None]).sum(1)
-        hit = rank == 0
-        misses = {t: int((~hit[kinds_arr == t]).sum()) for t in COPY_TRANSFORMS}
-        miss_text = ", ".join(f"{t} {m}" for t, m in misses.items() if m) or "none"
-        print(f"  {name:<44} {hit.mean():8.3f} {np.mean(1 / (rank + 1)):8.3f}   {miss_text}")
+        p1, m, miss_text = copy_quality(distances, truth, kinds)
+        print(f"  {name:<44} {p1:8.3f} {m:8.3f}   {miss_text}")
 
 
-def query_signatures(coll: Collection, queries: list[str], cache: Path) -> dict[str, np.ndarray]:
+def query_signatures(
+    coll: Collection, queries: list[str], cache: Path, attributes=CLASSIC_ATTRIBUTES
+) -> dict[str, np.ndarray]:
     if cache.exists():
         with np.load(cache) as z:
-            return {a: z[a] for a in CLASSIC_ATTRIBUTES}
+            if all(a in z for a in attributes):
+                return {a: z[a] for a in attributes}
     described = [coll.describe(q) for q in queries]
-    out = {a: np.stack([d[a] for d in described]) for a in CLASSIC_ATTRIBUTES}
+    out = {a: np.stack([d[a] for d in described]) for a in (*CLASSIC_ATTRIBUTES, "deep")}
     np.savez(cache, **out)
     return out
+
+
+# -- default weights and query windows, both benches ---------------------------------------------
+
+# Candidate default weights (each 0..1, normalised to sum 1 as the engine does). The first is
+# the default before issue 12's last change; DEFAULT_WEIGHTS + DEEP_DEFAULT_WEIGHT is now's.
+SWEEP = {
+    "before (deep 0.5)": {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2,
+                          "deep": 0.5},
+    "classic as before, deep 0.75": {"color": 0.3, "texture": 0.35, "shape": 0.15,
+                                     "location": 0.2, "deep": 0.75},
+    "classic as before, deep 1": {"color": 0.3, "texture": 0.35, "shape": 0.15,
+                                  "location": 0.2, "deep": 1.0},
+    "classic x2/3, deep 1": {"color": 0.2, "texture": 0.233, "shape": 0.1, "location": 0.133,
+                             "deep": 1.0},
+    "now": {**DEFAULT_WEIGHTS, "deep": DEEP_DEFAULT_WEIGHT},
+    "classic x1/2, deep 1": {"color": 0.15, "texture": 0.175, "shape": 0.075, "location": 0.1,
+                             "deep": 1.0},
+    "fashion-tuned classic, deep 1": {"texture_location": 0.25, "shape_location": 0.5,
+                                      "deep": 1.0},
+    "deep alone": {"deep": 1.0},
+}  # fmt: skip
+SWEPT = [a for a in CLASSIC_ATTRIBUTES if a != "perceptual"]
+
+
+def query_windows(coll: Collection, paths: list[str], cache: Path) -> np.ndarray:
+    """(n, windows, dim) deep query windows of image files, as a search makes them (cached)."""
+    if cache.exists():
+        with np.load(cache) as z:
+            if list(z["paths"]) == list(paths):
+                return z["windows"].astype(np.float32)
+    deep = coll.extractors["deep"]
+    windows = np.stack([
+        deep.windows_from_bytes(Path(p).read_bytes(), p, coll.preprocess, coll.max_pixels)
+        for p in paths
+    ])  # fmt: skip
+    np.savez(cache, windows=windows.astype(np.float16), paths=np.array(paths))
+    return windows
+
+
+def deep_both_ways(coll: Collection, whole: np.ndarray, windows: np.ndarray, stored: np.ndarray):
+    """{"off": whole-query deep distances, "on": best of whole and windows}, (queries, stored)."""
+    deep = coll.extractors["deep"]
+    pairs = zip(whole, windows, strict=True)
+    return {
+        "off": np.stack([deep.distance(q, stored) for q in whole]),
+        "on": np.stack([deep.windowed_distance(q, w, stored) for q, w in pairs]),
+    }
+
+
+def copy_quality(distances: np.ndarray, truth: np.ndarray, kinds: np.ndarray):
+    """P@1, mAP (one relevant image per query) and misses per transform."""
+    rank = (distances < distances[np.arange(len(truth)), truth][:, None]).sum(1)
+    hit = rank == 0
+    misses = {t: int((~hit[kinds == t]).sum()) for t in COPY_TRANSFORMS}
+    text = ", ".join(f"{t} {m}" for t, m in misses.items() if m) or "none"
+    return float(hit.mean()), float(np.mean(1 / (rank + 1))), text
+
+
+def weights_sweep(per_class: int, k: int, cache: Path) -> None:
+    """Every SWEEP candidate on both benches in one run, deep query windows off and on."""
+    copy = copy_set(cache)
+    with Collection.open(cache / "copies" / "coll") as coll:
+        index = coll.index_for("deep")
+        stored = index.matrix[np.searchsorted(index.ids, copy["ids"])]
+        whole = query_signatures(coll, copy["queries"], cache / "copies" / "query_classic.npz",
+                                 ("deep",))["deep"]  # fmt: skip
+        windows = query_windows(coll, copy["queries"], cache / "copies" / "query_windows.npz")
+        copy_deep = deep_both_ways(coll, whole, windows, stored)
+        timing = window_cost(coll, copy["queries"][::8])
+    _, labels, chosen, paths = fashion_images(per_class, cache)
+    label_list = [int(labels[i]) for i in chosen]
+    with Collection.open(cache / f"fashion{per_class}" / "coll") as coll:
+        ids = _ids_of(coll, paths)
+        classic = attribute_distance_matrices(coll, ids, SWEPT)
+        index = coll.index_for("deep")
+        stored = index.matrix[np.searchsorted(index.ids, ids)]
+        windows = query_windows(coll, paths, cache / f"fashion{per_class}" / "query_windows.npz")
+        fashion_deep = deep_both_ways(coll, stored, windows, stored)
+    report_on = list(range(1, len(paths), 2))
+    print(f"default weights: copy detection ({len(copy['queries'])} copies, P@1 / mAP) and "
+          f"Fashion-MNIST ({len(report_on)} queries of {len(paths)}, P@{k} / mAP), "
+          "deep query windows off | on")  # fmt: skip
+    for name, weights in SWEEP.items():
+        normal = normalise_weights(weights, [*SWEPT, "deep"], {})
+        cells = []
+        for mode in ("off", "on"):
+            c = copy_quality(fuse_matrices({**copy["classic"], "deep": copy_deep[mode]}, normal),
+                             copy["truth"], copy["kinds"])  # fmt: skip
+            f = quality_from_distances(
+                fuse_matrices({**classic, "deep": fashion_deep[mode]}, normal), label_list, k,
+                report_on,
+            )  # fmt: skip
+            cells.append((c, f))
+        print(f"  {name:<30}" + " |".join(
+            f" copy {c[0]:.3f} {c[1]:.3f}  fashion {f.precision_at_k:.3f} "
+            f"{f.mean_average_precision:.3f}" for c, f in cells))  # fmt: skip
+        print(f"  {'':<30} copy misses: off {cells[0][0][2]}; on {cells[1][0][2]}")
+    print(timing)
+
+
+def _ids_of(coll: Collection, paths: list[str]) -> list[int]:
+    by_path = {r.path: i for i, r in coll.catalog.get_many(
+        [int(i) for i in coll.index_for("deep").ids]).items()}  # fmt: skip
+    return [by_path[p] for p in paths]
+
+
+def window_cost(coll: Collection, queries: list[str]) -> str:
+    """Process time of a default search by a new image with query windows off and on."""
+    times = {}
+    coll.query(image=queries[0], windows=False)  # models loaded before timing
+    coll.query(image=queries[0])
+    for mode in (False, True):
+        start = time.process_time()
+        for q in queries:
+            coll.query(image=q, windows=mode)
+        times[mode] = (time.process_time() - start) / len(queries)
+    return (f"cost per search by a new image ({len(queries)} copies, CPU time): windows off "
+            f"{times[False] * 1000:.0f} ms, on {times[True] * 1000:.0f} ms "
+            f"(x{times[True] / times[False]:.2f})")  # fmt: skip
 
 
 # -- extraction cost ----------------------------------------------------------------------------
@@ -417,8 +558,14 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/lookalike-bench-quality"))
     parser.add_argument("--skip", choices=["fashion", "copies", "speed"], action="append",
                         default=[])  # fmt: skip
+    parser.add_argument("--weights-sweep", action="store_true",
+                        help="only the candidate default weights on both benches, query "
+                             "windows off and on, and their cost per search")  # fmt: skip
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
+    if args.weights_sweep:
+        weights_sweep(args.per_class, args.k, args.cache)
+        return
     if "fashion" not in args.skip:
         fashion(args.per_class, args.k, args.cache, args.queries)
     if "copies" not in args.skip:

@@ -23,10 +23,19 @@ import numpy as np
 
 from lookalike.calibration import Calibration, likely_cut
 from lookalike.errors import LookalikeError
+from lookalike.features.deep import WINDOW_HANDICAP
 from lookalike.index.attribute import AttributeIndex
 from lookalike.query import parts as query_parts
 from lookalike.scoring import check_threshold, fuse, is_similar
 from lookalike.store.catalog import Catalog
+
+WINDOWS_SUFFIX = ":windows"  # signature key of an attribute's query windows (features/deep.py)
+
+
+def window_key(attribute: str) -> str:
+    """Where a query signature keeps an attribute's sub-window vectors, if it has any."""
+    return attribute + WINDOWS_SUFFIX
+
 
 SELECTIVE_SHARE = 0.002  # a filter admitting at most this share of images: score them all
 SELECTIVE_MIN = 500  # ... or at most this many
@@ -126,6 +135,7 @@ class ImagePart:
     ids: np.ndarray
     distances: dict[str, np.ndarray]
     exact: bool
+    windows: dict[str, int] = field(default_factory=dict)  # query windows per attribute
 
 
 class Planner:
@@ -149,6 +159,11 @@ class Planner:
         """Per-attribute exact distances on the candidates (or on every image when exact)."""
         indexes = {name: self.sources.index(name) for name in weights}
         query = {name: self.sources.prepare_query(name, signature[name]) for name in weights}
+        windows = {
+            name: [self.sources.prepare_query(name, w) for w in signature[window_key(name)]]
+            for name in weights
+            if window_key(name) in signature
+        }
         size = min((len(ix) for ix in indexes.values()), default=0)
         exact = (
             exact
@@ -166,17 +181,18 @@ class Planner:
             wanted = k * self.sources.candidates()
             if allowed is not None and size:  # a filter leaves neighbours that agree less
                 wanted = int(wanted * min(4.0, max(1.0, (size / max(len(allowed), 1)) ** 0.5)))
-            found = [
-                index.search(
-                    query[name],
-                    wanted,
-                    allowed_ids=allowed,
-                    effort=filtered_effort(
-                        index.effort if effort is None else effort, allowed, size
-                    ),
-                )
-                for name, index in indexes.items()
-            ]
+
+            def near(name: str, vector: np.ndarray) -> np.ndarray:
+                index = indexes[name]
+                base = index.effort if effort is None else effort
+                return index.search(
+                    vector, wanted, allowed_ids=allowed,
+                    effort=filtered_effort(base, allowed, size),
+                )  # fmt: skip
+
+            found = [near(name, query[name]) for name in indexes]
+            # an inset's source may be far from the whole query but near one of its windows
+            found += [near(name, w) for name, vectors in windows.items() for w in vectors]
             ids = np.unique(np.concatenate([*found, *extra]))
             for index in indexes.values():
                 ids = ids[index.contains(ids)]
@@ -187,7 +203,11 @@ class Planner:
             name: index.distances(query[name], ids)
             for name, index in indexes.items()
         }
-        return ImagePart(ids, distances, exact)
+        for name, vectors in windows.items():  # per image, the best of the query's windows
+            for w in vectors:
+                through = indexes[name].distances(w, ids) + WINDOW_HANDICAP
+                distances[name] = np.minimum(distances[name], through)
+        return ImagePart(ids, distances, exact, {n: len(v) for n, v in windows.items()})
 
     # -- a whole query ---------------------------------------------------------------------
 
@@ -285,6 +305,8 @@ class Planner:
                 for name, d in image_distances.items()
             }
             explain["plan"] = "exact" if image.exact else "candidates"
+            if image.windows:
+                explain["windows"] = image.windows
         else:
             assert aligned_ids is not None
             ids = aligned_ids
