@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 # their proportions (colour 0.3 : texture 0.35 : shape 0.15 : location 0.2, what a collection
 # without the CNN uses) at 2/3 of the CNN's weight: with deep at half their sum (before), on an
 # inset the classic colour and texture see mostly the background and outvoted the CNN (copy
-# P@1 0.944 -> 0.994 with query windows; Fashion-MNIST P@10 0.714 -> 0.719). Raising the CNN
+# P@1 0.944 -> 0.981, 0.994 with `--windows`; Fashion-MNIST P@10 0.714 -> 0.720). Raising the CNN
 # further (classic at 1/2) or deep alone found no more copies and ranked Fashion-MNIST lower.
 CLASSIC_PROPORTIONS = {"color": 0.3, "texture": 0.35, "shape": 0.15, "location": 0.2}
 DEEP_DEFAULT_WEIGHT = 1.0  # the CNN is the strongest single attribute on every set measured
@@ -948,7 +948,7 @@ class Collection:
         threshold: float | str | None = None,
         exact: bool = False,
         expand: bool = False,
-        windows: bool = True,
+        windows: bool = False,
         more: Sequence[int | str] | None = None,
         less: Sequence[int | str] | None = None,
         calibrated: bool = False,
@@ -964,10 +964,11 @@ class Collection:
         `explain` says what each part understood and weighed. `exact` scores every image
         instead of the index's candidates (the reference `tune` measures against). `expand`
         searches the image part with its deep vector moved towards its confident top
-        neighbours (alpha-QE, `query/expansion_image.py`). `windows` (default on) also
+        neighbours (alpha-QE, `query/expansion_image.py`). `windows` also
         matches a new query image's sub-windows at twice the scale against the deep vectors,
         per image the best (features/deep.py `query_windows`): an inset or a picture on a
-        background finds its source; off by `windows=False` or with `expand`.
+        background finds its source. Off by default: it runs the CNN a second time at 448
+        pixels (~3x the CPU of a search by a new image, bench/README.md); ignored with `expand`.
 
         `text` is read as one query box (`understand`, query/understand.py): colour words
         become the colour part, layout phrases the layout part, the rest keywords.

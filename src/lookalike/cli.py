@@ -381,6 +381,14 @@ def search(
     understand: Annotated[
         bool, typer.Option(help="Read colour and layout words in --text as those parts.")
     ] = True,
+    windows: Annotated[
+        bool,
+        typer.Option(
+            "--windows",
+            help="Also find a query image inside other pictures (insets, crops on a "
+            "background): the CNN looks at it twice, ~3x slower.",
+        ),
+    ] = False,
     details: Annotated[
         bool, typer.Option("--details", help="Show each hit's distance per attribute.")
     ] = False,
@@ -419,6 +427,7 @@ def search(
             less=less,
             calibrated=calibrated,
             understand=understand,
+            windows=windows,
         )
     if not (as_json or paths_only):
         for name in ("layout", "sketch"):

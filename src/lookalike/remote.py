@@ -535,16 +535,17 @@ class MilvusCollection:
         less: Sequence[int | str] | None = None,
         calibrated: bool = False,
         understand: bool = True,
+        windows: bool = False,
     ) -> SearchResults:
         """One query of any kind, or several combined, optionally filtered (see
         Collection.query). Every read of one search sees every write acknowledged before the
         search began (store.snapshot)."""
         with self.store.snapshot():
-            if expand or more or less or calibrated or isinstance(threshold, str):
+            if expand or windows or more or less or calibrated or isinstance(threshold, str):
                 raise CollectionError(
-                    "feedback (more/less), calibrated scores, the 'auto' threshold and expansion "
-                    "are not available on the Milvus backend: copy the collection to a folder "
-                    "(`lookalike copy`) for those"
+                    "feedback (more/less), calibrated scores, the 'auto' threshold, expansion "
+                    "and query windows are not available on the Milvus backend: copy the "
+                    "collection to a folder (`lookalike copy`) for those"
                 )
             check_threshold(threshold)
             if top_k is not None and top_k < 1:

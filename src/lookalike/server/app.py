@@ -609,6 +609,7 @@ class SearchSpec:
     less: list[int] | None = None
     calibrated: bool = False
     understand: bool = True
+    windows: bool = False
 
     def kinds(self) -> list[str]:
         return [
@@ -623,6 +624,12 @@ class SearchSpec:
             )
             if value
         ]
+
+
+WINDOWS_HELP = (
+    "true: also find a query image inside other pictures (insets, crops on a background); "
+    "the CNN looks at it twice, ~3x the CPU"
+)
 
 
 class SearchRequest(BaseModel):
@@ -652,6 +659,7 @@ class SearchRequest(BaseModel):
     )
     calibrated: bool = Field(False, description="true: calibrated distances; false: raw 0..100")
     understand: bool = Field(True, description="false: text is only words")
+    windows: bool = Field(False, description=WINDOWS_HELP)
 
 
 class MetadataPatch(BaseModel):
@@ -737,6 +745,7 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
         less=spec.less,
         calibrated=spec.calibrated,
         understand=spec.understand,
+        windows=spec.windows,
     )
     data = public_results(results, settings)
     data["query"] = {"kinds": kinds, "top_k": spec.top_k, "where": spec.where}
@@ -1173,6 +1182,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         less: Annotated[str | None, Form(description="Ids not wanted, e.g. '7'.")] = None,
         calibrated: Annotated[bool, Form()] = False,
         understand: Annotated[bool, Form()] = True,
+        windows: Annotated[bool, Form(description=WINDOWS_HELP)] = False,
     ) -> dict[str, Any]:
         sources = sum(x is not None and x != "" for x in (image, url, id))
         if sources > 1:
@@ -1195,6 +1205,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             less=parse_ids(less, "less"),
             calibrated=calibrated,
             understand=understand,
+            windows=windows,
         )
         check_spec(spec, settings)
         return await bounded(
@@ -1227,6 +1238,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             less=body.less,
             calibrated=body.calibrated,
             understand=body.understand,
+            windows=body.windows,
         )
         check_spec(spec, settings)
         return await bounded(
