@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,19 @@ LONGEST_FIRST = (
     "test_search_overhead.py", "test_query.py", "test_extractor_speedups.py",
     "test_understand.py", "test_index_cli.py", "test_server_serve.py",
 )  # fmt: skip
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile the package once, before the hundreds of CLI and worker processes the
+    suite starts: where PYTHONDONTWRITEBYTECODE is set (as in CI's shell) each of them would
+    otherwise compile lookalike's source again (~0.3 s of every CLI start); .pyc files that
+    exist are still read, and a stale one is recompiled as usual."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
+        return
+    spec = importlib.util.find_spec("lookalike")
+    assert spec is not None and spec.submodule_search_locations
+    for folder in spec.submodule_search_locations:
+        compileall.compile_dir(folder, quiet=1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
