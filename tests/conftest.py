@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import compileall
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +73,28 @@ LONGEST_FIRST = (
 )  # fmt: skip
 
 
+# Fills numba's on-disk cache of the extractors' compiled loops, as the first ingest worker would.
+WARM_NUMBA_CACHE = """
+from lookalike.features.registry import CLASSIC_ATTRIBUTES
+from lookalike.ingest import build_extractors, warm_up
+warm_up(build_extractors({name: {} for name in CLASSIC_ATTRIBUTES}).values())
+"""
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Byte-compile the package once, before the hundreds of CLI and worker processes the
-    suite starts: where PYTHONDONTWRITEBYTECODE is set (as in CI's shell) each of them would
-    otherwise compile lookalike's source again (~0.3 s of every CLI start); .pyc files that
-    exist are still read, and a stale one is recompiled as usual."""
+    """Once, before the hundreds of CLI and worker processes the suite starts, the caches a
+    first run leaves behind: .pyc files (where PYTHONDONTWRITEBYTECODE is set, as in CI's
+    shell, each process would compile lookalike's source again, ~0.3 s of every CLI start;
+    existing .pyc files are still read, a stale one recompiled as usual) and numba's cache (on
+    a fresh clone every ingest worker that starts before one has written it compiles the
+    loops itself, ~28 s of CPU each). A broken warm-up shows in the tests that index."""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
         return
     spec = importlib.util.find_spec("lookalike")
     assert spec is not None and spec.submodule_search_locations
     for folder in spec.submodule_search_locations:
         compileall.compile_dir(folder, quiet=1)
+    subprocess.run([sys.executable, "-c", WARM_NUMBA_CACHE], capture_output=True, timeout=600)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
