@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import compileall
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +57,44 @@ def make_image_dir(folder: Path) -> Path:
     return folder
 
 
-# The files that take longest (minutes on 2 cores), started first: with a file per xdist
-# worker, a long file left for the end would run alone while the other worker idles.
+# The files that take longest (minutes on 2 cores), longest first: with a file per xdist
+# worker, a long file left for the end would run alone while the other worker idles. Ordered
+# by the per-file totals of a `--durations` run of the whole suite (refresh them from one).
 # pyproject.toml passes --no-loadscope-reorder, else xdist orders files by their test count.
 LONGEST_FIRST = (
-    "test_scaleout_milvus.py", "test_adapt.py", "test_cli.py", "test_check.py",
-    "test_zeroshot.py", "test_filter_index.py", "test_index_ann.py", "test_kill.py",
-    "test_regional.py", "test_import.py", "test_deep_search.py", "test_index_cli.py",
-    "test_scaleout_dask.py", "test_understand.py", "test_index_rerun.py",
-    "test_ingest_hostile.py",
+    "test_collection.py", "test_scaleout_milvus.py", "test_deep.py", "test_cnn_runtime.py",
+    "test_index_rerun.py", "test_check.py", "test_index_ann.py", "test_cli_output.py",
+    "test_filter_index.py", "test_cli.py", "test_import.py", "test_ingest_hostile.py",
+    "test_calibration.py", "test_duplicates.py", "test_zeroshot.py", "test_regional.py",
+    "test_deep_search.py", "test_feedback.py", "test_kill.py", "test_adapt.py",
+    "test_evaluate_report.py", "test_evaluate.py", "test_scaleout_dask.py",
+    "test_search_overhead.py", "test_query.py", "test_extractor_speedups.py",
+    "test_understand.py", "test_index_cli.py", "test_server_serve.py",
 )  # fmt: skip
+
+
+# Fills numba's on-disk cache of the extractors' compiled loops, as the first ingest worker would.
+WARM_NUMBA_CACHE = """
+from lookalike.features.registry import CLASSIC_ATTRIBUTES
+from lookalike.ingest import build_extractors, warm_up
+warm_up(build_extractors({name: {} for name in CLASSIC_ATTRIBUTES}).values())
+"""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Once, before the hundreds of CLI and worker processes the suite starts, the caches a
+    first run leaves behind: .pyc files (where PYTHONDONTWRITEBYTECODE is set, as in CI's
+    shell, each process would compile lookalike's source again, ~0.3 s of every CLI start;
+    existing .pyc files are still read, a stale one recompiled as usual) and numba's cache (on
+    a fresh clone every ingest worker that starts before one has written it compiles the
+    loops itself, ~28 s of CPU each). A broken warm-up shows in the tests that index."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
+        return
+    spec = importlib.util.find_spec("lookalike")
+    assert spec is not None and spec.submodule_search_locations
+    for folder in spec.submodule_search_locations:
+        compileall.compile_dir(folder, quiet=1)
+    subprocess.run([sys.executable, "-c", WARM_NUMBA_CACHE], capture_output=True, timeout=600)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

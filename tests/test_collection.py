@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSIC, solid
+from conftest import CLASSIC, make_image_dir, solid
 from PIL import Image
 
 from lookalike.api import Collection
@@ -22,6 +23,25 @@ from lookalike.errors import CollectionError, DecodeError, WeightsError
 def coll(tmp_path):
     with Collection.create(tmp_path / "coll", attributes=CLASSIC) as collection:
         yield collection
+
+
+@pytest.fixture(scope="module")
+def indexed_once(tmp_path_factory) -> tuple[Path, Path]:
+    """The synthetic images added once (default jobs), for the tests that search and edit
+    rather than check adding: each gets a copy (`indexed`), the images stay where they are."""
+    base = tmp_path_factory.mktemp("indexed")
+    images = make_image_dir(base / "images")
+    with Collection.create(base / "coll", attributes=CLASSIC) as collection:
+        assert len(collection.add([images]).added) == 6
+    return base / "coll", images
+
+
+@pytest.fixture
+def indexed(indexed_once, tmp_path) -> tuple[Collection, Path]:
+    template, images = indexed_once
+    shutil.copytree(template, tmp_path / "coll")
+    with Collection.open(tmp_path / "coll") as collection:
+        yield collection, images
 
 
 def test_add_folder_recursively_and_search(coll, image_dir):
@@ -35,8 +55,8 @@ def test_add_folder_recursively_and_search(coll, image_dir):
     assert results.weights == {"color": 1.0}
 
 
-def test_results_carry_breakdown_and_threshold(coll, image_dir):
-    coll.add([image_dir])
+def test_results_carry_breakdown_and_threshold(indexed):
+    coll, image_dir = indexed
     results = coll.search(
         image_dir / "red.png",
         weights="color=0.5,texture=0.5,location=0.2",
@@ -93,9 +113,9 @@ def test_bad_files_are_reported_and_the_rest_goes_on(coll, image_dir):
     assert len(coll) == 2  # what was stored before is still there
 
 
-def test_update_remove_and_get(coll, image_dir):
-    report = coll.add([image_dir])
-    red_id = report.ids[str(image_dir / "red.png")]
+def test_update_remove_and_get(indexed):
+    coll, image_dir = indexed
+    red_id = coll.get(str(image_dir / "red.png")).id
     coll.update(red_id, metadata={"title": "a red square", "keywords": ["red", "square"]})
     record = coll.get(red_id)
     assert record.metadata["title"] == "a red square"
@@ -111,9 +131,9 @@ def test_update_remove_and_get(coll, image_dir):
     assert len(coll) == 4
 
 
-def test_search_by_bytes_array_url_and_stored_id(coll, image_dir):
-    report = coll.add([image_dir])
-    red_id = report.ids[str(image_dir / "red.png")]
+def test_search_by_bytes_array_url_and_stored_id(indexed):
+    coll, image_dir = indexed
+    red_id = coll.get(str(image_dir / "red.png")).id
     by_bytes = coll.search((image_dir / "red.png").read_bytes(), weights="color=1", top_k=1)
     by_array = coll.search(
         np.asarray(Image.open(image_dir / "red.png")), weights="color=1", top_k=1
