@@ -417,3 +417,15 @@ def reference_rgb_to_hsv(rgb):
     hue += hue < 0
     hue = np.where(grey, np.float32(0), hue)
     return np.stack([hue, saturation, value], axis=-1).astype(np.float32, copy=False)
+
+
+def test_gaussian_weights_are_scipys_kernel_without_importing_it():
+    """filters.gaussian_weights repeats scipy's kernel arithmetic (so that a worker need not
+    import scipy.ndimage): the same floats for every sigma the extractors use and more."""
+    from scipy.ndimage._filters import _gaussian_kernel1d
+
+    for sigma in (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 3.7):
+        for truncate in (4.0, 3.0):
+            radius = int(truncate * sigma + 0.5)
+            expected = _gaussian_kernel1d(sigma, 0, radius)[::-1]
+            assert filters.gaussian_weights(sigma, truncate).tobytes() == expected.tobytes(), sigma

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from scipy import ndimage
 
 from lookalike.features.base import (
     IndexSpace,
@@ -61,6 +60,8 @@ def antialiased_resize(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def zoomed_planes(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """`antialiased_resize` through scipy.ndimage, plane by plane."""
+    from scipy import ndimage  # here: the usual halving never needs it (worker start -0.5 s)
+
     factors = np.divide(rgb.shape[:2], shape)
     sigma = np.maximum(0, (factors - 1) / 2)
     planes = [
