@@ -108,6 +108,17 @@ WINDOW_STEPS = 3
 # Fashion-MNIST mAP that bare windows cost (0.535 -> 0.541; whole query alone 0.543).
 WINDOW_HANDICAP = 5.0
 POOLINGS = ("gap", "gem", "rmac", "rgem")
+
+
+def best_through_windows(whole: np.ndarray, through: Sequence[np.ndarray]) -> np.ndarray:
+    """Per image, the best of the whole query's distance and each window's plus
+    WINDOW_HANDICAP (the one rule for the planner and `windowed_distance`)."""
+    best = whole
+    for window in through:
+        best = np.minimum(best, window + WINDOW_HANDICAP)
+    return best
+
+
 _VERSION_TAG = "1"
 RUNTIMES = ("auto", "onnxruntime", "torch")
 RUNTIME_ENV = "LOOKALIKE_CNN_RUNTIME"
@@ -458,10 +469,9 @@ class DeepExtractor:
     ) -> np.ndarray:
         """Per stored image, the best of the whole query's distance and its windows' (each
         plus WINDOW_HANDICAP)."""
-        best = self.distance(whole, stored)
-        for window in windows:
-            best = np.minimum(best, self.distance(window, stored) + WINDOW_HANDICAP)
-        return best
+        return best_through_windows(
+            self.distance(whole, stored), [self.distance(w, stored) for w in windows]
+        )
 
     def preprocess(self, images: Sequence[PreparedImage]) -> np.ndarray:
         """PreparedImages -> normalised (n, 3, s, s) float32 batch (crop or squash, then

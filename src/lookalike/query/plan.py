@@ -23,7 +23,7 @@ import numpy as np
 
 from lookalike.calibration import Calibration, likely_cut
 from lookalike.errors import LookalikeError
-from lookalike.features.deep import WINDOW_HANDICAP
+from lookalike.features.deep import best_through_windows
 from lookalike.index.attribute import AttributeIndex
 from lookalike.query import parts as query_parts
 from lookalike.scoring import check_threshold, fuse, is_similar
@@ -204,9 +204,8 @@ class Planner:
             for name, index in indexes.items()
         }
         for name, vectors in windows.items():  # per image, the best of the query's windows
-            for w in vectors:
-                through = indexes[name].distances(w, ids) + WINDOW_HANDICAP
-                distances[name] = np.minimum(distances[name], through)
+            through = [indexes[name].distances(w, ids) for w in vectors]
+            distances[name] = best_through_windows(distances[name], through)
         return ImagePart(ids, distances, exact, {n: len(v) for n, v in windows.items()})
 
     # -- a whole query ---------------------------------------------------------------------
