@@ -198,3 +198,26 @@ def test_a_search_after_a_write_gathers_nothing_collection_wide(synthetic, tmp_p
         assert {h.id for h in moved[:2]} == {900, 41} and 41 not in [h.id for h in moved[2:]]
         for name, index in coll.indexes.loaded().items():
             assert index.tombstones == int(index.dead.sum()) == 1, name
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+def test_a_kept_live_row_mask_serves_until_another_mask_comes(kind):
+    """An ANN structure keeps the packed selector of the mask it was last given (an index's
+    live-row mask lives until the next change); a new mask object is packed again, so a row
+    the new mask drops is never returned and one it admits again can be."""
+    from lookalike.index.ann import build_ann
+
+    rng = np.random.default_rng(3)
+    vectors = rng.random((2000, 16), dtype=np.float32)
+    ann = build_ann(kind, vectors, "l1", {})
+    query = vectors[[5]]
+    first = np.ones(2000, bool)
+    first[5] = False
+    assert 5 not in ann.search(query, 5, 256, first)[0]
+    assert 5 not in ann.search(query, 5, 256, first)[0]  # the same mask, kept
+    second = np.ones(2000, bool)
+    second[6] = False  # row 5 alive again, row 6 dead
+    found = ann.search(query, 5, 256, second)[0]
+    assert found[0] == 5 and 6 not in found
+    first[:] = True  # a mask is never changed in place by its owner; this one is new again
+    assert ann.search(query, 5, 256, first.copy())[0][0] == 5

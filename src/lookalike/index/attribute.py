@@ -361,7 +361,7 @@ class AttributeIndex:
 
     def _delta_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The delta as sorted ids, exact rows and index-space rows, made once per change of
-        the delta (not per search: a delta holds up to 2% of the collection before a merge)."""
+        the delta (not per search: a delta holds up to 2,000 rows before a merge)."""
         delta = self.delta
         cached = self._cache.get("delta")
         if cached is None or cached[0] is not delta:
