@@ -85,7 +85,7 @@ class SearchHit:
 class PageKeys:
     """The index keys of a page of hits. Their rows are read with the search (so a key is the
     image's key at search time, whatever is written after), but made into terms and shares
-    (Python over every row, about as long as the ANN stage of a search) only when a caller
+    (Python over every row: ~0.2 ms a page, a twentieth of a deep search) only when a caller
     first reads one: REST and the CLI show them, a caller after ids and scores does not."""
 
     def __init__(
