@@ -1,7 +1,8 @@
 """A search by stored id with one attribute weighted, the case whose fixed costs issue 9 cut:
 every hit field is what the long way gives (through the CLI and the API), the candidate plan
-equals the exact plan, and a search reads the catalog in one statement for the query's vector
-and one for the hits, with one look at the change token."""
+equals the exact plan, the query's vector comes from the indexes' rows (the catalog's bytes),
+and a search reads the catalog in one statement, for its hits, with one look at the change
+token."""
 
 from __future__ import annotations
 
