@@ -1,7 +1,8 @@
 """A search by stored id with one attribute weighted, the case whose fixed costs issue 9 cut:
 every hit field is what the long way gives (through the CLI and the API), the candidate plan
-equals the exact plan, and a search reads the catalog in one statement for the query's vector
-and one for the hits, with one look at the change token."""
+equals the exact plan, the query's vector comes from the indexes' rows (the catalog's bytes),
+and a search reads the catalog in one statement, for its hits, with one look at the change
+token."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def test_hits_by_id_through_the_cli_are_the_records_and_keys_read_the_long_way(p
             api = coll.search(ids[name], weights="deep=1").to_dict()["results"]
             assert shown == json.loads(json.dumps(api))
             assert len(shown) == 10 and shown[0]["id"] == ids[name] and shown[0]["is_query"]
+            assert shown[0]["score"] == 0  # searched with its own stored vector
             assert shown[1]["path"].rsplit("/", 1)[-1].startswith(name.removesuffix(".png"))
             for hit in shown:
                 record = coll.get(hit["id"])
@@ -80,7 +82,7 @@ def test_the_candidate_plan_gives_the_exact_plan_s_hits(photos, tmp_path):
                     )  # fmt: skip
 
 
-def test_a_search_by_id_reads_the_catalog_in_two_statements(photos):
+def test_a_search_by_id_reads_the_catalog_once_for_its_hits(photos):
     folder, ids = photos
     with Collection.open(folder) as coll:
         coll.search(ids["coffee.png"], weights="deep=1")  # indexes and caches made
@@ -92,8 +94,9 @@ def test_a_search_by_id_reads_the_catalog_in_two_statements(photos):
         statements.clear()  # the ROLLBACK that closed the snapshot above
         hits = coll.search(ids["chelsea.png"], weights="deep=1")
         assert len(hits) == 10
-        assert [s.split()[1] for s in statements] == ["image_id,", "id,"], statements
-        assert "FROM signatures" in statements[0] and "FROM images" in statements[1]
+        # the query's vector comes from the indexes' own rows, the hits' fields in one read
+        assert [s.split()[1] for s in statements] == ["id,"], statements
+        assert "FROM images" in statements[0]
         assert tokens == ["PRAGMA data_version"]
 
 
@@ -112,3 +115,33 @@ def test_one_change_token_per_search_still_sees_its_own_writes(tmp_path):
     finally:
         catalog.close()
         other.close()
+
+
+def test_a_stored_query_vector_read_from_the_indexes_is_the_catalog_s(photos, tmp_path):
+    """The query vector of a search by id comes from the indexes' rows (main and delta), the
+    catalog's own bytes; a whitened attribute, whose index keeps whitened rows, and a missing
+    image still go to the catalog."""
+    folder, ids = photos
+    shutil.copytree(folder, tmp_path / "coll")
+    with Collection.open(tmp_path / "coll") as coll:
+        names = list(coll.attributes)
+        stored = coll.describe(ids["coffee.png"])
+        [new] = coll.add_vectors(  # an image only in the delta: a near copy of coffee
+            ["elsewhere/coffee-copy.jpg"], {n: (v * 0.97)[None, :] for n, v in stored.items()}
+        )
+        for image_id in [*ids.values(), new]:
+            fast = coll._indexed_vectors(image_id, names)
+            assert fast is not None
+            slow = coll.describe(image_id)  # the catalog's read
+            for name in names:
+                assert fast[name].tobytes() == slow[name].tobytes(), (image_id, name)
+        assert coll._indexed_vectors(10**9, names) is None
+        with pytest.raises(Exception, match="no image"):
+            coll.search(10**9, weights="deep=1")
+        coll.fit_whitening("deep", dim=16)
+        assert coll._indexed_vectors(new, ["deep"]) is None
+    proc = run("search", f"id:{new}", "-c", str(tmp_path / "coll"), "-w", "deep=1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)["results"]
+    assert shown[0]["id"] == new and shown[0]["score"] == 0 and shown[0]["is_query"]
+    assert shown[1]["id"] == ids["coffee.png"]

@@ -45,7 +45,7 @@ from lookalike.index.attribute import AttributeIndex, IndexChanged
 from lookalike.index.manager import AttributeSource, IndexSet
 from lookalike.query.feedback import Feedback, apply_feedback
 from lookalike.query.indexkey import index_key_record, index_key_records
-from lookalike.query.plan import Planner, PlanSources, SearchResults, window_key
+from lookalike.query.plan import PageKeys, Planner, PlanSources, SearchResults, window_key
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
 from lookalike.query.understand import read_query_box
 from lookalike.scoring import default_weights_for, normalise_weights
@@ -1034,7 +1034,9 @@ class Collection:
         expanded_from: list[int] = []
 
         def described(names: list[str]) -> dict[str, np.ndarray]:
-            out = self._describe_query(image, names, windows=windows and not expand)
+            out = self._indexed_vectors(image, names)
+            if out is None:
+                out = self._describe_query(image, names, windows=windows and not expand)
             if expand and "deep" in out:
                 out["deep"], neighbours = self._expanded(out["deep"])
                 expanded_from.extend(neighbours)
@@ -1077,6 +1079,23 @@ class Collection:
             results.explain["feedback"] = feedback_info
         return results
 
+    def _indexed_vectors(
+        self, image: ImageQuery | None, names: Sequence[str]
+    ) -> dict[str, np.ndarray] | None:
+        """A stored image's vectors from the caught-up indexes' own rows (the catalog's vectors,
+        byte for byte, without a catalog read), or None: not an id, an attribute with a
+        whitening (its index keeps the whitened vector), or not in every index."""
+        if not (isinstance(image, int) or (isinstance(image, str) and image.startswith("id:"))):
+            return None
+        image_id = int(str(image).removeprefix("id:"))
+        if not 0 <= image_id < 2**62 or any(self._whitening(name) is not None for name in names):
+            return None
+        ids = np.array([image_id], np.int64)
+        indexes = [self.index_for(name) for name in names]
+        if not all(index.contains(ids)[0] for index in indexes):
+            return None  # the catalog's read says why (no such image, no current vector)
+        return {name: index.rows(ids)[0] for name, index in zip(names, indexes, strict=True)}
+
     def _expanded(self, vector: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """The deep vector moved towards its nearest stored neighbours (alpha-QE), and their
         ids; found through the planner, so an ANN index serves it like any query."""
@@ -1114,21 +1133,20 @@ class Collection:
             return []
         return [i for i, _ in self.catalog.images_with_hash(hashlib.sha256(data).hexdigest())]
 
-    def _index_keys(self, ids: np.ndarray) -> list[list[dict[str, Any]] | None]:
+    def _index_keys(self, ids: np.ndarray) -> PageKeys | None:
         """The index keys of a page of hits (their colour terms by dominance, seed 004), from
-        their perceptual rows only: no whole-matrix gather."""
-        keys: list[list[dict[str, Any]] | None] = [None] * len(ids)
+        their own perceptual rows (no whole-matrix gather), read now and made into terms when
+        a caller reads them (`PageKeys`)."""
         if "perceptual" not in self.attributes or not len(ids):
-            return keys
+            return None
         from lookalike.features.perceptual import split_perceptual
 
         index = self.index_for("perceptual")
         present = np.flatnonzero(index.contains(ids))
-        if len(present):
-            hists = split_perceptual(index.rows(ids[present]))[0]
-            for slot, key in zip(present.tolist(), index_key_records(hists), strict=True):
-                keys[slot] = key
-        return keys
+        rows = index.rows(ids[present]) if len(present) else None
+        return PageKeys(
+            rows, present, len(ids), lambda rows: index_key_records(split_perceptual(rows)[0])
+        )
 
     def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
         """An image's index key (None without the perceptual attribute)."""

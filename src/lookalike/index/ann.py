@@ -62,6 +62,27 @@ def _selector(allowed: np.ndarray | None) -> tuple[faiss.IDSelector | None, np.n
     return faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits)), bits
 
 
+class _KeptSelector:
+    """The selector of the last mask object searched with, while that object comes back: the
+    attribute index keeps its live-row mask until the next change, and packing it (one bit
+    per row) on every search was O(collection), ~1 ms per attribute at 1M."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[np.ndarray, faiss.IDSelector | None, np.ndarray | None] | None = None
+
+    def __call__(
+        self, allowed: np.ndarray | None
+    ) -> tuple[faiss.IDSelector | None, tuple[object, ...] | None]:
+        """(selector, what must stay alive while it is searched with: hold it)."""
+        if allowed is None:
+            return None, None
+        kept = self._kept  # one read: another thread may replace it meanwhile
+        if kept is None or kept[0] is not allowed:
+            kept = (allowed, *_selector(allowed))
+            self._kept = kept
+        return kept[1], kept
+
+
 def write_faiss(index: faiss.Index, path: Path) -> None:
     """Write to a temporary name and rename: a reader never sees half a file."""
     partial = path.with_name(path.name + ".partial")
@@ -74,6 +95,7 @@ class HnswIndex:
 
     def __init__(self, index: faiss.Index):
         self.index = index
+        self._selector = _KeptSelector()
 
     @classmethod
     def build(cls, vectors: np.ndarray, metric: str, m: int = 32) -> HnswIndex:
@@ -94,7 +116,7 @@ class HnswIndex:
     def search(
         self, queries: np.ndarray, k: int, effort: int, allowed: np.ndarray | None = None
     ) -> np.ndarray:
-        selector, _bits = _selector(allowed)
+        selector, _alive = self._selector(allowed)  # _alive: the bits under the selector
         params = faiss.SearchParametersHNSW(efSearch=max(int(effort), k), sel=selector)
         _, positions = self.index.search(
             np.ascontiguousarray(queries, np.float32), k, params=params
@@ -111,6 +133,8 @@ class IvfPqIndex:
     def __init__(self, index: faiss.Index, metric: str):
         self.index = index
         self.metric = metric
+        self._unfiltered: dict[int, faiss.SearchParameters] = {}  # effort -> parameters
+        self._selector = _KeptSelector()
 
     @staticmethod
     def surrogate(vectors: np.ndarray, metric: str) -> np.ndarray:
@@ -160,10 +184,14 @@ class IvfPqIndex:
     def search(
         self, queries: np.ndarray, k: int, effort: int, allowed: np.ndarray | None = None
     ) -> np.ndarray:
-        selector, _bits = _selector(allowed)
-        params: faiss.SearchParameters = faiss.SearchParametersIVF(nprobe=int(effort), sel=selector)
-        if isinstance(self.index, faiss.IndexPreTransform):
-            params = faiss.SearchParametersPreTransform(index_params=params)
+        selector, _alive = self._selector(allowed)  # _alive: the bits under the selector
+        params = self._unfiltered.get(int(effort)) if selector is None else None
+        if params is None:
+            params = faiss.SearchParametersIVF(nprobe=int(effort), sel=selector)
+            if isinstance(self.index, faiss.IndexPreTransform):
+                params = faiss.SearchParametersPreTransform(index_params=params)
+            if selector is None:  # kept: ~30 µs each time, against ~0.5 ms of search
+                self._unfiltered[int(effort)] = params
         _, positions = self.index.search(self.surrogate(queries, self.metric), k, params=params)
         return positions
 

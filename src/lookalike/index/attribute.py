@@ -264,6 +264,7 @@ class AttributeIndex:
         """Images changed since `self.mark`: id -> its current vector, or None (removed or no
         current signature). Visible to the next search; main rows become tombstones."""
         delta = dict(self.delta)  # copy on write: searches in other threads iterate the old one
+        rows = self._delta_rows()  # of the delta before this change
         for image_id, vector in changes.items():
             pos = self.position[image_id] if image_id < len(self.position) else -1
             if pos >= 0:
@@ -278,6 +279,7 @@ class AttributeIndex:
                 delta.pop(image_id, None)
             else:
                 delta[image_id] = np.asarray(vector, np.float32)
+        self._cache["delta"] = rows.changed(delta, changes, self.spec.space)
         self.delta = delta
         self.mark = max(self.mark, int(mark))
         for key in ("ids", "alive", "matrix"):
@@ -350,46 +352,46 @@ class AttributeIndex:
         return in_main
 
     def _delta_slots(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Which of `ids` are in the delta, their rows' positions there, and the delta's exact
-        rows: one snapshot of the delta (another thread's write may replace it meanwhile).
-        The delta's ids are sorted: a binary search, cheaper than isin."""
-        delta_ids, delta_rows, _ = self._delta_arrays()
-        at = np.searchsorted(delta_ids, ids)
-        found = at < len(delta_ids)
-        found[found] = delta_ids[at[found]] == ids[found]
-        return found, at, delta_rows
+        """Which of `ids` are in the delta, their rows' slots, and the rows by slot: one
+        snapshot of the delta (another thread's write may replace it meanwhile). The delta's
+        ids are sorted: a binary search, cheaper than isin."""
+        delta = self._delta_rows()
+        at = np.searchsorted(delta.ids, ids)
+        found = at < len(delta.ids)
+        found[found] = delta.ids[at[found]] == ids[found]
+        slots = np.zeros(len(ids), np.int64)
+        slots[found] = delta.slots[at[found]]
+        return found, slots, delta.rows
 
-    def _delta_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The delta as sorted ids, exact rows and index-space rows, made once per change of
-        the delta (not per search: a delta holds up to 2% of the collection before a merge)."""
+    def _delta_rows(self) -> DeltaRows:
+        """The delta as rows, index-space rows and sorted ids. `apply` brings it up to date
+        with each change's own rows (O(change), not O(delta)); made whole only when the
+        delta was replaced another way (load, merge)."""
         delta = self.delta
         cached = self._cache.get("delta")
-        if cached is None or cached[0] is not delta:
-            ids = np.array(sorted(delta), np.int64)
-            if len(ids):
-                rows = np.stack([delta[int(i)] for i in ids]).astype(np.float32, copy=False)
-                space = self.spec.space(rows)
-            else:
-                rows = np.zeros((0, self.spec.dim), np.float32)
-                space = np.zeros((0, 0), np.float32)
-            cached = self._cache["delta"] = (delta, ids, rows, space)
-        return cached[1], cached[2], cached[3]
+        if cached is None or cached.delta is not delta:
+            cached = self._cache["delta"] = DeltaRows.of(delta, self.spec.dim, self.spec.space)
+        return cached
 
     def _delta_candidates(
         self, q: np.ndarray, k: int, allowed_ids: np.ndarray | None
     ) -> np.ndarray:
         """The k delta images nearest to `q` (the query in the index space), ranked there
         (monotone in the exact distance; the planner rescores them exactly)."""
-        ids, _, space = self._delta_arrays()
-        if allowed_ids is not None:
-            keep = np.isin(ids, allowed_ids)
-            ids, space = ids[keep], space[keep]
-        if not len(ids):
-            return ids
+        delta = self._delta_rows()
+        ids, space = delta.slot_ids, delta.space
+        if not len(delta.ids):
+            return delta.ids
         inner = self.spec.space.metric == "ip"  # else l1
         key = -(space @ q) if inner else np.abs(space - q).sum(axis=1)
-        take = min(k, len(ids))
-        return ids[np.argpartition(key, take - 1)[:take]]
+        keep = ids >= 0  # a changed or removed image's old slot is -1
+        if allowed_ids is not None:
+            keep &= np.isin(ids, allowed_ids)
+        slots = np.flatnonzero(keep)
+        if not len(slots):
+            return np.zeros(0, np.int64)
+        take = min(k, len(slots))
+        return ids[slots[np.argpartition(key[slots], take - 1)[:take]]]
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Exact vectors of `ids` (all searchable here), from the memory map or the delta."""
@@ -494,6 +496,72 @@ class AttributeIndex:
             if self.delta:
                 found.append(self._delta_candidates(in_space[0], k, allowed_ids))
         return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+class DeltaRows:
+    """One snapshot of a delta for searches: exact and index-space rows in append-only
+    buffers, the image id of each slot (-1: an image changed or removed since), and the live
+    ids sorted with their slots. A change appends its rows to the same buffers (a snapshot
+    that searches hold sees only its own `used` rows, and no written row is ever changed),
+    so a write costs its own rows, not a restack of the whole delta (up to MERGE_AT rows in
+    every attribute, ~12 ms per write at 230 rows before)."""
+
+    def __init__(
+        self,
+        delta: dict[int, np.ndarray],
+        buffers: np.ndarray,
+        space_buffer: np.ndarray,
+        slot_ids: np.ndarray,
+        used: int,
+    ):
+        self.delta = delta  # the dict this snapshot is of
+        self._buffers = buffers, space_buffer
+        self.used = used
+        self.slot_ids = slot_ids[:used]  # this snapshot's own copy
+        self.rows = buffers[:used]
+        self.space = space_buffer[:used]
+        live = np.flatnonzero(self.slot_ids >= 0)
+        order = np.argsort(self.slot_ids[live], kind="stable")
+        self.slots = live[order]
+        self.ids = self.slot_ids[self.slots]
+
+    @classmethod
+    def of(cls, delta: dict[int, np.ndarray], dim: int, space: IndexSpace) -> DeltaRows:
+        ids = np.array(sorted(delta), np.int64)
+        rows = np.zeros((max(2 * len(ids), 64), dim), np.float32)  # room to append
+        if len(ids):
+            rows[: len(ids)] = np.stack([delta[int(i)] for i in ids])
+        space_rows = np.zeros((len(rows), space.dim), np.float32)
+        if len(ids):
+            space_rows[: len(ids)] = space(rows[: len(ids)])
+        slot_ids = np.full(len(rows), -1, np.int64)
+        slot_ids[: len(ids)] = ids
+        return cls(delta, rows, space_rows, slot_ids, len(ids))
+
+    def changed(
+        self, delta: dict[int, np.ndarray], changed: Iterable[int], space: IndexSpace
+    ) -> DeltaRows:
+        """The snapshot of `delta`, this one's dict after a change to the `changed` ids: those
+        whose row is not the one they had here lose their slot; new rows are appended."""
+        old = self.delta
+        gone = [i for i in changed if i in old and delta.get(i) is not old[i]]
+        new = [i for i in changed if i in delta and old.get(i) is not delta[i]]
+        live = len(self.ids) - len(gone) + len(new)
+        rows, space_rows = self._buffers
+        if self.used + len(new) > len(rows) or self.used > 2 * live + 64:
+            return DeltaRows.of(delta, rows.shape[1], space)  # full, or mostly dead: compact
+        slot_ids = np.full(len(rows), -1, np.int64)
+        slot_ids[: self.used] = self.slot_ids
+        if gone:
+            at = np.searchsorted(self.ids, np.array(gone, np.int64))
+            slot_ids[self.slots[at]] = -1
+        if new:
+            end = self.used + len(new)
+            rows[self.used : end] = np.stack([delta[i] for i in new])
+            space_rows[self.used : end] = space(rows[self.used : end])
+            slot_ids[self.used : end] = new
+            return DeltaRows(delta, rows, space_rows, slot_ids, end)
+        return DeltaRows(delta, rows, space_rows, slot_ids, self.used)
 
 
 class _NpyBuffer:

@@ -28,7 +28,11 @@ INDEX_FOLDER = "indexes"
 SETTINGS_KEY = "index_settings"
 KINDS = ("auto", "flat", *ANN_KINDS)
 FLAT_BELOW = 50_000  # exact search answers in milliseconds below this many images
-MERGE_AT = 2_000  # delta rows (or 2% of main, whichever is larger) before a merge
+# delta rows before a merge, whatever the collection's size: every search ranks the whole
+# delta exactly (full-width rows), and every write restacks it, so a delta that grew with
+# the collection (it was 2% of main: 20,000 rows, ~200 MB read per search at 1M) made both
+# grow with it; a merge's O(collection) part (id map, tombstones) is paid once per MERGE_AT
+MERGE_AT = 2_000
 REBUILD_SHARE = 0.25  # tombstones (or pending changes) as a share of main: rebuild instead
 DEFAULT_CANDIDATES = 10  # candidates per attribute = this x k
 
@@ -64,6 +68,11 @@ def choose_kind(setting: str, images: int, current: str | None = None) -> str:
     if current == "ivfpq" and images >= FLAT_BELOW // 2:
         return "ivfpq"
     return "flat" if images < FLAT_BELOW else "ivfpq"
+
+
+def delta_full(delta_rows: int) -> bool:
+    """Whether a delta is due for its merge: at MERGE_AT rows, not a share of main."""
+    return delta_rows >= MERGE_AT
 
 
 class IndexSet:
@@ -253,7 +262,7 @@ class IndexSet:
     def _maybe_merge(self, index: AttributeIndex) -> None:
         if index.tombstones > REBUILD_SHARE * max(index.count, 1) and index.count >= MERGE_AT:
             self._rebuild_now(index)
-        elif len(index.delta) >= max(MERGE_AT, 0.02 * index.count):
+        elif delta_full(len(index.delta)):
             index.merge()
 
     # -- maintenance -------------------------------------------------------------------------

@@ -55,7 +55,13 @@ class SearchHit:
     details: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. sketch Jaccard
     likely: bool | None = None  # below the likely-matches cut (None: no cut drawn)
     is_query: bool = False  # the query image itself (same id or same bytes), not a match
-    index_key: list[dict[str, Any]] | None = None  # its colours by dominance (seed 004)
+    keys: PageKeys | None = field(default=None, repr=False, compare=False)  # of its page
+    slot: int = field(default=0, repr=False, compare=False)  # its place in that page
+
+    @property
+    def index_key(self) -> list[dict[str, Any]] | None:
+        """Its colours by dominance (seed 004), None where it has none."""
+        return None if self.keys is None else self.keys[self.slot]
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -68,11 +74,38 @@ class SearchHit:
             "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
             "metadata": self.metadata,
         }
-        if self.index_key is not None:
-            out["index_key"] = self.index_key
+        key = self.index_key
+        if key is not None:
+            out["index_key"] = key
         if self.details:
             out["details"] = self.details
         return out
+
+
+class PageKeys:
+    """The index keys of a page of hits. Their rows are read with the search (so a key is the
+    image's key at search time, whatever is written after), but made into terms and shares
+    (Python over every row: ~0.2 ms a page, a twentieth of a deep search) only when a caller
+    first reads one: REST and the CLI show them, a caller after ids and scores does not."""
+
+    def __init__(
+        self,
+        rows: Any,
+        slots: np.ndarray,
+        size: int,
+        make: Callable[[Any], list[list[dict[str, Any]]]],
+    ):
+        self._rows, self._slots, self._size, self._make = rows, slots, size, make
+        self._keys: list[list[dict[str, Any]] | None] | None = None
+
+    def __getitem__(self, slot: int) -> list[dict[str, Any]] | None:
+        if self._keys is None:  # two threads may both make them: the same values
+            keys: list[list[dict[str, Any]] | None] = [None] * self._size
+            if len(self._slots):
+                for at, key in zip(self._slots.tolist(), self._make(self._rows), strict=True):
+                    keys[at] = key
+            self._keys = keys
+        return self._keys[slot]
 
 
 @dataclass
@@ -119,8 +152,8 @@ class PlanSources:
     perceptual: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
     text_distances: Callable[[str], tuple[np.ndarray, np.ndarray, dict[str, Any]]]
     calibration: Callable[[Sequence[str]], Calibration | None] | None = None
-    # the hits' index keys (colour terms by dominance, seed 004), None where an image has none
-    index_keys: Callable[[np.ndarray], list[list[dict[str, Any]] | None]] | None = None
+    # the index keys of a page of hits (colour terms by dominance, seed 004), made when read
+    index_keys: Callable[[np.ndarray], PageKeys | None] | None = None
     # id -> (path, metadata) of the hits in one read; default: whole records (`get_many`)
     hit_fields: Callable[[list[int]], Mapping[int, tuple[str, dict[str, Any]]]] | None = None
 
@@ -392,10 +425,10 @@ class Planner:
         records = self.sources.fields_of([int(ids[i]) for i in order])
         order = [i for i in order if int(ids[i]) in records]  # removed since ranking
         found = ids[np.asarray(order, np.intp)]
-        keys = self.sources.index_keys(found) if self.sources.index_keys else [None] * len(found)
+        keys = self.sources.index_keys(found) if self.sources.index_keys else None
         own = {int(i) for i in query_ids}
         hits = []
-        for i, image_id, key in zip(order, found.tolist(), keys, strict=True):
+        for slot, (i, image_id) in enumerate(zip(order, found.tolist(), strict=True)):
             score = float(scores[i])
             path, metadata = records[image_id]
             hits.append(
@@ -412,7 +445,8 @@ class Planner:
                     },
                     likely=None if cut is None else bool(score < cut and image_id not in own),
                     is_query=image_id in own,
-                    index_key=key,
+                    keys=keys,
+                    slot=slot,
                 )
             )
         return SearchResults(hits, weights, threshold, len(ids), explain or {}, likely_cut=cut)
