@@ -3,8 +3,8 @@
 The collection (catalog, extractors, models, indexes) is opened once when the app is made and
 shared by every request; its catalog serialises access with a lock and writes are single
 transactions, so a search running beside an upload sees an image wholly or not at all.
-Heavy work (decoding, extraction, ranking) runs in worker threads so that searches proceed
-while uploads are being described.
+Ranking runs in worker threads; decoding and describing uploads in worker processes at a lower
+CPU priority (`describers`), so that searches proceed while uploads are being described.
 
 Safety, in the order a request meets it: the Host header must name this server (400: DNS
 rebinding); body size and body arrival time are bounded before any parsing (413, 408); every
