@@ -12,6 +12,7 @@ It prints throughput and p50/p99 latency per kind. The baseline runs the same se
 multipart parsing, JSON and the server's gates cost on top of the engine.
 
     .venv/bin/python bench/bench_load.py [--collection DIR] [--requests 200] [--concurrency 8]
+        [--describe-ab ROUNDS]   # uploads described in worker processes vs the server's threads
 """
 
 from __future__ import annotations
@@ -373,9 +374,27 @@ def main() -> None:
         help="also: the in-process searches at CPython's default GIL switch interval (5 ms) "
         "against the server's (admission.GIL_SWITCH_S), alternating, 2 rounds",
     )
+    parser.add_argument(
+        "--describe-ab",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="serve ROUNDS times each way, alternating: uploads described in the server's "
+        "worker processes (the default) and in its own threads (describe_workers off)",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the in-process run")
+    parser.add_argument(
+        "--ipc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only: N single searches by upload in this process, described here against in "
+        "one describe worker (niceness 0, so the difference is the round trip), alternating",
+    )
     args = parser.parse_args()
     requests = max(1, min(args.requests, MAX_REQUESTS))
     concurrency = max(1, min(args.concurrency, MAX_CONCURRENCY))
+    load = dict(requests=requests, concurrency=concurrency, top_k=args.top_k)
 
     with tempfile.TemporaryDirectory() as tmp:
         collection = args.collection or build_collection(Path(tmp))
@@ -385,38 +404,87 @@ def main() -> None:
                 f"collection: {len(ids)} images; {requests} searches per kind; {concurrency} "
                 f"concurrent clients; top_k {args.top_k}; {os.cpu_count()} CPUs; loopback HTTP"
             )
-            port = free_port()
-            server = start_server(collection, port)
-            try:
-                start = time.perf_counter()
-                report = run_load(
-                    f"http://127.0.0.1:{port}",
-                    ids,
-                    requests=requests,
-                    concurrency=concurrency,
-                    top_k=args.top_k,
-                    writes=not args.no_writes,
-                )
-                wall = time.perf_counter() - start
-            finally:
-                log = stop_server(server)
-            print(f"HTTP (lookalike serve, {wall:.1f} s):")
-            print_report(report, wall)
-            if report.connection_errors:
-                print("  the server's log, last lines:\n" + log[-3000:])
-            elif "Traceback" in log:
-                print("  the server logged a traceback:\n" + log[-2000:])
-            base_wall, base = baseline(coll, ids, requests, concurrency, args.top_k)
-            print(f"in-process baseline ({base_wall:.1f} s), same searches and threads:")
-            for kind, values in sorted(base.items()):
-                http = report.latencies.get(kind, [0.0])
-                print(
-                    f"  {kind:<10} p50 {percentile(values, 50):7.1f} ms   p99 "
-                    f"{percentile(values, 99):7.1f} ms   ratio of p50 HTTP/in-process "
-                    f"{percentile(http, 50) / max(percentile(values, 50), 1e-9):.2f}"
-                )
+            if args.ipc:
+                describe_round_trip(coll, args.ipc, args.top_k)
+                return
+            if args.describe_ab:
+                ways = {"describe workers": {}, "describe in threads": THREADS_ENV}
+                for round_ in range(args.describe_ab):
+                    for name, env in ways.items():
+                        print(f"round {round_ + 1}, {name}:")
+                        serve_and_load(collection, ids, load, not args.no_writes, env)
+            else:
+                report = serve_and_load(collection, ids, load, not args.no_writes, {})
+                if not args.no_baseline:
+                    base_wall, base = baseline(coll, ids, requests, concurrency, args.top_k)
+                    print(f"in-process baseline ({base_wall:.1f} s), same searches and threads:")
+                    for kind, values in sorted(base.items()):
+                        http = report.latencies.get(kind, [0.0])
+                        print(
+                            f"  {kind:<10} p50 {percentile(values, 50):7.1f} ms   p99 "
+                            f"{percentile(values, 99):7.1f} ms   ratio of p50 HTTP/in-process "
+                            f"{percentile(http, 50) / max(percentile(values, 50), 1e-9):.2f}"
+                        )
             if args.switch_ab:
                 switch_interval_ab(coll, ids, requests, concurrency, args.top_k)
+
+
+THREADS_ENV = {"LOOKALIKE_DESCRIBE_WORKERS": "0"}  # the server describes in its own threads
+
+
+def serve_and_load(
+    collection: Path, ids: list[int], load: dict[str, int], writes: bool, env: dict[str, str]
+) -> LoadReport:
+    """One server, one load run against it; prints the report with the load average."""
+    port = free_port()
+    server = start_server(collection, port, env=env)
+    try:
+        start = time.perf_counter()
+        report = run_load(f"http://127.0.0.1:{port}", ids, writes=writes, **load)
+        wall = time.perf_counter() - start
+    finally:
+        log = stop_server(server)
+    loads = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"HTTP (lookalike serve, {wall:.1f} s, load average {loads} at the end):")
+    print_report(report, wall)
+    if report.connection_errors:
+        print("  the server's log, last lines:\n" + log[-3000:])
+    elif "Traceback" in log:
+        print("  the server logged a traceback:\n" + log[-2000:])
+    return report
+
+
+def describe_round_trip(coll: Collection, count: int, top_k: int) -> None:
+    """What a search by upload pays for describing in a worker process: the same searches,
+    one at a time, described here and in one worker at the same priority, alternating."""
+    from lookalike.server.describers import Describers
+
+    budget_threads(torch_needed="deep" in coll.attributes)
+    images = query_images()
+    describers = Describers(coll, workers=1, niceness=0, budget_s=60.0)
+    describers.pool.wait_ready()
+    times: dict[str, list[float]] = {"here": [], "worker": []}
+    cpu_here: list[float] = []
+    try:
+        for i in range(count + 2):  # the first round of each way warms up, not counted
+            for way in ("here", "worker"):
+                coll.describe_elsewhere = describers if way == "worker" else None
+                start, cpu = time.perf_counter(), time.process_time()
+                coll.search(images[i % len(images)], top_k=top_k)
+                if i >= 2:
+                    times[way].append((time.perf_counter() - start) * 1000)
+                    if way == "worker":
+                        cpu_here.append((time.process_time() - cpu) * 1000)
+    finally:
+        coll.describe_elsewhere = None
+        describers.close()
+    here, worker = (statistics.median(times[w]) for w in ("here", "worker"))
+    print(
+        f"search by upload, one at a time, {count} each way: described here p50 {here:.1f} ms, "
+        f"in a worker p50 {worker:.1f} ms (difference {worker - here:+.1f} ms, ratio "
+        f"{worker / here:.3f}); the server's own CPU per search with a worker: "
+        f"{statistics.median(cpu_here):.1f} ms"
+    )
 
 
 def switch_interval_ab(

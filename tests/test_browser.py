@@ -189,6 +189,23 @@ def test_upload_a_query_and_see_the_original_first(page, server):
     assert not outside, f"the page loaded something from elsewhere: {outside}"
 
 
+def test_windows_switch_goes_with_a_new_image_and_reset_clears_it(page, server):
+    """The page's switch for query windows (REST `windows`, CLI `search --windows`): sent
+    with an uploaded image, searched again when toggled, cleared by Reset."""
+    _, names, _ = server
+    search_with_file(page, "cat.jpg", photo_variant_bytes("chelsea"), "image/jpeg")
+    assert page.answers[-1].json()["query"]["windows"] is False
+    searched = len(page.answers)
+    page.check("#windows-check")  # toggling it searches again, with windows
+    wait_for_searches(page, searched + 1)
+    answer = page.answers[-1].json()
+    assert answer["query"]["windows"] is True
+    assert answer["results"][0]["id"] == names["chelsea"]
+    page.click("#reset-button")
+    assert not page.is_checked("#windows-check")
+    assert not page.errors, page.errors
+
+
 def test_one_number_per_result_on_one_scale(page):
     page.fill("#similarity-input", "90")  # likely matches: at least 90% similar
     search_with_file(page, "red.png", png_bytes(solid("red", (80, 60))), "image/png")
@@ -458,6 +475,7 @@ def test_phone_query_first_results_below_drawer_and_labels(phone):
         "() => [...document.querySelectorAll('.result img')].slice(0, 2)"
         ".every(i => i.complete && i.naturalWidth > 0)"
     )
+    assert page.is_visible("#windows-check")  # with the query, not in the drawer
     query_top = page.locator(".query-card").bounding_box()["y"]
     first = page.locator(".result >> nth=0").bounding_box()
     assert query_top < first["y"] < PHONE["height"], first  # results on the first screen

@@ -4,8 +4,12 @@ deleted) against it."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -51,6 +55,10 @@ def test_serve_subprocess_searches_by_upload_and_id_then_stops(collection, tmp_p
             server = http.get("/api/info").json()["server"]
             assert server["threads"]["blas"] == 1  # one BLAS thread per request
             assert server["threads"]["gil_switch_ms"] == 0.5  # searches not stuck behind uploads
+            describers = server["describe_workers"]  # uploads described at a lower priority
+            assert describers["workers"] == describers["ready"] == 2
+            assert describers["nice"] == 10 and describers["replaced"] == 0
+            assert describers["measured_nice"] == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)]
             evil = http.get("/api/info", headers={"host": "rebind.evil.example"})
             assert evil.status_code == 400
     finally:
@@ -61,8 +69,6 @@ def test_serve_subprocess_searches_by_upload_and_id_then_stops(collection, tmp_p
 
 
 def wait_for_health(process: subprocess.Popen, base: str) -> dict:
-    import time
-
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read()
@@ -103,3 +109,80 @@ def test_small_load_with_writes_has_no_5xx_and_no_torn_results(collection):
     assert report.added >= 1 and report.hits_checked > 0
     assert len(report.latencies["by id"]) == 12 and len(report.latencies["by upload"]) == 12
     assert "Traceback" not in log, log
+
+
+def describe_workers_of(pid: int) -> list[int]:
+    """The server's spawned worker processes (not multiprocessing's resource tracker)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    found = []
+    for child in children:
+        command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"multiprocessing" in command and b"resource_tracker" not in command:
+            found.append(child)
+    return found
+
+
+def test_a_describe_worker_that_crashes_or_is_killed_mid_request_costs_that_request_only(
+    collection,
+):
+    """A decoder crash (simulated on a named upload) and a worker killed while it describes
+    an upload: each request gets a clear 400, the worker is replaced, and the next searches
+    and adds are answered correctly; nothing stored is lost."""
+    with Collection.open(collection) as coll:
+        names = ids_by_name(coll)
+    port = bench_load.free_port()
+    faults = {"LOOKALIKE_TEST_WORKER_FAULTS": "crash=boom.jpg;hang=stuck.jpg"}
+    process = bench_load.start_server(collection, port, env=faults)
+    key = {"X-API-Key": bench_load.API_KEY}
+    photo = photo_variant_bytes("chelsea", "crop80")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            crashed = http.post("/api/images", files={"files": ("boom.jpg", photo)}, headers=key)
+            assert crashed.status_code == 400, crashed.text
+            assert "crashed the worker process (exited with code 70)" in crashed.json()["detail"]
+
+            wait_for_describers(http, 2)
+            answers: list[httpx.Response] = []
+            stuck = threading.Thread(
+                target=lambda: answers.append(
+                    http.post("/api/images", files={"files": ("stuck.jpg", photo)}, headers=key)
+                )
+            )
+            stuck.start()
+            time.sleep(2.0)  # the upload is in a worker, which hangs there
+            for worker in describe_workers_of(process.pid):
+                os.kill(worker, signal.SIGKILL)
+            stuck.join(60)
+            assert answers[0].status_code == 400, answers[0].text
+            assert "killed by signal SIGKILL" in answers[0].json()["detail"]
+
+            upload = {"image": ("q.jpg", photo, "image/jpeg")}
+            for _ in range(3):  # the other killed worker is replaced, not handed a request
+                hits = http.post("/api/search", files=upload, data={"top_k": "3"})
+                assert hits.json()["results"][0]["id"] == names["chelsea"], hits.text
+            assert (
+                wait_for_describers(http, 2)["replaced"] == 3
+            )  # boom.jpg's worker, then both killed ones
+            by_id = http.post("/api/search", data={"id": str(names["solid_red"]), "top_k": "1"})
+            assert by_id.json()["results"][0]["id"] == names["solid_red"]
+            good = http.post("/api/images", files={"files": ("fine.jpg", photo)}, headers=key)
+            assert good.status_code == 201, good.text
+            assert http.get("/api/health").json()["images"] == len(names) + 1
+    finally:
+        log = bench_load.stop_server(process)
+    assert "Traceback" not in log, log
+
+
+def wait_for_describers(http: httpx.Client, ready: int) -> dict:
+    """/api/info's describe workers, once `ready` of them are."""
+    deadline = time.monotonic() + 120
+    while True:
+        response = http.get("/api/info")
+        assert response.status_code == 200, response.text
+        info = response.json()["server"]["describe_workers"]
+        if info["ready"] >= ready:
+            return info
+        assert time.monotonic() < deadline, info
+        time.sleep(0.5)

@@ -330,6 +330,29 @@ class Collection:
         ingest.finish_batch([item], extractors, tags=tags, tag_floor=self.tag_floor)
         return item
 
+    # Set by a server: new image bytes are described there (its worker processes at a lower
+    # CPU priority, server/describers.py), not in this process; same arguments and answer
+    # as `_describe_new`.
+    describe_elsewhere: Callable[..., tuple[ingest.Extracted, dict[str, np.ndarray]]] | None = None
+
+    def _describe_new(
+        self,
+        data: bytes,
+        label: str,
+        *,
+        tags: bool = True,
+        attributes: Sequence[str] | None = None,
+        windows: bool = False,
+    ) -> tuple[ingest.Extracted, dict[str, np.ndarray]]:
+        """New image bytes described (`_describe_one`), with their query windows when asked
+        (`_query_windows`); in `describe_elsewhere` when set."""
+        elsewhere = getattr(self, "describe_elsewhere", None)  # MilvusCollection borrows this
+        if elsewhere is not None:
+            return elsewhere(data, label, tags=tags, attributes=attributes, windows=windows)
+        item = self._describe_one(data, label, tags=tags, attributes=attributes)
+        wanted = list(self.extractors) if attributes is None else list(attributes)
+        return item, Collection._query_windows(self, data, label, wanted) if windows else {}  # type: ignore[arg-type]
+
     def _warm_up(self) -> None:
         """Load the batch extractors' models (the CNN) now, while the workers start, so the
         first images are committed seconds after they are described, not after a load."""
@@ -558,7 +581,7 @@ class Collection:
         meta = {"filename": Path(name).name, **dict(metadata or {})}
         image_id = self._stored_upload(hashlib.sha256(data).hexdigest())
         if image_id is None:
-            item = self._describe_one(data, name)
+            item, _ = self._describe_new(data, name)
             self._keep_upload(data, name, item)
             image_id, created = self.catalog.put_image(
                 self._new_image(item, meta), only_if_new=True
@@ -624,7 +647,7 @@ class Collection:
                 else self._key(name if isinstance(source, bytes) else source)
             )
             data = source if isinstance(source, bytes) else read_source_bytes(label)
-            item = self._describe_one(data, label)
+            item, _ = self._describe_new(data, label)
             if isinstance(source, bytes):
                 self._keep_upload(data, name, item)
             elif not is_url(label):
@@ -900,11 +923,16 @@ class Collection:
         else:
             label = os.fspath(image)
             data = read_source_bytes(label)
-        item = self._describe_one(data, label, tags=False, attributes=wanted)
+        item, window_vectors = Collection._describe_new(
+            self,  # type: ignore[arg-type]
+            data,
+            label,
+            tags=False,
+            attributes=wanted,
+            windows=windows,
+        )
         out = {name: vec for name, (_, vec) in item.signatures.items() if name in wanted}
-        if windows:
-            out.update(self._query_windows(data, label, wanted))
-        return out
+        return {**out, **window_vectors}
 
     def _query_windows(
         self, data: bytes, label: str, attributes: Sequence[str]

@@ -14,9 +14,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import multiprocessing
+import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -255,3 +258,159 @@ def _outcome(worker: _Worker, signalled: set, budget_s: float) -> tuple[str, Any
             return ("timeout", f"took longer than {budget_s:g} s (time budget per file)")
         return ("start-failed", f"a worker process took longer than {budget:g} s to start")
     return None
+
+
+class TaskFailed(LookalikeError):
+    """A `WorkerPool` call that crashed its worker, ran past its budget, raised, or found
+    no worker to run on."""
+
+    def __init__(self, reason: str, *, timed_out: bool = False, no_worker: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.timed_out = timed_out
+        self.no_worker = no_worker
+
+
+class WorkerPool:
+    """Long-lived supervised workers answering calls from many threads (a server's requests).
+
+    The same workers as `supervised_map` (spawned, one task at a time, ready only once their
+    initializer ran), kept between calls: `call` runs `function(item)` on an idle worker and
+    returns its result. A call that crashes its worker or runs past its budget costs that
+    call alone (TaskFailed); the worker is replaced in the background."""
+
+    def __init__(
+        self,
+        function: Callable[[Any], Any],
+        *,
+        workers: int,
+        initializer: Callable[..., None] | None = None,
+        init_args: tuple = (),
+    ):
+        self._context = multiprocessing.get_context("spawn")
+        self._target_args = (function, initializer, init_args)
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._live: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._numbers = itertools.count()
+        self._closed = False
+        self.size = max(1, workers)
+        self.replaced = 0  # workers lost to a crash or a time budget, and started again
+        self.start_error: str | None = None
+        for _ in range(self.size):
+            self._start()
+
+    def _start(self) -> None:
+        threading.Thread(target=self._bring_up, name="lookalike-worker-start", daemon=True).start()
+
+    def _bring_up(self) -> None:
+        """Start one worker and hand it to the idle queue once ready; retry a few times."""
+        for _ in range(MAX_START_FAILURES):
+            if self._closed:
+                return
+            worker = _Worker(self._context, self._target_args)
+            with self._lock:
+                self._live.add(worker)
+            outcome = None
+            while outcome is None:
+                signalled = set(wait([worker.conn, worker.process.sentinel], START_BUDGET_S))
+                outcome = _outcome(worker, signalled, START_BUDGET_S)
+            kind, payload = outcome
+            if kind == "ready" and not self._closed:
+                worker.ready = True
+                self._idle.put(worker)
+                return
+            self._retire(worker)
+            if kind == "init-failed":
+                break
+        else:
+            payload = f"workers cannot start: {payload}"
+        if not self._closed:
+            self.start_error = str(payload)
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.stop(force=True)
+        with self._lock:
+            self._live.discard(worker)
+
+    @property
+    def ready(self) -> int:
+        """Workers ready now (idle or at work)."""
+        with self._lock:
+            return sum(1 for worker in self._live if worker.ready and worker.process.is_alive())
+
+    @property
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.process.pid for w in self._live if w.ready and w.process.pid is not None]
+
+    def wait_ready(self, timeout_s: float = START_BUDGET_S) -> None:
+        """Block until every worker is ready; LookalikeError when they cannot start."""
+        deadline = time.monotonic() + timeout_s
+        while self.ready < self.size:
+            if self.start_error is not None:
+                raise LookalikeError(f"worker processes cannot start: {self.start_error}")
+            if time.monotonic() > deadline:
+                raise LookalikeError(f"worker processes not ready after {timeout_s:g} s")
+            time.sleep(0.05)
+
+    def call(self, item: Any, *, budget_s: float, wait_s: float) -> Any:
+        """`function(item)` in a worker, waiting at most `wait_s` for one to be idle and
+        `budget_s` for the answer; TaskFailed otherwise."""
+        worker = self._idle_worker(wait_s)
+        with contextlib.suppress(OSError, ValueError):  # died while idle: the pipe is gone
+            worker.give(next(self._numbers), item)
+        outcome = None
+        while outcome is None:
+            left = worker.since + budget_s - time.monotonic()
+            signalled = set(wait([worker.conn, worker.process.sentinel], max(0.0, left) + 0.01))
+            outcome = _outcome(worker, signalled, budget_s)
+        kind, payload = outcome
+        if kind in ("done", "error"):
+            worker.task = None
+            if self._closed:
+                self._retire(worker)
+            else:
+                self._idle.put(worker)
+            if kind == "error":
+                raise TaskFailed(payload)
+            return payload
+        self._replace(worker)  # crashed, or past its budget: killed
+        if kind == "timeout":
+            raise TaskFailed(f"took longer than {budget_s:g} s", timed_out=True)
+        raise TaskFailed(str(payload))
+
+    def _idle_worker(self, wait_s: float) -> _Worker:
+        """An idle, live worker (one that died while idle is replaced, not handed out)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                reason = self.start_error or f"no worker process free within {wait_s:g} s"
+                raise TaskFailed(reason, no_worker=True) from None
+            if worker.process.is_alive():
+                return worker
+            self._replace(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        self._retire(worker)
+        self.replaced += 1
+        self._start()
+
+    def close(self) -> None:
+        """Stop every worker (idle ones politely; a call still running gets TaskFailed)."""
+        self._closed = True
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            worker.stop(force=False)
+            with self._lock:
+                self._live.discard(worker)
+        with self._lock:
+            busy = list(self._live)
+        for worker in busy:
+            if worker.process.is_alive():
+                worker.process.kill()

@@ -3,8 +3,8 @@
 The collection (catalog, extractors, models, indexes) is opened once when the app is made and
 shared by every request; its catalog serialises access with a lock and writes are single
 transactions, so a search running beside an upload sees an image wholly or not at all.
-Heavy work (decoding, extraction, ranking) runs in worker threads so that searches proceed
-while uploads are being described.
+Ranking runs in worker threads; decoding and describing uploads in worker processes at a lower
+CPU priority (`describers`), so that searches proceed while uploads are being described.
 
 Safety, in the order a request meets it: the Host header must name this server (400: DNS
 rebinding); body size and body arrival time are bounded before any parsing (413, 408); every
@@ -65,6 +65,7 @@ from lookalike.server.admission import (
     budget_threads,
     thread_report,
 )
+from lookalike.server.describers import Describers, NoWorker, WorkerTimeout
 from lookalike.server.inputs import (
     MAX_FEEDBACK_IDS,
     MAX_ID,
@@ -136,6 +137,14 @@ class ServerSettings(BaseModel):
     max_concurrent_searches: int = Field(4, gt=0, description="Searches ranking at once.")
     max_concurrent_describes: int = Field(
         2, gt=0, description="Images decoded and described at once (query uploads, adds)."
+    )
+    describe_workers: bool = Field(
+        True,
+        description="Describe uploads in worker processes, one per describe slot, started with "
+        "the server (false: in the server's own threads).",
+    )
+    describe_nice: int = Field(
+        10, ge=0, le=19, description="How much lower the describe workers' CPU priority is."
     )
     queue_wait_s: float = Field(
         5.0, ge=0, description="Longest wait for a free slot before answering 503."
@@ -361,6 +370,7 @@ class ServerState:
     searches: WorkGate
     describes: WorkGate
     health_threads: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
+    describers: Describers | None = None  # started with the server (settings.describe_workers)
 
     def fetch(self, url: str) -> bytes:
         """Download a query or original URL under the server's URL policy."""
@@ -748,7 +758,12 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
         windows=spec.windows,
     )
     data = public_results(results, settings)
-    data["query"] = {"kinds": kinds, "top_k": spec.top_k, "where": spec.where}
+    data["query"] = {
+        "kinds": kinds,
+        "top_k": spec.top_k,
+        "where": spec.where,
+        "windows": spec.windows and isinstance(image, bytes),
+    }
     if isinstance(image, int):
         data["query"]["same_as"] = [image]
     elif isinstance(image, bytes):  # the page leaves the query image out of its own results
@@ -826,17 +841,32 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await run_in_threadpool(lambda: coll.extractors)  # models load now, not on a request
+        describers = None
+        if settings.describe_workers and type(coll) is Collection:  # they start meanwhile
+            describers = Describers(
+                coll,
+                workers=settings.max_concurrent_describes,
+                niceness=settings.describe_nice,
+                budget_s=settings.request_timeout_s,
+            )
         if settings.thread_budget:
             log.info("thread budget: %s", budget_threads(torch_needed="deep" in coll.attributes))
         if settings.warm_indexes:  # the first search must not pay for loading every signature
             await run_in_threadpool(warm_indexes, coll)
+        if describers is not None:
+            state.describers = await run_in_threadpool(install_describers, coll, describers)
         if settings.warm_up:
             threading.Thread(
                 target=_warm_up_text_model, name="lookalike-warm-up", daemon=True
             ).start()
-        yield
-        if state.owns_collection:
-            coll.close()
+        try:
+            yield
+        finally:
+            if state.describers is not None:
+                coll.describe_elsewhere = None
+                state.describers.close()
+            if state.owns_collection:
+                coll.close()
 
     app = FastAPI(
         title="lookalike",
@@ -913,8 +943,10 @@ def create_app(
             body.update(error="too_costly")
         elif isinstance(exc, CollectionError) and "no image" in str(exc):
             status, body["error"] = 404, "not_found"
-        elif isinstance(exc, CollectionBusy):
+        elif isinstance(exc, CollectionBusy | NoWorker):
             return answer(503, {**body, "error": "busy"}, {"Retry-After": "1"})
+        elif isinstance(exc, WorkerTimeout):
+            status, body["error"] = 408, "timeout"
         return answer(status, body)
 
     @app.exception_handler(Exception)
@@ -992,7 +1024,11 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             "feedback": {"more": True, "less": True},
             "scores": {"calibrated": True, "raw": True, "threshold_auto": True},
             "palette": palette(),
-            "server": {**settings.public(), "threads": thread_report()},
+            "server": {
+                **settings.public(),
+                "threads": thread_report(),
+                "describe_workers": None if state.describers is None else state.describers.report(),
+            },
         }
 
     # -- images ---------------------------------------------------------------------------
@@ -1300,6 +1336,19 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         spec = check_spec(SearchSpec(layout=sentence, top_k=1), settings)
         data = await bounded(state, lambda: run_search(state, spec), "layout")
         return {"sentence": sentence, **(data.get("explain", {}).get("layout") or {})}
+
+
+def install_describers(coll: Collection, describers: Describers) -> Describers:
+    """Wait for the describe workers to be ready (models loaded and warmed), then let them
+    describe `coll`'s uploads."""
+    try:
+        describers.pool.wait_ready()
+    except LookalikeError:
+        describers.close()
+        raise
+    coll.describe_elsewhere = describers
+    log.info("describe workers: %s", describers.report())
+    return describers
 
 
 def warm_indexes(coll: Collection) -> None:

@@ -599,6 +599,12 @@
     timer = setTimeout(search, delay);
   }
 
+  // Query windows apply to a new image (file or URL); a stored one is searched as stored.
+  function byNewImage() {
+    if (state.query) return state.query.kind === "file";
+    return Boolean($("url-input").value.trim());
+  }
+
   function buildForm() {
     const form = new FormData();
     const sent = {};
@@ -621,6 +627,7 @@
       if (state.less.size) form.append("less", JSON.stringify([...state.less.keys()]));
     }
     form.append("weights", JSON.stringify(currentWeights()));
+    if ($("windows-check").checked && byNewImage()) form.append("windows", "true");
     form.append("top_k", String(Math.max(1, Number($("topk-input").value) || 24)));
     return { form, sent };
   }
@@ -1035,6 +1042,7 @@
       "similarity-input"]) $(id).value = "";
     $("topk-input").value = 24;
     $("refine").checked = false;
+    $("windows-check").checked = false;
     clearSketch();
     state.more.clear();
     state.less.clear();
@@ -1066,6 +1074,9 @@
       });
       $(id).addEventListener("input", renderChips);
     }
+    $("windows-check").addEventListener("change", () => {
+      if (state.lastAnswer && byNewImage()) search();
+    });
     $("similarity-input").addEventListener("input", () => {
       if (state.lastAnswer) renderResults(state.lastAnswer, state.lastElapsed);
     });
