@@ -170,9 +170,11 @@ def thread_report() -> dict[str, float | None]:
         blas = max(pools) if pools else None
     except ImportError:
         pass
-    torch = sys.modules.get("torch")
+    # torch may be half-imported by another thread (the text model's warm-up): a module in
+    # sys.modules is not yet a usable one, so ask only once its function exists
+    torch_threads = getattr(sys.modules.get("torch"), "get_num_threads", None)
     return {
         "blas": blas,
-        "torch": torch.get_num_threads() if torch is not None else None,
+        "torch": torch_threads() if torch_threads is not None else None,
         "gil_switch_ms": round(sys.getswitchinterval() * 1000, 3),
     }
