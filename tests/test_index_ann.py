@@ -216,3 +216,33 @@ def test_a_search_after_a_write_gathers_nothing_collection_wide(built, tmp_path)
         assert {h.id for h in moved[:2]} == {900, 41} and 41 not in [h.id for h in moved[2:]]
         for name, index in coll.indexes.loaded().items():
             assert index.tombstones == int(index.dead.sum()) == 1, name
+
+
+def test_our_pca_keeps_what_faiss_pca_keeps_and_reads_back(tmp_path):
+    """`pca_matrix` (power iteration on a bounded sample) keeps the variance faiss's own
+    training keeps, and an IVF-PQ index made with it is written and read as faiss's."""
+    import faiss
+
+    from lookalike.index.ann import IvfPqIndex, pca_matrix, read_ann
+
+    rng = np.random.default_rng(3)
+    spectrum = 1.0 / (1.0 + np.arange(300) / 10.0)
+    rows = (
+        rng.standard_normal((1500, 300))
+        * spectrum
+        @ np.linalg.qr(rng.standard_normal((300, 300)))[0]
+    ).astype(np.float32)
+    centred = rows - rows.mean(axis=0)
+
+    def kept(pca) -> float:
+        a = faiss.vector_to_array(pca.A).reshape(32, 300)
+        return float(((centred @ a.T) ** 2).sum() / (centred**2).sum())
+
+    reference = faiss.PCAMatrix(300, 32)
+    reference.train(rows)
+    assert kept(pca_matrix(rows, 32, 1)) == pytest.approx(kept(reference), abs=2e-3)
+
+    index = IvfPqIndex.build(rows, "ip", pca=32, code_bytes=8)
+    index.write(tmp_path / "ann.faiss")
+    again = read_ann("ivfpq", tmp_path / "ann.faiss", "ip")
+    assert np.array_equal(again.search(rows[:20], 10, 8), index.search(rows[:20], 10, 8))
