@@ -61,15 +61,16 @@ def make_image_dir(folder: Path) -> Path:
 # worker, a long file left for the end would run alone while the other worker idles. Ordered
 # by the per-file totals of a `--durations` run of the whole suite (refresh them from one).
 # pyproject.toml passes --no-loadscope-reorder, else xdist orders files by their test count.
-LONGEST_FIRST = (
-    "test_collection.py", "test_scaleout_milvus.py", "test_deep.py", "test_cnn_runtime.py",
-    "test_index_rerun.py", "test_check.py", "test_index_ann.py", "test_cli_output.py",
-    "test_filter_index.py", "test_cli.py", "test_import.py", "test_ingest_hostile.py",
-    "test_calibration.py", "test_duplicates.py", "test_zeroshot.py", "test_regional.py",
-    "test_deep_search.py", "test_feedback.py", "test_kill.py", "test_adapt.py",
-    "test_evaluate_report.py", "test_evaluate.py", "test_scaleout_dask.py",
-    "test_search_overhead.py", "test_query.py", "test_extractor_speedups.py",
-    "test_understand.py", "test_index_cli.py", "test_server_serve.py",
+LONGEST_FIRST = (  # worker-seconds of the 08:05 run; test_index_ann after its shared builds
+    "test_scaleout_milvus.py", "test_check.py", "test_collection.py", "test_import.py",
+    "test_cli_output.py", "test_filter_index.py", "test_cli.py", "test_zeroshot.py",
+    "test_index_rerun.py", "test_cnn_runtime.py", "test_index_ann.py", "test_calibration.py",
+    "test_deep_search.py", "test_ingest_hostile.py", "test_scaleout_dask.py", "test_deep.py",
+    "test_regional.py", "test_browser.py", "test_adapt.py", "test_kill.py", "test_index_cli.py",
+    "test_duplicates.py", "test_understand.py", "test_near_duplicates.py",
+    "test_search_overhead.py", "test_extractor_speedups.py", "test_query.py",
+    "test_server_serve.py", "test_server_hardening.py", "test_decode.py", "test_fuzz_decode.py",
+    "test_feedback.py", "test_evaluate_report.py", "test_evaluate.py",
 )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ filters never leak, broken index files are rebuilt from the catalog."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -29,9 +30,34 @@ def open_as(folder, kind: str, **effort) -> Collection:
     return coll
 
 
+@pytest.fixture(scope="module")
+def built(synthetic, tmp_path_factory):
+    """kind -> a copy of `synthetic` with every index of that kind built, made once per module
+    (8 IVF-PQ indexes are ~10 s of CPU); tests take copies of it, so none sees another's edits
+    or effort settings."""
+    folders = {}
+
+    def folder_of(kind: str):
+        if kind not in folders:
+            folder = tmp_path_factory.mktemp(f"ann-{kind}") / "coll"
+            shutil.copytree(synthetic, folder)
+            with open_as(folder, kind) as coll:
+                for name in coll.attributes:
+                    coll.index_for(name)
+            folders[kind] = folder
+        return folders[kind]
+
+    return folder_of
+
+
+def copy_built(built, kind: str, tmp_path):
+    """A private copy of the collection with `kind` indexes already built."""
+    return shutil.copytree(built(kind), tmp_path / "coll")
+
+
 @pytest.mark.parametrize(("kind", "effort", "least"), [("hnsw", 512, 1.0), ("ivfpq", 256, 0.97)])
-def test_each_index_agrees_with_exact_search_at_high_effort(synthetic, kind, effort, least):
-    with open_as(synthetic, kind, **{kind: effort}) as coll:
+def test_each_index_agrees_with_exact_search_at_high_effort(built, tmp_path, kind, effort, least):
+    with open_as(copy_built(built, kind, tmp_path), kind, **{kind: effort}) as coll:
         recalls = []
         for weights in (None, "deep=1", "color=1", "texture=0.5,shape=0.5,location=0.5"):
             for q in QUERIES:
@@ -75,11 +101,12 @@ def copy_of(coll: Collection, image_id: int, path: str) -> NewImage:
 
 
 @pytest.mark.parametrize("kind", ["ivfpq", "hnsw", "flat"])
-def test_inserts_updates_and_deletes_are_visible_at_once(synthetic, tmp_path, kind):
-    import shutil
-
-    folder = tmp_path / "coll"
-    shutil.copytree(synthetic, folder)
+def test_inserts_updates_and_deletes_are_visible_at_once(built, synthetic, tmp_path, kind):
+    folder = (
+        copy_built(built, kind, tmp_path)
+        if kind != "flat"
+        else shutil.copytree(synthetic, tmp_path / "coll")
+    )
     with open_as(folder, kind) as coll:
         before = coll.search(40, top_k=5)
         assert before[0].id == 40
@@ -111,8 +138,8 @@ def test_inserts_updates_and_deletes_are_visible_at_once(synthetic, tmp_path, ki
 
 
 @pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
-def test_filters_never_leak_and_selective_filters_are_exact(synthetic, kind):
-    with open_as(synthetic, kind, **{kind: 128}) as coll:
+def test_filters_never_leak_and_selective_filters_are_exact(built, tmp_path, kind):
+    with open_as(copy_built(built, kind, tmp_path), kind, **{kind: 128}) as coll:
         for where, plan in (("shard < 30", "candidates"), ("shard = 7", "exact")):
             for q in QUERIES[:4]:
                 hits = coll.search(q, top_k=10, where=where)
@@ -123,11 +150,8 @@ def test_filters_never_leak_and_selective_filters_are_exact(synthetic, kind):
                 assert recall_at(hits, exact) >= 0.9
 
 
-def test_missing_or_corrupt_index_files_are_rebuilt_on_open(synthetic, tmp_path):
-    import shutil
-
-    folder = tmp_path / "coll"
-    shutil.copytree(synthetic, folder)
+def test_missing_or_corrupt_index_files_are_rebuilt_on_open(built, tmp_path):
+    folder = copy_built(built, "ivfpq", tmp_path)
     with open_as(folder, "ivfpq") as coll:
         reference = [h.id for h in coll.search(5, top_k=10)]
         assert coll.verify_indexes() == {}
@@ -156,11 +180,8 @@ def test_missing_or_corrupt_index_files_are_rebuilt_on_open(synthetic, tmp_path)
         assert coll.verify_indexes() == {}
 
 
-def test_check_reports_broken_index_files_and_repair_rebuilds_them(synthetic, tmp_path):
-    import shutil
-
-    folder = tmp_path / "coll"
-    shutil.copytree(synthetic, folder)
+def test_check_reports_broken_index_files_and_repair_rebuilds_them(built, tmp_path):
+    folder = copy_built(built, "hnsw", tmp_path)
     with open_as(folder, "hnsw") as coll:
         reference = [h.id for h in coll.search(9, top_k=10)]
     state = json.loads((folder / "indexes" / "deep" / "state.json").read_text())
@@ -175,14 +196,11 @@ def test_check_reports_broken_index_files_and_repair_rebuilds_them(synthetic, tm
         assert [h.id for h in coll.search(9, top_k=10)] == reference
 
 
-def test_a_search_after_a_write_gathers_nothing_collection_wide(synthetic, tmp_path):
+def test_a_search_after_a_write_gathers_nothing_collection_wide(built, tmp_path):
     """The first search after a write reads its candidates only: no index rebuilds its sorted
     id list or a whole matrix (what made that search cost O(collection)), and each hit still
     gets its index key (read from the hit's own perceptual row)."""
-    import shutil
-
-    folder = tmp_path / "coll"
-    shutil.copytree(synthetic, folder)
+    folder = copy_built(built, "ivfpq", tmp_path)
     with open_as(folder, "ivfpq") as coll:
         coll.search(40, top_k=5)
         new_id, _ = coll.catalog.put_image(copy_of(coll, 40, "synthetic://copy"))
@@ -260,3 +278,33 @@ def test_the_delta_kept_up_write_by_write_is_the_delta_made_whole(synthetic, tmp
             assert kept.ids.tolist() == whole.ids.tolist() == sorted(added), name
             assert np.array_equal(kept.rows[kept.slots], whole.rows[whole.slots]), name
             assert kept.used > len(kept.ids), name  # slots of changed images left behind
+
+
+def test_our_pca_keeps_what_faiss_pca_keeps_and_reads_back(tmp_path):
+    """`pca_matrix` (power iteration on a bounded sample) keeps the variance faiss's own
+    training keeps, and an IVF-PQ index made with it is written and read as faiss's."""
+    import faiss
+
+    from lookalike.index.ann import IvfPqIndex, pca_matrix, read_ann
+
+    rng = np.random.default_rng(3)
+    spectrum = 1.0 / (1.0 + np.arange(300) / 10.0)
+    rows = (
+        rng.standard_normal((1500, 300))
+        * spectrum
+        @ np.linalg.qr(rng.standard_normal((300, 300)))[0]
+    ).astype(np.float32)
+    centred = rows - rows.mean(axis=0)
+
+    def kept(pca) -> float:
+        a = faiss.vector_to_array(pca.A).reshape(32, 300)
+        return float(((centred @ a.T) ** 2).sum() / (centred**2).sum())
+
+    reference = faiss.PCAMatrix(300, 32)
+    reference.train(rows)
+    assert kept(pca_matrix(rows, 32, 1)) == pytest.approx(kept(reference), abs=2e-3)
+
+    index = IvfPqIndex.build(rows, "ip", pca=32, code_bytes=8)
+    index.write(tmp_path / "ann.faiss")
+    again = read_ann("ivfpq", tmp_path / "ann.faiss", "ip")
+    assert np.array_equal(again.search(rows[:20], 10, 8), index.search(rows[:20], 10, 8))
