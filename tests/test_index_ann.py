@@ -308,3 +308,21 @@ def test_our_pca_keeps_what_faiss_pca_keeps_and_reads_back(tmp_path):
     index.write(tmp_path / "ann.faiss")
     again = read_ann("ivfpq", tmp_path / "ann.faiss", "ip")
     assert np.array_equal(again.search(rows[:20], 10, 8), index.search(rows[:20], 10, 8))
+
+
+def test_pca_is_learned_from_the_whole_collection_not_its_oldest_images():
+    """An IVF-PQ's PCA sees rows from the whole collection: here the older half varies in
+    dims 0-7 and the newer half (larger variance) in dims 8-15, so the kept directions must
+    be the newer half's; a sample's first rows alone would keep the older half's."""
+    import faiss
+
+    from lookalike.index.ann import IvfPqIndex
+
+    rng = np.random.default_rng(11)
+    rows = np.zeros((24_000, 16), np.float32)
+    rows[:12_000, :8] = rng.standard_normal((12_000, 8))
+    rows[12_000:, 8:] = 3 * rng.standard_normal((12_000, 8))
+    index = IvfPqIndex.build(rows, "ip", pca=8, code_bytes=4)
+    pca = faiss.downcast_VectorTransform(index.index.chain.at(0))
+    kept = faiss.vector_to_array(pca.A).reshape(8, 16)
+    assert float((kept[:, 8:] ** 2).sum() / (kept**2).sum()) > 0.95

@@ -219,7 +219,10 @@ class IvfPqIndex:
             metric,
         )
         if reduced < dim:
-            index = faiss.IndexPreTransform(pca_matrix(sample[:PCA_SAMPLE], reduced, seed), ivf)
+            # every k-th row of the (id-ordered) sample: its first rows would be the oldest
+            # images only, and a collection added folder by folder drifts
+            spread = sample[:: max(1, -(-len(sample) // PCA_SAMPLE))]
+            index = faiss.IndexPreTransform(pca_matrix(spread, reduced, seed), ivf)
         index.train(sample)
         out = cls(index, metric)
         out.add(vectors)
