@@ -44,10 +44,15 @@ def test_serve_subprocess_searches_by_upload_and_id_then_stops(collection, tmp_p
             names = ids_by_name(coll)
         with httpx.Client(base_url=base, timeout=30) as http:
             upload = {"image": ("q.jpg", photo_variant_bytes("chelsea", "crop80"), "image/jpeg")}
-            hits = http.post("/api/search", files=upload, data={"top_k": "3"}).json()["results"]
-            assert hits[0]["id"] == names["chelsea"]
+            by_upload = http.post("/api/search", files=upload, data={"top_k": "3"})
+            assert by_upload.json()["results"][0]["id"] == names["chelsea"]
             by_id = http.post("/api/search", data={"id": str(names["solid_red"]), "top_k": "2"})
             assert by_id.json()["results"][0]["id"] == names["solid_red"]
+            # each answer says where its time went: waiting for a slot, the work, the whole
+            steps = bench_load.server_timing(by_id)
+            assert set(steps) == {"search-wait", "search", "app"}, by_id.headers
+            assert 0 <= steps["search-wait"] <= steps["app"] and 0 < steps["search"] <= steps["app"]
+            assert set(bench_load.server_timing(by_upload)) == {"describe-wait", "describe", "app"}
             assert http.get(f"/api/images/{names['coffee']}").json()["name"] == "coffee.png"
             key = {"X-API-Key": "from-a-file"}  # the key came from --api-key-file
             assert http.delete(f"/api/images/{names['coffee']}", headers=key).status_code == 200
@@ -55,6 +60,8 @@ def test_serve_subprocess_searches_by_upload_and_id_then_stops(collection, tmp_p
             server = http.get("/api/info").json()["server"]
             assert server["threads"]["blas"] == 1  # one BLAS thread per request
             assert server["threads"]["gil_switch_ms"] == 0.5  # searches not stuck behind uploads
+            # what start-up made is out of the collector's full passes (0.1-0.8 s pauses)
+            assert server["gc_frozen_objects"] > 10_000
             describers = server["describe_workers"]  # uploads described at a lower priority
             assert describers["workers"] == describers["ready"] == 2
             assert describers["nice"] == 10 and describers["replaced"] == 0
@@ -108,6 +115,7 @@ def test_small_load_with_writes_has_no_5xx_and_no_torn_results(collection):
     assert report.torn == [], report.torn
     assert report.added >= 1 and report.hits_checked > 0
     assert len(report.latencies["by id"]) == 12 and len(report.latencies["by upload"]) == 12
+    assert len(report.in_server["by id"]["search"]) == 12  # the server's own account, each
     assert "Traceback" not in log, log
 
 

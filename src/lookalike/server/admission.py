@@ -6,8 +6,19 @@
   rebinding can produce) are served.
 - `WorkGate`: at most N expensive jobs (decoding and describing images, ranking) run at once;
   a request that cannot get a slot within a short wait is answered 503 with Retry-After instead
-  of queueing without bound. The slot is given back when the worker thread really finishes,
-  not when the client gives up, so abandoned work still counts.
+  of queueing without bound. Waiters are served first come, first served (a freed slot is
+  handed to the oldest waiter, so none starves while newer requests overtake it). The slot is
+  given back when the worker thread really finishes, not when the client gives up, so
+  abandoned work still counts.
+- `freeze_heap`: the objects a server makes while starting (modules, models, the text model
+  loaded in the background) live as long as it does; CPython's full garbage collections
+  scanned all of them again and again, holding the GIL, so every thread stopped for 0.3-0.8 s
+  several times a minute under load (measured: a search by id arriving then waited that long
+  before the event loop even read it; by-id p99 ~1 s against ~0.2 s inside the app). Frozen
+  once started, they are skipped; what requests make is still collected.
+- `server_timing`: every answer says where its time went (`Server-Timing`: waiting for a slot,
+  the work itself, the whole request in the app), so a slow answer can be told apart from a
+  slow network or client.
 - `budget_threads`: one BLAS / OpenMP / torch thread per request, since requests are already
   the parallelism (on 2 cores, default thread pools in each request oversubscribe the machine);
   and a short GIL switch interval (`GIL_SWITCH_S`): a search by id is many short steps, each
@@ -19,11 +30,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
+import contextvars
+import gc
 import ipaddress
 import os
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
@@ -82,52 +99,102 @@ class Saturated(Exception):
 
 
 class WorkGate:
-    """A bounded number of concurrent jobs of one kind, run in worker threads."""
-
-    POLL_S = 0.01
+    """A bounded number of concurrent jobs of one kind, run in worker threads; waiters get
+    freed slots in arrival order."""
 
     def __init__(self, name: str, slots: int, wait_s: float):
         self.name = name
         self.slots = slots
         self.wait_s = wait_s
-        self._semaphore = threading.BoundedSemaphore(slots)
-        self._busy = 0
-        self._count_lock = threading.Lock()
+        self._free = slots
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = (
+            collections.deque()
+        )
+        self._lock = threading.Lock()  # released from worker threads, taken on the event loop
 
     @property
     def busy(self) -> int:
-        return self._busy
+        return self.slots - self._free
 
     async def acquire(self) -> None:
-        """Take a slot, waiting at most `wait_s`; Saturated when none frees up."""
-        deadline = anyio.current_time() + self.wait_s
-        while not self._semaphore.acquire(blocking=False):
-            if anyio.current_time() >= deadline:
-                raise Saturated(self.name, max(1, round(self.wait_s)))
-            await anyio.sleep(self.POLL_S)
-        with self._count_lock:
-            self._busy += 1
+        """Take a slot, waiting at most `wait_s` behind the earlier waiters; Saturated when
+        none comes."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
+            handed: asyncio.Future = loop.create_future()
+            waiter = (loop, handed)
+            self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(handed), self.wait_s)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with self._lock:
+                given = handed.done() or waiter not in self._waiters
+                if not given:
+                    self._waiters.remove(waiter)
+            if given:  # the slot came just as the wait ended: ours to give back
+                self.release()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise Saturated(self.name, max(1, round(self.wait_s))) from None
 
     def release(self) -> None:
-        with self._count_lock:
-            self._busy -= 1
-        self._semaphore.release()
+        """Give a slot back (from any thread): to the oldest waiter, else to the pool."""
+        with self._lock:
+            if not self._waiters:
+                self._free += 1
+                return
+            loop, handed = self._waiters.popleft()
+        loop.call_soon_threadsafe(_hand_over, handed)
 
     async def run(self, func: Callable[[], T], timeout_s: float | None = None) -> T:
         """`func()` in a worker thread holding a slot until it returns (even if abandoned after
         `timeout_s`, which raises TimeoutError here)."""
+        timings = TIMINGS.get({})  # outside a request (tests, tools): measured, not shown
+        waited = time.perf_counter()
         await self.acquire()
+        started = time.perf_counter()
+        timings[f"{self.name}-wait"] = (started - waited) * 1000
 
         def held() -> T:
             try:
                 return func()
             finally:
+                timings[self.name] = (time.perf_counter() - started) * 1000
                 self.release()
 
         if timeout_s is None:
             return await anyio.to_thread.run_sync(held, abandon_on_cancel=True)
         with anyio.fail_after(timeout_s):
             return await anyio.to_thread.run_sync(held, abandon_on_cancel=True)
+
+
+def _hand_over(handed: asyncio.Future) -> None:
+    """Give a slot to a waiter on its event loop (a waiter that gave up meanwhile finds it
+    taken from the queue and gives it back itself)."""
+    if not handed.cancelled():
+        handed.set_result(None)
+
+
+# where the time of the request being served went (ms by step); set per request by the
+# middleware, filled in by the gates
+TIMINGS: contextvars.ContextVar[dict[str, float]] = contextvars.ContextVar("timings")
+
+
+def start_timing() -> dict[str, float]:
+    """A fresh record of this request's steps, from now."""
+    timings = {"started": time.perf_counter()}
+    TIMINGS.set(timings)
+    return timings
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    """The `Server-Timing` header value: each step's milliseconds and the whole so far."""
+    steps = {k: v for k, v in timings.items() if k != "started"}
+    steps["app"] = (time.perf_counter() - timings["started"]) * 1000
+    return ", ".join(f"{name};dur={ms:.1f}" for name, ms in steps.items())
 
 
 def budget_threads_env() -> None:
@@ -157,6 +224,29 @@ def budget_threads(*, torch_needed: bool = False) -> dict[str, Any]:
         torch.set_num_threads(1)
         done["torch"] = torch.get_num_threads()
     return done
+
+
+def freeze_heap(*, collect: bool) -> int:
+    """Move every object alive now out of the garbage collector's reach (`gc.freeze`): call
+    once the long-lived ones are made. `collect` first frees what is already garbage (a full
+    pass: at start-up, not while serving). How many objects are frozen in all."""
+    if collect:
+        gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection while long-lived objects are being made in bulk (a model and
+    the modules it imports: each full pass would scan them all again); they are frozen
+    afterwards, and whatever cycles requests left meanwhile are collected later."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        freeze_heap(collect=False)
+        gc.enable()
 
 
 def thread_report() -> dict[str, float | None]:
