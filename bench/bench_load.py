@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import itertools
 import os
+import queue
 import random
 import socket
 import statistics
@@ -111,6 +113,20 @@ def start_server(collection: Path, port: int, env: dict[str, str] | None = None)
     raise RuntimeError("the server did not answer within 120 s")
 
 
+def process_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and of its children by pid, from /proc
+    (Linux): how the cores were shared between the server, its describe workers and us."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            this, parent = int(stat.parent.name), int(fields[1])
+            if pid in (this, parent):
+                found[this] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
 def server_log(process: subprocess.Popen) -> str:
     """What the server has logged (into its log file, or a pipe once it has stopped)."""
     log = getattr(process, "log", None)
@@ -141,6 +157,10 @@ class LoadReport:
     """What a load run saw: latencies per kind and every kind of failure, by count."""
 
     latencies: dict[str, list[float]] = field(default_factory=dict)
+    # per kind, the server's own account of each answered search (its Server-Timing header):
+    # waiting for a gate slot, the work in the slot, the whole request inside the app; what
+    # a latency has beyond "app" is the event loop, HTTP and this client
+    in_server: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     server_errors: list[str] = field(default_factory=list)  # 5xx other than shedding
     client_errors: list[str] = field(default_factory=list)  # unexpected 4xx
     torn: list[str] = field(default_factory=list)  # hits that should not exist
@@ -160,6 +180,16 @@ class LoadReport:
             + len(self.torn)
             + len(self.connection_errors)
         )
+
+
+def server_timing(response: httpx.Response) -> dict[str, float]:
+    """The steps of a `Server-Timing` header, name -> ms."""
+    steps = {}
+    for part in response.headers.get("server-timing", "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        with contextlib.suppress(ValueError):
+            steps[name] = float(duration)
+    return steps
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -186,10 +216,19 @@ def run_load(
     reused: set[int] = set()  # ids that named a deleted image, then a new one: not checkable
     stop = threading.Event()
     local = threading.local()
+    # each client thread's connection is made before the clock starts: making an httpx
+    # client (its TLS context) and connecting took 0.7-0.8 s per thread when 8 did it at once,
+    # which was the by-id p99 of every earlier run (the first search of each client)
+    ready: queue.SimpleQueue[httpx.Client] = queue.SimpleQueue()
+    for _ in range(concurrency + 1):  # and the writer's
+        made = httpx.Client(base_url=base, timeout=120)
+        made.get("/api/health").raise_for_status()
+        ready.put(made)
+    gc.freeze()  # this process's own collector pauses are not the server's latency
 
     def client() -> httpx.Client:
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=base, timeout=120)
+            local.client = ready.get_nowait()
         return local.client
 
     def send(method: str, url: str, **kwargs) -> httpx.Response:
@@ -219,8 +258,15 @@ def run_load(
         started = time.monotonic()
         start = time.perf_counter()
         response = send("POST", "/api/search", **kwargs)
+        latency = (time.perf_counter() - start) * 1000
         with report.lock:
-            report.latencies.setdefault(kind, []).append((time.perf_counter() - start) * 1000)
+            report.latencies.setdefault(kind, []).append(latency)
+            if response.status_code == 200:
+                steps = report.in_server.setdefault(kind, {})
+                timing = server_timing(response)
+                timing["outside the app"] = latency - timing.get("app", 0.0)
+                for step, ms in timing.items():
+                    steps.setdefault(step, []).append(ms)
         check_hits(response, started, what)
 
     def check_hits(response: httpx.Response, started: float, what: str) -> None:
@@ -318,6 +364,11 @@ def print_report(report: LoadReport, wall: float) -> None:
             f"  {kind:<10} {len(values) / wall:7.1f} req/s   p50 {percentile(values, 50):7.1f} ms"
             f"   p99 {percentile(values, 99):7.1f} ms   mean {statistics.fmean(values):7.1f} ms"
         )
+        for step, inside in sorted(report.in_server.get(kind, {}).items()):
+            print(
+                f"    server's {step:<16} p50 {percentile(inside, 50):7.1f} ms   p99 "
+                f"{percentile(inside, 99):7.1f} ms"
+            )
     print(
         f"  writes meanwhile: {report.added} added, {report.deleted} deleted; "
         f"{report.hits_checked} hits fetched back; {report.shed} answers 503 + Retry-After "
@@ -439,14 +490,24 @@ def serve_and_load(
     port = free_port()
     server = start_server(collection, port, env=env)
     try:
+        cpu_before, own_before = process_cpu_s(server.pid), time.process_time()
         start = time.perf_counter()
         report = run_load(f"http://127.0.0.1:{port}", ids, writes=writes, **load)
         wall = time.perf_counter() - start
+        cpu_after, own = process_cpu_s(server.pid), time.process_time() - own_before
     finally:
         log = stop_server(server)
     loads = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"HTTP (lookalike serve, {wall:.1f} s, load average {loads} at the end):")
     print_report(report, wall)
+    server_cpu = cpu_after.get(server.pid, 0.0) - cpu_before.get(server.pid, 0.0)
+    workers_cpu = sum(
+        cpu - cpu_before.get(pid, 0.0) for pid, cpu in cpu_after.items() if pid != server.pid
+    )
+    print(
+        f"  CPU over the run, in cores busy: server process {server_cpu / wall:.2f}, its "
+        f"describe workers {workers_cpu / wall:.2f}, the clients (this process) {own / wall:.2f}"
+    )
     if report.connection_errors:
         print("  the server's log, last lines:\n" + log[-3000:])
     elif "Traceback" in log:
