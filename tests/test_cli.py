@@ -93,6 +93,14 @@ def test_remove_and_info(tmp_path, image_dir):
     assert "1 removed" in run("remove", str(image_dir / "red.png"), "-c", str(coll)).stdout
     info = json.loads(run("info", "-c", str(coll), "--json").stdout)
     assert info["images"] == 1 and "color" in info["attributes"]
+    # the id notation search answers and help texts use (id:N) names an image everywhere
+    blue = json.loads(
+        run("info", "-c", str(coll), "--image", str(image_dir / "blue.gif"), "--json").stdout
+    )
+    shown = run("update", f"id:{blue['id']}", "-c", str(coll), "--metadata", '{"tag": "sky"}')
+    assert "sky" in shown.stdout
+    assert "1 removed" in run("remove", f"id:{blue['id']}", "-c", str(coll)).stdout
+    assert json.loads(run("info", "-c", str(coll), "--json").stdout)["images"] == 0
 
 
 @pytest.mark.parametrize(

@@ -673,10 +673,12 @@ class Collection:
     # -- reading ------------------------------------------------------------------------------
 
     def get(self, image: int | str) -> ImageRecord:
-        """An image by id, or by path (as stored, or resolved from a relative path)."""
+        """An image by id (`41` or `"41"`, or `"id:41"` as the CLI writes it), or by path (as
+        stored, or resolved from a relative path)."""
         record = None
-        if isinstance(image, int) or (isinstance(image, str) and image.isdigit()):
-            record = self.catalog.get(int(image))
+        number = image.removeprefix("id:") if isinstance(image, str) else image
+        if isinstance(number, int) or number.isdigit():
+            record = self.catalog.get(int(number))
         if record is None and isinstance(image, str):
             record = self.catalog.get_by_path(image) or self.catalog.get_by_path(self._key(image))
         if record is None:

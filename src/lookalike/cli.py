@@ -446,7 +446,7 @@ def search(
 @app.command()
 @friendly_errors
 def update(
-    image: Annotated[str, typer.Argument(help="Image id or path.")],
+    image: Annotated[str, typer.Argument(help="Image id (41 or id:41) or path.")],
     collection: CollectionOption,
     metadata: Annotated[
         str | None, typer.Option(help="JSON object merged into the metadata, e.g. '{\"price\": 9}'")
@@ -535,7 +535,7 @@ def print_results(
 @app.command()
 @friendly_errors
 def remove(
-    images: Annotated[list[str], typer.Argument(help="Image ids or paths.")],
+    images: Annotated[list[str], typer.Argument(help="Image ids (41 or id:41) or paths.")],
     collection: CollectionOption,
 ) -> None:
     """Remove images from a collection (the files themselves are not touched)."""
