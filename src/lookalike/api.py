@@ -38,6 +38,7 @@ from lookalike.features.whitening import (
     Whitening,
     fit_pca_whitening,
     whitened_distance,
+    whitened_rough_distance,
     whitened_space,
 )
 from lookalike.index import check as _index_check  # noqa: F401  (registers `indexes` in check)
@@ -723,6 +724,7 @@ class Collection:
                 extractor.dim,
                 "raw",
             )
+            rough = getattr(extractor, "rough_distance", None)
         else:
             distance, space, prepare, dim = (
                 whitened_distance,
@@ -730,6 +732,7 @@ class Collection:
                 whitening.apply,
                 whitening.dim,
             )
+            rough = whitened_rough_distance
             tag = "whitened:" + hashlib.sha256(whitening.to_bytes()).hexdigest()[:16]
         return AttributeSource(
             name=attribute,
@@ -740,6 +743,7 @@ class Collection:
             space=space,
             prepare=prepare,
             fingerprint=f"{extractor.version}|{extractor.dim}|{tag}",
+            rough=rough,
         )
 
     def _prepare_query(self, attribute: str, vector: np.ndarray) -> np.ndarray:

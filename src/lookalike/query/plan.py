@@ -163,12 +163,45 @@ class PlanSources:
         return {i: (r.path, r.metadata) for i, r in self.catalog.get_many(ids).items()}
 
 
+@dataclass(frozen=True)
+class RoughScores:
+    """An attribute's candidates scored in float32 (`distances` holds those), and what it
+    takes to score any of them exactly: the bound between both, the rows (candidate i's is
+    `rows[where[i]]`), the query."""
+
+    bound: float
+    rows: np.ndarray
+    where: np.ndarray
+    query: np.ndarray
+    exact: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 @dataclass
 class ImagePart:
     ids: np.ndarray
     distances: dict[str, np.ndarray]
     exact: bool
     windows: dict[str, int] = field(default_factory=dict)  # query windows per attribute
+    rough: dict[str, RoughScores] = field(default_factory=dict)  # not yet exact: `settle`
+
+    def settle(self, weights: Mapping[str, float], k: int) -> None:
+        """Make the distances of every candidate that can be among the k best exact (float64,
+        as the exact plan computes them). A rough fused score is within `band` of the exact
+        one, so a candidate whose rough score is above the k-th rough score + 2 x band is
+        beaten by at least k others whatever the exact values: its rough distances stay (they
+        rank it below the k best, and it is never shown). Same hits and scores as scoring all
+        candidates exactly, at the float32 cost plus ~k rows in float64."""
+        if not self.rough:
+            return
+        doubt = np.arange(len(self.ids))
+        if len(self.ids) > k:
+            rough = fuse(self.distances, weights)
+            band = sum(abs(weights[name]) * r.bound for name, r in self.rough.items())
+            kth = np.partition(rough, k - 1)[k - 1]
+            doubt = np.flatnonzero(rough <= kth + 2.0 * band + 1e-9)  # + fuse's own rounding
+        for name, r in self.rough.items():
+            self.distances[name][doubt] = r.exact(r.query, r.rows[r.where[doubt]])
+        self.rough = {}
 
 
 class Planner:
@@ -188,8 +221,11 @@ class Planner:
         extra: Sequence[np.ndarray] = (),
         effort: int | None = None,
         exact: bool = False,
+        rough: bool = False,
     ) -> ImagePart:
-        """Per-attribute exact distances on the candidates (or on every image when exact)."""
+        """Per-attribute exact distances on the candidates (or on every image when exact).
+        `rough`: where an attribute has a cheaper float32 distance, candidates get that, and
+        the caller calls `ImagePart.settle` before reading them (the fused top-k alone)."""
         indexes = {name: self.sources.index(name) for name in weights}
         query = {name: self.sources.prepare_query(name, signature[name]) for name in weights}
         windows = {
@@ -215,12 +251,16 @@ class Planner:
             if allowed is not None and size:  # a filter leaves neighbours that agree less
                 wanted = int(wanted * min(4.0, max(1.0, (size / max(len(allowed), 1)) ** 0.5)))
 
+            # one attribute ranks alone (no windows, no other part's images): its delta gives
+            # only the images that can be among the k best, not `wanted` of them
+            alone = k if rough and len(indexes) == 1 and not windows and not extra else None
+
             def near(name: str, vector: np.ndarray) -> np.ndarray:
                 index = indexes[name]
                 base = index.effort if effort is None else effort
                 return index.search(
                     vector, wanted, allowed_ids=allowed,
-                    effort=filtered_effort(base, allowed, size),
+                    effort=filtered_effort(base, allowed, size), alone=alone,
                 )  # fmt: skip
 
             found = [near(name, query[name]) for name in indexes]
@@ -231,15 +271,20 @@ class Planner:
                 ids = ids[index.contains(ids)]
         if allowed is not None:
             ids = np.intersect1d(ids, allowed)  # never a filtered-out image, whatever the index
-        distances = {
-            # every image of the index: one pass over its map instead of a gather
-            name: index.distances(query[name], ids)
-            for name, index in indexes.items()
-        }
+        part = ImagePart(ids, {}, exact, {n: len(v) for n, v in windows.items()})
+        for name, index in indexes.items():
+            found = None
+            if rough and not exact and name not in windows:
+                found = index.rough_distances(query[name], ids)
+            if found is None:  # every image: one pass over its map instead of a gather
+                part.distances[name] = index.distances(query[name], ids)
+            else:
+                part.distances[name], bound, rows, where = found
+                part.rough[name] = RoughScores(bound, rows, where, query[name], index.spec.distance)
         for name, vectors in windows.items():  # per image, the best of the query's windows
             through = [indexes[name].distances(w, ids) for w in vectors]
-            distances[name] = best_through_windows(distances[name], through)
-        return ImagePart(ids, distances, exact, {n: len(v) for n, v in windows.items()})
+            part.distances[name] = best_through_windows(part.distances[name], through)
+        return part
 
     # -- a whole query ---------------------------------------------------------------------
 
@@ -317,6 +362,8 @@ class Planner:
         if signature is not None:
             k = None if top_k is None else top_k
             extra = [self._best(pid, d, allowed, k) for pid, d in other.values()] if k else []
+            # the image part alone, fused raw: only its k best need exact scores (`settle`)
+            rough = k is not None and not other and not calibrated
             image = self.image_part(
                 signature(list(attribute_weights)),
                 attribute_weights,
@@ -324,7 +371,11 @@ class Planner:
                 allowed=allowed,
                 extra=extra,
                 exact=exact,
+                rough=rough,
             )
+            if rough:
+                assert k is not None
+                image.settle(attribute_weights, k)
             image_distances = image.distances  # calibration hook: calibration.py
             image_scores = fuse(image.distances, attribute_weights)
             if calibration is not None and calibrated:
