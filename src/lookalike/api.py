@@ -1122,11 +1122,10 @@ class Collection:
         image_id = int(str(image).removeprefix("id:"))
         if not 0 <= image_id < 2**62 or any(self._whitening(name) is not None for name in names):
             return None
-        ids = np.array([image_id], np.int64)
-        indexes = [self.index_for(name) for name in names]
-        if not all(index.contains(ids)[0] for index in indexes):
+        rows = {name: self.index_for(name).row(image_id) for name in names}
+        if any(row is None for row in rows.values()):
             return None  # the catalog's read says why (no such image, no current vector)
-        return {name: index.rows(ids)[0] for name, index in zip(names, indexes, strict=True)}
+        return rows  # type: ignore[return-value]
 
     def _expanded(self, vector: np.ndarray) -> tuple[np.ndarray, list[int]]:
         """The deep vector moved towards its nearest stored neighbours (alpha-QE), and their
@@ -1167,17 +1166,18 @@ class Collection:
 
     def _index_keys(self, ids: np.ndarray) -> PageKeys | None:
         """The index keys of a page of hits (their colour terms by dominance, seed 004), from
-        their own perceptual rows (no whole-matrix gather), read now and made into terms when
-        a caller reads them (`PageKeys`)."""
+        their own perceptual rows (no whole-matrix gather) as they are now, read and made into
+        terms when a caller reads them (`PageKeys`, `AttributeIndex.rows_later`)."""
         if "perceptual" not in self.attributes or not len(ids):
             return None
         from lookalike.features.perceptual import split_perceptual
 
-        index = self.index_for("perceptual")
-        present = np.flatnonzero(index.contains(ids))
-        rows = index.rows(ids[present]) if len(present) else None
+        present, read = self.index_for("perceptual").rows_later(ids)
         return PageKeys(
-            rows, present, len(ids), lambda rows: index_key_records(split_perceptual(rows)[0])
+            read,
+            np.flatnonzero(present),
+            len(ids),
+            lambda rows: index_key_records(split_perceptual(rows)[0]),
         )
 
     def index_key(self, image: int | str) -> list[dict[str, Any]] | None:

@@ -419,6 +419,42 @@ class AttributeIndex:
         # 1e-9: the same row's float64 distance may round differently in another batch
         return delta.slot_ids[values <= kth + 2.0 * bound + 1e-9]
 
+    def row(self, image_id: int) -> np.ndarray | None:
+        """The exact vector of one image (a view of the map's row), None where it has none."""
+        if 0 <= image_id < len(self.position):
+            position = self.position[image_id]
+            if position >= 0:
+                return self.vectors.view(np.ndarray)[position]
+        return self.delta.get(image_id)
+
+    def rows_later(self, ids: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        """Which of `ids` are here (a bool each), and a reader of those ids' rows as they are
+        now, for a caller that may never read them: the map, the positions and the delta
+        snapshot are taken now (a main row is never rewritten, an older generation's map
+        stays valid after a merge or rebuild, a delta snapshot's rows never change), so a read
+        after later writes still gives the rows of this moment."""
+        ids = np.asarray(ids, np.int64)
+        positions = np.full(len(ids), -1, np.int64)
+        small = ids < len(self.position)
+        positions[small] = self.position[ids[small]]
+        in_main = positions >= 0
+        mapped = self.vectors.view(np.ndarray)
+        if in_main.all():
+            return in_main, lambda: mapped.take(positions, axis=0)
+        found, slots, delta_rows = self._delta_slots(ids[~in_main])
+        present = in_main.copy()
+        present[~in_main] = found
+        main_rows = positions[present] >= 0  # of the present ids, which are main rows
+        main_positions, delta_slots = positions[in_main], slots[found]
+
+        def read() -> np.ndarray:
+            out = np.empty((len(main_rows), self.spec.dim), np.float32)
+            out[main_rows] = mapped.take(main_positions, axis=0)
+            out[~main_rows] = delta_rows.take(delta_slots, axis=0)
+            return out
+
+        return present, read
+
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Exact vectors of `ids` (all searchable here), from the memory map or the delta."""
         ids = np.asarray(ids, np.int64)

@@ -83,26 +83,28 @@ class SearchHit:
 
 
 class PageKeys:
-    """The index keys of a page of hits. Their rows are read with the search (so a key is the
-    image's key at search time, whatever is written after), but made into terms and shares
-    (Python over every row: ~0.2 ms a page, a twentieth of a deep search) only when a caller
-    first reads one: REST and the CLI show them, a caller after ids and scores does not."""
+    """The index keys of a page of hits. Their rows are those of search time (`read` gives
+    them whatever is written after: `AttributeIndex.rows_later`), but they are read and made
+    into terms and shares (Python over every row: ~0.2 ms a page, a twentieth of a deep
+    search) only when a caller first reads one: REST and the CLI show them, a caller after
+    ids and scores does not."""
 
     def __init__(
         self,
-        rows: Any,
+        read: Callable[[], Any],
         slots: np.ndarray,
         size: int,
         make: Callable[[Any], list[list[dict[str, Any]]]],
     ):
-        self._rows, self._slots, self._size, self._make = rows, slots, size, make
+        self._read, self._slots, self._size, self._make = read, slots, size, make
         self._keys: list[list[dict[str, Any]] | None] | None = None
 
     def __getitem__(self, slot: int) -> list[dict[str, Any]] | None:
         if self._keys is None:  # two threads may both make them: the same values
             keys: list[list[dict[str, Any]] | None] = [None] * self._size
             if len(self._slots):
-                for at, key in zip(self._slots.tolist(), self._make(self._rows), strict=True):
+                made = self._make(self._read())
+                for at, key in zip(self._slots.tolist(), made, strict=True):
                     keys[at] = key
             self._keys = keys
         return self._keys[slot]
@@ -267,8 +269,9 @@ class Planner:
             # an inset's source may be far from the whole query but near one of its windows
             found += [near(name, w) for name, vectors in windows.items() for w in vectors]
             ids = np.unique(np.concatenate([*found, *extra]))
-            for index in indexes.values():
-                ids = ids[index.contains(ids)]
+            if len(found) > 1 or extra:  # one index's own candidates are all in it
+                for index in indexes.values():
+                    ids = ids[index.contains(ids)]
         if allowed is not None:
             ids = np.intersect1d(ids, allowed)  # never a filtered-out image, whatever the index
         part = ImagePart(ids, {}, exact, {n: len(v) for n, v in windows.items()})
