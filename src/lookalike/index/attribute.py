@@ -419,6 +419,13 @@ class AttributeIndex:
         # 1e-9: the same row's float64 distance may round differently in another batch
         return delta.slot_ids[values <= kth + 2.0 * bound + 1e-9]
 
+    def _main_positions(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's row in main, -1 where it has none (in the delta, or not here)."""
+        positions = np.full(len(ids), -1, np.int64)
+        small = ids < len(self.position)
+        positions[small] = self.position[ids[small]]
+        return positions
+
     def row(self, image_id: int) -> np.ndarray | None:
         """The exact vector of one image (a view of the map's row), None where it has none."""
         if 0 <= image_id < len(self.position):
@@ -434,9 +441,7 @@ class AttributeIndex:
         stays valid after a merge or rebuild, a delta snapshot's rows never change), so a read
         after later writes still gives the rows of this moment."""
         ids = np.asarray(ids, np.int64)
-        positions = np.full(len(ids), -1, np.int64)
-        small = ids < len(self.position)
-        positions[small] = self.position[ids[small]]
+        positions = self._main_positions(ids)
         in_main = positions >= 0
         mapped = self.vectors.view(np.ndarray)
         if in_main.all():
@@ -458,9 +463,7 @@ class AttributeIndex:
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Exact vectors of `ids` (all searchable here), from the memory map or the delta."""
         ids = np.asarray(ids, np.int64)
-        positions = np.full(len(ids), -1, np.int64)
-        small = ids < len(self.position)
-        positions[small] = self.position[ids[small]]
+        positions = self._main_positions(ids)
         in_main = positions >= 0
         mapped = self.vectors.view(np.ndarray)  # gathers without numpy.memmap's wrapping
         if in_main.all():  # the usual case: one gather
@@ -510,9 +513,7 @@ class AttributeIndex:
         """The exact rows of `ids`, main rows first then delta rows, and each id's row there:
         two plain gathers into one buffer (`rows` scatters them into id order, which on a
         search's candidates cost twice the gathers)."""
-        positions = np.full(len(ids), -1, np.int64)
-        small = ids < len(self.position)
-        positions[small] = self.position[ids[small]]
+        positions = self._main_positions(ids)
         in_main = positions >= 0
         mapped = self.vectors.view(np.ndarray)
         if in_main.all():
