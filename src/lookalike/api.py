@@ -202,6 +202,7 @@ class Collection:
         self.calibrations = CalibrationStore(catalog, self.index_for, lambda: list(self.attributes))
         self._filters: OrderedDict[str, tuple[Hashable, np.ndarray]] = OrderedDict()
         self._filters_lock = threading.Lock()
+        self._parsed_weights: dict[tuple[Any, ...], dict[str, float]] = {}
         self.planner = Planner(
             PlanSources(
                 catalog=catalog,
@@ -1062,7 +1063,7 @@ class Collection:
         marks = Feedback.parse(more, less)
         attribute_weights: dict[str, float] = {}
         if image is not None or marks.more:
-            attribute_weights = normalise_weights(weights, self.attributes, self.default_weights)
+            attribute_weights = self._weights(weights)
         expanded_from: list[int] = []
 
         def described(names: list[str]) -> dict[str, np.ndarray]:
@@ -1110,6 +1111,19 @@ class Collection:
         if feedback_info is not None:
             results.explain["feedback"] = feedback_info
         return results
+
+    def _weights(self, weights: str | Mapping[str, float] | None) -> dict[str, float]:
+        """Normalised attribute weights; those given as text (or none) are parsed once: a
+        search by id with weights "deep=1" spent ~2% of its time parsing them."""
+        if weights is not None and not isinstance(weights, str):
+            return normalise_weights(weights, self.attributes, self.default_weights)
+        key = (weights, tuple(self.attributes), tuple(self.default_weights.items()))
+        cached = self._parsed_weights.get(key)  # adapt / reset change the default weights
+        if cached is None:
+            cached = normalise_weights(weights, self.attributes, self.default_weights)
+            if len(self._parsed_weights) < 64:  # a bounded memo of a few spellings
+                self._parsed_weights[key] = cached
+        return dict(cached)
 
     def _indexed_vectors(
         self, image: ImageQuery | None, names: Sequence[str]

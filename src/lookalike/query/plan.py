@@ -481,22 +481,27 @@ class Planner:
         found = ids[np.asarray(order, np.intp)]
         keys = self.sources.index_keys(found) if self.sources.index_keys else None
         own = {int(i) for i in query_ids}
+        at = np.asarray(order, np.intp)  # each hit's values in one gather per array
+        hit_scores = scores[at].tolist()
+        hit_distances = {name: d[at].tolist() for name, d in distances.items()}
         hits = []
         for slot, (i, image_id) in enumerate(zip(order, found.tolist(), strict=True)):
-            score = float(scores[i])
+            score = hit_scores[slot]
             path, metadata = records[image_id]
             hits.append(
                 SearchHit(
                     id=image_id,
                     path=path,
                     score=score,
-                    breakdown={name: float(d[i]) for name, d in distances.items()},
+                    breakdown={name: d[slot] for name, d in hit_distances.items()},
                     similar=is_similar(score, threshold),
                     metadata=metadata,
                     details={
                         part: {m: round(float(v[i]), 4) for m, v in measures.items()}
-                        for part, measures in (details or {}).items()
-                    },
+                        for part, measures in details.items()
+                    }
+                    if details
+                    else {},
                     likely=None if cut is None else bool(score < cut and image_id not in own),
                     is_query=image_id in own,
                     keys=keys,
