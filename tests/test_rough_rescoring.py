@@ -103,3 +103,51 @@ def test_the_rough_distance_is_within_its_bound_of_the_exact_one():
         exact = extractor.distance(query, rows)
         assert 0 < bound < 0.1
         assert np.abs(rough - exact).max() <= bound
+
+
+def test_one_attribute_ranked_alone_takes_the_delta_s_best_with_their_ties(tmp_path):
+    """With one weighted attribute, the delta gives only the images that can be hits
+    (`_delta_nearest`); an attribute without a rough distance (colour) ranks it exactly, ties
+    by id as the exact plan breaks them, with and without a filter, through the CLI."""
+    rng = np.random.default_rng(11)
+    folder = tmp_path / "coll"
+    coll = Collection.create(folder, attributes=["color"])
+    dim = coll.extractors["color"].dim
+    far = rng.random((1200, dim)).astype(np.float32)
+    far /= far.sum(axis=1, keepdims=True)
+    ids = coll.add_vectors(
+        [f"far/{i}.jpg" for i in range(1200)],
+        {"color": far},
+        [{"shard": i % 10} for i in range(1200)],
+    )
+    coll.configure_index(kind="hnsw", effort={"hnsw": 256})
+    assert len(coll.index_for("color").delta) == 0  # built now, the ties added after
+    # in the delta: 20 images between the query and others, then 30 ties added in two
+    # batches; the 10th hit falls among the ties, so a selection that ignored ties could
+    # keep any of them (seen red with an argpartition of k)
+    mid = far[:1] * 0.5 + far[2:22] * 0.5
+    tie = far[:1] * 0.6 + far[1:2] * 0.4
+    coll.add_vectors([f"mid/{i}.jpg" for i in range(20)], {"color": mid})
+    for batch in range(2):
+        coll.add_vectors(
+            [f"near/{batch}-{i}.jpg" for i in range(15)],
+            {"color": np.repeat(tie, 15, axis=0)},
+            [{"shard": i % 3} for i in range(15)],
+        )
+    assert len(coll.index_for("color").delta) == 50
+    for where in (None, "shard < 5"):  # 600 of 1,230 allowed: still the candidate plan
+        want = coll.query(image=ids[0], weights="color=1", top_k=10, where=where, exact=True)
+        got = coll.query(image=ids[0], weights="color=1", top_k=10, where=where)
+        assert got.explain["plan"] == "candidates"
+        assert [h.id for h in got] == [h.id for h in want]
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-9)
+        extra = ["--where", where] if where else []
+        proc = subprocess.run(
+            [*CLI, "search", f"id:{ids[0]}", "-c", str(folder), "-w", "color=1", "--json", *extra],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        shown = json.loads(proc.stdout)["results"]
+        assert [h["id"] for h in shown] == [h.id for h in want]
+        assert sum(h["path"].startswith("near/") for h in shown) >= 5  # the ties were at stake
+    coll.close()
