@@ -69,16 +69,18 @@ def test_float32_rescoring_gives_the_exact_plan_s_hits_and_scores_through_the_cl
         for g, w in zip(got, want, strict=True):
             assert g.score == pytest.approx(w.score, abs=1e-9)
             assert g.breakdown["deep"] == pytest.approx(w.breakdown["deep"], abs=1e-9)
-        proc = subprocess.run(
-            [*CLI, "search", f"id:{ids[0]}", "-c", str(folder), "-w", "deep=1",
-             "--top", str(top), "--json"],
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        shown = json.loads(proc.stdout)["results"]
-        assert [(h["id"], h["score"]) for h in shown] == [
-            (h["id"], h["score"]) for h in want.to_dict()["results"]
-        ]
+    # as users run it (once: a process start costs seconds)
+    want = coll.query(image=ids[0], weights="deep=1", top_k=25, exact=True)
+    proc = subprocess.run(
+        [*CLI, "search", f"id:{ids[0]}", "-c", str(folder), "-w", "deep=1", "--top", "25",
+         "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)["results"]
+    assert [(h["id"], h["score"]) for h in shown] == [
+        (h["id"], h["score"]) for h in want.to_dict()["results"]
+    ]
     coll.close()
 
 
