@@ -145,3 +145,31 @@ def test_a_stored_query_vector_read_from_the_indexes_is_the_catalog_s(photos, tm
     shown = json.loads(proc.stdout)["results"]
     assert shown[0]["id"] == new and shown[0]["score"] == 0 and shown[0]["is_query"]
     assert shown[1]["id"] == ids["coffee.png"]
+
+
+def test_index_keys_read_after_writes_are_those_of_search_time(photos, tmp_path):
+    """Index keys are read only when asked, yet they are the hits' keys when the search ran:
+    neither a removal, a re-added image in the delta, a merge nor a rebuild changes them."""
+    folder, ids = photos
+    shutil.copytree(folder, tmp_path / "coll")
+    with Collection.open(tmp_path / "coll") as coll:
+        want = [h.index_key for h in coll.search(ids["coffee.png"], weights="deep=1")]
+        assert all(key for key in want)
+        [copy] = coll.add_vectors(  # in the delta: the coffee photo's vectors, colours changed
+            ["elsewhere/coffee-copy.jpg"],
+            {n: v[None, :] for n, v in coll.describe(ids["chelsea.png"]).items()}
+            | {"deep": coll.describe(ids["coffee.png"])["deep"][None, :]},
+        )
+        page = coll.search(ids["coffee.png"], weights="deep=1", top_k=11)
+        assert copy in [h.id for h in page]
+        shown = [h.index_key for h in page]  # read now: the keys the page must keep
+        late = coll.search(ids["coffee.png"], weights="deep=1", top_k=11)  # not read yet
+        lone = coll.search(ids["coffee.png"], weights="deep=1")  # not read yet either
+        coll.remove([h.id for h in late][1:4])
+        coll.remove(copy)
+        coll.merge_indexes()
+        coll.rebuild_indexes(["perceptual"])
+        assert [h.index_key for h in late] == shown
+        assert [h.id for h in lone] == [h.id for h in page][:10]
+        assert [h.index_key for h in lone] == shown[:10]
+        assert shown[[h.id for h in page].index(copy)] != want[0]  # chelsea's, not coffee's

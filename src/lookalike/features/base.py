@@ -189,6 +189,65 @@ def cosine_space(dim: int, cos_floor: float) -> IndexSpace:
     return IndexSpace("ip", dim, transform, to_distance)
 
 
+FLOAT32_UNIT = 2.0**-24  # unit roundoff of float32
+TINY_NORM = 1e-6  # below this norm product a float32 cosine is not trusted: float64 instead
+
+
+def rough_cosine_distance(
+    query: np.ndarray, stored: np.ndarray, cos_floor: float
+) -> tuple[np.ndarray, float]:
+    """The cosine distance of `cosine_space` in float32 (a fifth of the float64 cost on a
+    search's 100 candidates) and a bound on how far it is from the float64 one, so a caller
+    ranks by it and recomputes in float64 only where the bound leaves a doubt.
+
+    Bound: a float32 dot product (any summation order) is off by at most gamma_d * |x|.|y|
+    <= gamma_d * ||x|| ||y|| (gamma_d = d u / (1 - d u)), each squared norm by gamma_d of
+    itself; the square roots and the division add a few u. So |cos32 - cos| <= 2 gamma_d + 4 u;
+    it is doubled here, and clipping to 0..100 only shrinks differences."""
+    stored = np.atleast_2d(stored)
+    q = np.asarray(query, dtype=np.float32).ravel()
+    dim = max(len(q), 1)
+    gamma = dim * FLOAT32_UNIT / (1.0 - dim * FLOAT32_UNIT)
+    bound = 2.0 * (2.0 * gamma + 4.0 * FLOAT32_UNIT) * 100.0 / (1.0 - cos_floor)
+    scale = 100.0 / (1.0 - cos_floor)
+    out = _float32_cosine_distances(np.ascontiguousarray(stored, np.float32), q, scale)
+    tiny = np.isnan(out)
+    if tiny.any():  # a near-zero vector: float32 underflows; these few rows in float64
+        rows = stored[tiny].astype(np.float64)
+        q64 = q.astype(np.float64)
+        product = np.sqrt(np.einsum("ij,ij->i", rows, rows)) * float(np.sqrt(q64 @ q64))
+        exact = rows @ q64 / np.maximum(product, 1e-12)
+        out[tiny] = np.clip(100.0 * (1.0 - exact) / (1.0 - cos_floor), 0.0, 100.0)
+    return out, bound
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _float32_cosine_distances(rows: np.ndarray, query: np.ndarray, scale: float) -> np.ndarray:
+    """clip(scale * (1 - cos), 0, 100) per row, cos in float32, in one pass over the rows
+    (numpy needs several, and its einsum of the norms cost 3x the product); NaN where the
+    norms are too small to trust. Any summation order keeps `rough_cosine_distance`'s bound."""
+    count, dim = rows.shape
+    out = np.empty(count, np.float64)
+    q_square = np.float32(0.0)
+    for j in range(dim):
+        q_square += query[j] * query[j]
+    q_norm = np.sqrt(q_square)
+    for i in range(count):
+        dot = np.float32(0.0)
+        square = np.float32(0.0)
+        for j in range(dim):
+            value = rows[i, j]
+            dot += value * query[j]
+            square += value * value
+        norms = np.sqrt(square) * q_norm
+        if norms < TINY_NORM:
+            out[i] = np.nan
+        else:
+            cos = dot / norms
+            out[i] = min(max(scale * (1.0 - np.float64(cos)), 0.0), 100.0)
+    return out
+
+
 def block_histogram_distance(
     query: np.ndarray,
     stored: np.ndarray,

@@ -71,7 +71,12 @@ import numpy as np
 
 from lookalike.decode import Preprocess, decode_bytes, prepare
 from lookalike.errors import LookalikeError
-from lookalike.features.base import IndexSpace, PreparedImage, cosine_space
+from lookalike.features.base import (
+    IndexSpace,
+    PreparedImage,
+    cosine_space,
+    rough_cosine_distance,
+)
 
 if TYPE_CHECKING:  # torch is imported only where a torch model runs (see the docstring)
     import torch
@@ -515,6 +520,11 @@ class DeepExtractor:
         sn = np.sqrt(np.einsum("ij,ij->i", stored, stored))
         cos = stored @ q / np.maximum(sn * qn, 1e-12)
         return np.clip(100.0 * (1.0 - cos) / (1.0 - self.cos_floor), 0.0, 100.0)
+
+    def rough_distance(self, query: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, float]:
+        """`distance` in float32 and its error bound: the planner ranks candidates by it and
+        recomputes with `distance` only those the bound leaves in doubt (query/plan.py)."""
+        return rough_cosine_distance(query, stored, self.cos_floor)
 
     def index_space(self) -> IndexSpace:
         return cosine_space(self.dim, self.cos_floor)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.errors import LookalikeError
-from lookalike.features.base import IndexSpace, cosine_space
+from lookalike.features.base import IndexSpace, cosine_space, rough_cosine_distance
 
 _FORMAT = 1
 MIN_SAMPLES_PER_DIM = 2
@@ -136,6 +136,11 @@ def whitened_distance(query: np.ndarray, stored: np.ndarray) -> np.ndarray:
     q = np.asarray(query, dtype=np.float64).ravel()
     cos = stored @ q / np.maximum(np.linalg.norm(stored, axis=1) * np.linalg.norm(q), 1e-12)
     return np.clip(100.0 * (1.0 - cos) / (1.0 - WHITENED_COS_FLOOR), 0.0, 100.0)
+
+
+def whitened_rough_distance(query: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, float]:
+    """`whitened_distance` in float32 with its error bound (features/base.py)."""
+    return rough_cosine_distance(query, stored, WHITENED_COS_FLOOR)
 
 
 def whitened_space(dim: int) -> IndexSpace:

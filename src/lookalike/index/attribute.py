@@ -34,6 +34,8 @@ from lookalike.index.ann import DEFAULT_EFFORT, AnnIndex, build_ann, read_ann
 FORMAT = 1
 CHUNK = 4096  # rows per block of exact distances: bounded temporaries
 DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# a distance in float32 and a bound on its difference from DistanceFn's (features/base.py)
+RoughDistanceFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]
 
 
 class IndexFileError(Exception):
@@ -57,6 +59,7 @@ class AttributeSpec:
     space: IndexSpace  # how the ANN structure searches those vectors
     kind: str  # flat | hnsw | ivfpq
     options: dict[str, Any]
+    rough: RoughDistanceFn | None = None  # None: `distance` is as cheap as it gets
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -393,12 +396,74 @@ class AttributeIndex:
         take = min(k, len(slots))
         return ids[slots[np.argpartition(key[slots], take - 1)[:take]]]
 
-    def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Exact vectors of `ids` (all searchable here), from the memory map or the delta."""
-        ids = np.asarray(ids, np.int64)
+    def _delta_nearest(
+        self, query: np.ndarray, k: int, allowed_ids: np.ndarray | None
+    ) -> np.ndarray:
+        """The delta images that can be among the k nearest to `query` by the exact distance
+        (ties and the rough distance's error band included), for a search whose ranking is
+        this attribute alone: ~k rows to rescore instead of as many as main gives."""
+        delta = self._delta_rows()
+        if not len(delta.ids):
+            return delta.ids
+        live = delta.slot_ids >= 0
+        if allowed_ids is not None:
+            live &= np.isin(delta.slot_ids, allowed_ids)
+        if int(live.sum()) <= k:
+            return delta.slot_ids[live]
+        if self.spec.rough is not None:
+            values, bound = self.spec.rough(query, delta.rows)
+        else:
+            values, bound = self.spec.distance(query, delta.rows), 0.0
+        values = np.where(live, values, np.inf)
+        kth = np.partition(values, k - 1)[k - 1]
+        # 1e-9: the same row's float64 distance may round differently in another batch
+        return delta.slot_ids[values <= kth + 2.0 * bound + 1e-9]
+
+    def _main_positions(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's row in main, -1 where it has none (in the delta, or not here)."""
         positions = np.full(len(ids), -1, np.int64)
         small = ids < len(self.position)
         positions[small] = self.position[ids[small]]
+        return positions
+
+    def row(self, image_id: int) -> np.ndarray | None:
+        """The exact vector of one image (a view of the map's row), None where it has none."""
+        if 0 <= image_id < len(self.position):
+            position = self.position[image_id]
+            if position >= 0:
+                return self.vectors.view(np.ndarray)[position]
+        return self.delta.get(image_id)
+
+    def rows_later(self, ids: np.ndarray) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+        """Which of `ids` are here (a bool each), and a reader of those ids' rows as they are
+        now, for a caller that may never read them: the map, the positions and the delta
+        snapshot are taken now (a main row is never rewritten, an older generation's map
+        stays valid after a merge or rebuild, a delta snapshot's rows never change), so a read
+        after later writes still gives the rows of this moment."""
+        ids = np.asarray(ids, np.int64)
+        positions = self._main_positions(ids)
+        in_main = positions >= 0
+        mapped = self.vectors.view(np.ndarray)
+        if in_main.all():
+            return in_main, lambda: mapped.take(positions, axis=0)
+        found, slots, delta_rows = self._delta_slots(ids[~in_main])
+        present = in_main.copy()
+        present[~in_main] = found
+        main_rows = positions[present] >= 0  # of the present ids, which are main rows
+        main_positions, delta_slots = positions[in_main], slots[found]
+
+        def read() -> np.ndarray:
+            out = np.empty((len(main_rows), self.spec.dim), np.float32)
+            out[main_rows] = mapped.take(main_positions, axis=0)
+            out[~main_rows] = delta_rows.take(delta_slots, axis=0)
+            return out
+
+        return present, read
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Exact vectors of `ids` (all searchable here), from the memory map or the delta."""
+        ids = np.asarray(ids, np.int64)
+        positions = self._main_positions(ids)
         in_main = positions >= 0
         mapped = self.vectors.view(np.ndarray)  # gathers without numpy.memmap's wrapping
         if in_main.all():  # the usual case: one gather
@@ -431,6 +496,40 @@ class AttributeIndex:
             chunk = ids[start : start + CHUNK]
             out[start : start + len(chunk)] = self.spec.distance(query, self.rows(chunk))
         return out
+
+    def rough_distances(
+        self, query: np.ndarray, ids: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray] | None:
+        """(float32 distances to `ids`, their error bound, the exact rows, each id's row
+        there), or None where the attribute has no cheaper rough distance or the ids are many
+        (a whole-map pass then)."""
+        if self.spec.rough is None or len(ids) > CHUNK or len(ids) == len(self):
+            return None
+        rows, where = self._gathered(np.asarray(ids, np.int64))
+        values, bound = self.spec.rough(np.asarray(query, np.float32), rows)
+        return values[where], bound, rows, where
+
+    def _gathered(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The exact rows of `ids`, main rows first then delta rows, and each id's row there:
+        two plain gathers into one buffer (`rows` scatters them into id order, which on a
+        search's candidates cost twice the gathers)."""
+        positions = self._main_positions(ids)
+        in_main = positions >= 0
+        mapped = self.vectors.view(np.ndarray)
+        if in_main.all():
+            return mapped.take(positions, axis=0), np.arange(len(ids))
+        main_at, delta_at = np.flatnonzero(in_main), np.flatnonzero(~in_main)
+        found, slots, delta_rows = self._delta_slots(ids[delta_at])
+        if not found.all():  # removed since the search chose them (another thread's write)
+            raise IndexChanged(f"{self.spec.name}: {int((~found).sum())} rows left")
+        rows = np.empty((len(ids), self.spec.dim), np.float32)
+        split = len(main_at)  # mode="clip": no buffered copy (the indices are valid)
+        np.take(mapped, positions[main_at], axis=0, out=rows[:split], mode="clip")
+        np.take(delta_rows, slots, axis=0, out=rows[split:], mode="clip")
+        where = np.empty(len(ids), np.intp)
+        where[main_at] = np.arange(split)
+        where[delta_at] = np.arange(split, len(ids))
+        return rows, where
 
     def _distances_to_all(
         self, query: np.ndarray, expected: np.ndarray | None = None
@@ -479,8 +578,11 @@ class AttributeIndex:
         *,
         allowed_ids: np.ndarray | None = None,
         effort: int | None = None,
+        alone: int | None = None,
     ) -> np.ndarray:
-        """Candidate ids near `query` (at most k from main and k from the delta)."""
+        """Candidate ids near `query` (at most k from main and k from the delta). `alone`:
+        the search ranks by this attribute alone and wants that many hits, so the delta
+        (ranked exactly anyway) gives only those that can be among them (`_delta_nearest`)."""
         effort = effort or self.effort
         found: list[np.ndarray] = []
         if self.ann is None:
@@ -493,7 +595,9 @@ class AttributeIndex:
             positions = self.ann.search(in_space, k, effort, mask)[0]
             positions = positions[positions >= 0]
             found.append(self.main_ids[positions])
-            if self.delta:
+            if self.delta and alone is not None:
+                found.append(self._delta_nearest(np.asarray(query, np.float32), alone, allowed_ids))
+            elif self.delta:
                 found.append(self._delta_candidates(in_space[0], k, allowed_ids))
         return np.concatenate(found) if found else np.zeros(0, np.int64)
 

@@ -21,7 +21,13 @@ from lookalike.errors import CollectionError
 from lookalike.features.base import IndexSpace
 from lookalike.index import source
 from lookalike.index.ann import ANN_KINDS, DEFAULT_EFFORT
-from lookalike.index.attribute import AttributeIndex, AttributeSpec, DistanceFn, IndexFileError
+from lookalike.index.attribute import (
+    AttributeIndex,
+    AttributeSpec,
+    DistanceFn,
+    IndexFileError,
+    RoughDistanceFn,
+)
 from lookalike.store.catalog import Catalog
 
 INDEX_FOLDER = "indexes"
@@ -49,6 +55,7 @@ class AttributeSource:
     space: IndexSpace
     prepare: Callable[[np.ndarray], np.ndarray] | None  # e.g. whitening; None = as stored
     fingerprint: str
+    rough: RoughDistanceFn | None = None  # float32 distance + error bound (features/base.py)
 
 
 def default_options(kind: str, space_dim: int) -> dict[str, Any]:
@@ -154,6 +161,7 @@ class IndexSet:
             space=src.space,
             kind=kind,
             options=options if kind != "flat" else {},
+            rough=src.rough,
         )
 
     # -- getting an index --------------------------------------------------------------------

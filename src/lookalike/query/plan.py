@@ -83,26 +83,28 @@ class SearchHit:
 
 
 class PageKeys:
-    """The index keys of a page of hits. Their rows are read with the search (so a key is the
-    image's key at search time, whatever is written after), but made into terms and shares
-    (Python over every row: ~0.2 ms a page, a twentieth of a deep search) only when a caller
-    first reads one: REST and the CLI show them, a caller after ids and scores does not."""
+    """The index keys of a page of hits. Their rows are those of search time (`read` gives
+    them whatever is written after: `AttributeIndex.rows_later`), but they are read and made
+    into terms and shares (Python over every row: ~0.2 ms a page, a twentieth of a deep
+    search) only when a caller first reads one: REST and the CLI show them, a caller after
+    ids and scores does not."""
 
     def __init__(
         self,
-        rows: Any,
+        read: Callable[[], Any],
         slots: np.ndarray,
         size: int,
         make: Callable[[Any], list[list[dict[str, Any]]]],
     ):
-        self._rows, self._slots, self._size, self._make = rows, slots, size, make
+        self._read, self._slots, self._size, self._make = read, slots, size, make
         self._keys: list[list[dict[str, Any]] | None] | None = None
 
     def __getitem__(self, slot: int) -> list[dict[str, Any]] | None:
         if self._keys is None:  # two threads may both make them: the same values
             keys: list[list[dict[str, Any]] | None] = [None] * self._size
             if len(self._slots):
-                for at, key in zip(self._slots.tolist(), self._make(self._rows), strict=True):
+                made = self._make(self._read())
+                for at, key in zip(self._slots.tolist(), made, strict=True):
                     keys[at] = key
             self._keys = keys
         return self._keys[slot]
@@ -163,12 +165,45 @@ class PlanSources:
         return {i: (r.path, r.metadata) for i, r in self.catalog.get_many(ids).items()}
 
 
+@dataclass(frozen=True)
+class RoughScores:
+    """An attribute's candidates scored in float32 (`distances` holds those), and what it
+    takes to score any of them exactly: the bound between both, the rows (candidate i's is
+    `rows[where[i]]`), the query."""
+
+    bound: float
+    rows: np.ndarray
+    where: np.ndarray
+    query: np.ndarray
+    exact: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
 @dataclass
 class ImagePart:
     ids: np.ndarray
     distances: dict[str, np.ndarray]
     exact: bool
     windows: dict[str, int] = field(default_factory=dict)  # query windows per attribute
+    rough: dict[str, RoughScores] = field(default_factory=dict)  # not yet exact: `settle`
+
+    def settle(self, weights: Mapping[str, float], k: int) -> None:
+        """Make the distances of every candidate that can be among the k best exact (float64,
+        as the exact plan computes them). A rough fused score is within `band` of the exact
+        one, so a candidate whose rough score is above the k-th rough score + 2 x band is
+        beaten by at least k others whatever the exact values: its rough distances stay (they
+        rank it below the k best, and it is never shown). Same hits and scores as scoring all
+        candidates exactly, at the float32 cost plus ~k rows in float64."""
+        if not self.rough:
+            return
+        doubt = np.arange(len(self.ids))
+        if len(self.ids) > k:
+            rough = fuse(self.distances, weights)
+            band = sum(abs(weights[name]) * r.bound for name, r in self.rough.items())
+            kth = np.partition(rough, k - 1)[k - 1]
+            doubt = np.flatnonzero(rough <= kth + 2.0 * band + 1e-9)  # + fuse's own rounding
+        for name, r in self.rough.items():
+            self.distances[name][doubt] = r.exact(r.query, r.rows[r.where[doubt]])
+        self.rough = {}
 
 
 class Planner:
@@ -188,8 +223,11 @@ class Planner:
         extra: Sequence[np.ndarray] = (),
         effort: int | None = None,
         exact: bool = False,
+        rough: bool = False,
     ) -> ImagePart:
-        """Per-attribute exact distances on the candidates (or on every image when exact)."""
+        """Per-attribute exact distances on the candidates (or on every image when exact).
+        `rough`: where an attribute has a cheaper float32 distance, candidates get that, and
+        the caller calls `ImagePart.settle` before reading them (the fused top-k alone)."""
         indexes = {name: self.sources.index(name) for name in weights}
         query = {name: self.sources.prepare_query(name, signature[name]) for name in weights}
         windows = {
@@ -215,31 +253,41 @@ class Planner:
             if allowed is not None and size:  # a filter leaves neighbours that agree less
                 wanted = int(wanted * min(4.0, max(1.0, (size / max(len(allowed), 1)) ** 0.5)))
 
+            # one attribute ranks alone (no windows, no other part's images): its delta gives
+            # only the images that can be among the k best, not `wanted` of them
+            alone = k if rough and len(indexes) == 1 and not windows and not extra else None
+
             def near(name: str, vector: np.ndarray) -> np.ndarray:
                 index = indexes[name]
                 base = index.effort if effort is None else effort
                 return index.search(
                     vector, wanted, allowed_ids=allowed,
-                    effort=filtered_effort(base, allowed, size),
+                    effort=filtered_effort(base, allowed, size), alone=alone,
                 )  # fmt: skip
 
             found = [near(name, query[name]) for name in indexes]
             # an inset's source may be far from the whole query but near one of its windows
             found += [near(name, w) for name, vectors in windows.items() for w in vectors]
             ids = np.unique(np.concatenate([*found, *extra]))
-            for index in indexes.values():
-                ids = ids[index.contains(ids)]
+            if len(found) > 1 or extra:  # one index's own candidates are all in it
+                for index in indexes.values():
+                    ids = ids[index.contains(ids)]
         if allowed is not None:
             ids = np.intersect1d(ids, allowed)  # never a filtered-out image, whatever the index
-        distances = {
-            # every image of the index: one pass over its map instead of a gather
-            name: index.distances(query[name], ids)
-            for name, index in indexes.items()
-        }
+        part = ImagePart(ids, {}, exact, {n: len(v) for n, v in windows.items()})
+        for name, index in indexes.items():
+            found = None
+            if rough and not exact and name not in windows:
+                found = index.rough_distances(query[name], ids)
+            if found is None:  # every image: one pass over its map instead of a gather
+                part.distances[name] = index.distances(query[name], ids)
+            else:
+                part.distances[name], bound, rows, where = found
+                part.rough[name] = RoughScores(bound, rows, where, query[name], index.spec.distance)
         for name, vectors in windows.items():  # per image, the best of the query's windows
             through = [indexes[name].distances(w, ids) for w in vectors]
-            distances[name] = best_through_windows(distances[name], through)
-        return ImagePart(ids, distances, exact, {n: len(v) for n, v in windows.items()})
+            part.distances[name] = best_through_windows(part.distances[name], through)
+        return part
 
     # -- a whole query ---------------------------------------------------------------------
 
@@ -317,6 +365,8 @@ class Planner:
         if signature is not None:
             k = None if top_k is None else top_k
             extra = [self._best(pid, d, allowed, k) for pid, d in other.values()] if k else []
+            # the image part alone, fused raw: only its k best need exact scores (`settle`)
+            rough = k is not None and not other and not calibrated
             image = self.image_part(
                 signature(list(attribute_weights)),
                 attribute_weights,
@@ -324,7 +374,11 @@ class Planner:
                 allowed=allowed,
                 extra=extra,
                 exact=exact,
+                rough=rough,
             )
+            if rough:
+                assert k is not None
+                image.settle(attribute_weights, k)
             image_distances = image.distances  # calibration hook: calibration.py
             image_scores = fuse(image.distances, attribute_weights)
             if calibration is not None and calibrated:
@@ -427,22 +481,27 @@ class Planner:
         found = ids[np.asarray(order, np.intp)]
         keys = self.sources.index_keys(found) if self.sources.index_keys else None
         own = {int(i) for i in query_ids}
+        at = np.asarray(order, np.intp)  # each hit's values in one gather per array
+        hit_scores = scores[at].tolist()
+        hit_distances = {name: d[at].tolist() for name, d in distances.items()}
         hits = []
         for slot, (i, image_id) in enumerate(zip(order, found.tolist(), strict=True)):
-            score = float(scores[i])
+            score = hit_scores[slot]
             path, metadata = records[image_id]
             hits.append(
                 SearchHit(
                     id=image_id,
                     path=path,
                     score=score,
-                    breakdown={name: float(d[i]) for name, d in distances.items()},
+                    breakdown={name: d[slot] for name, d in hit_distances.items()},
                     similar=is_similar(score, threshold),
                     metadata=metadata,
                     details={
                         part: {m: round(float(v[i]), 4) for m, v in measures.items()}
-                        for part, measures in (details or {}).items()
-                    },
+                        for part, measures in details.items()
+                    }
+                    if details
+                    else {},
                     likely=None if cut is None else bool(score < cut and image_id not in own),
                     is_query=image_id in own,
                     keys=keys,
