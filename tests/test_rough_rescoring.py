@@ -153,3 +153,58 @@ def test_one_attribute_ranked_alone_takes_the_delta_s_best_with_their_ties(tmp_p
         assert [h["id"] for h in shown] == [h.id for h in want]
         assert sum(h["path"].startswith("near/") for h in shown) >= 5  # the ties were at stake
     coll.close()
+
+
+def test_numba_and_numpy_kernels_stay_within_the_bound_of_float64():
+    """A process that has not loaded numba (a CLI search by id: loading it costs 1.3 s) ranks
+    with numpy; a server loads the numba kernel at start-up. Both keep the bound."""
+    from lookalike.features import base
+
+    rng = np.random.default_rng(5)
+    query = rng.standard_normal(DIM).astype(np.float32)
+    rows = np.vstack(
+        [near_ties(query, 30, rng), rng.standard_normal((60, DIM)), np.full((1, DIM), 1e-12)]
+    ).astype(np.float32)
+    exact = np.clip(
+        100.0
+        * (
+            1.0
+            - rows.astype(np.float64)
+            @ query
+            / (
+                np.linalg.norm(rows.astype(np.float64), axis=1)
+                * np.linalg.norm(query.astype(np.float64))
+            )
+        )
+        / (1.0 - 0.2),
+        0.0,
+        100.0,
+    )
+    _, bound = rough_cosine_distance(query, rows, 0.2)
+    scale = 100.0 / (1.0 - 0.2)
+    for kernel in (base._numpy_float32_cosine_distances, base._float32_cosine_distances):
+        out = kernel(rows, query, scale)
+        assert np.isnan(out[-1]) and not np.isnan(out[:-1]).any()  # too small: float64 later
+        assert np.abs(out[:-1] - exact[:-1]).max() <= bound
+    rough, _ = rough_cosine_distance(query, rows, 0.2)  # the near-zero row done in float64
+    assert np.abs(rough - exact).max() <= bound
+
+
+def test_a_search_by_id_does_not_load_numba_s_kernel(tmp_path):
+    """Loading the kernel costs a process 1.3 s, more than a CLI search by id gains from it."""
+    script = f"""
+import numpy as np
+from lookalike.api import Collection
+from lookalike.features import base
+coll = Collection.create({str(tmp_path / "coll")!r}, attributes=["deep"])
+vectors = np.random.default_rng(0).random((60, {DIM}), dtype=np.float32)
+ids = coll.add_vectors([f"{{i}}.jpg" for i in range(60)], {{"deep": vectors}})
+coll.configure_index(kind="hnsw")
+coll.merge_indexes()
+hits = coll.search(ids[0], weights="deep=1", top_k=5)
+assert hits.explain["plan"] == "candidates" and hits[0].id == ids[0], hits.explain
+print(len(base._float32_cosine_distances.signatures))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "0"
