@@ -161,6 +161,9 @@ def deep_alone(coll: Collection, queries: np.ndarray) -> None:
     query pays the disk reads and page faults for the others; the three take turns going
     first. Wall and thread-CPU times: on a loaded machine the longer search waits more often
     for a core, which inflates the wall ratio."""
+    from lookalike.features.base import load_rough_kernel
+
+    load_rough_kernel()  # as a server does at start-up (a one-off process uses numpy's)
     for name in ("deep", "perceptual"):
         warm_page_cache(coll.index_for(name).folder)
         touch_map(coll.index_for(name).vectors)
