@@ -61,16 +61,17 @@ def make_image_dir(folder: Path) -> Path:
 # worker, a long file left for the end would run alone while the other worker idles. Ordered
 # by the per-file totals of a `--durations` run of the whole suite (refresh them from one).
 # pyproject.toml passes --no-loadscope-reorder, else xdist orders files by their test count.
-LONGEST_FIRST = (  # worker-s of the 08:05 run, less what moved behind --long or was trimmed
+LONGEST_FIRST = (  # worker-s of a whole run at 14:20 (load 5-9; Milvus 286, check 270, ...)
     "test_scaleout_milvus.py", "test_check.py", "test_collection.py", "test_cli_output.py",
-    "test_cli.py", "test_zeroshot.py", "test_import.py", "test_index_rerun.py",
-    "test_filter_index.py", "test_cnn_runtime.py", "test_index_ann.py", "test_calibration.py",
-    "test_deep_search.py", "test_ingest_hostile.py", "test_scaleout_dask.py", "test_deep.py",
-    "test_regional.py", "test_browser.py", "test_adapt.py", "test_kill.py", "test_index_cli.py",
-    "test_duplicates.py", "test_understand.py", "test_near_duplicates.py",
-    "test_search_overhead.py", "test_extractor_speedups.py", "test_query.py",
-    "test_server_serve.py", "test_server_hardening.py", "test_decode.py", "test_fuzz_decode.py",
-    "test_feedback.py", "test_evaluate_report.py", "test_evaluate.py",
+    "test_cli.py", "test_deep_search.py", "test_zeroshot.py", "test_server_serve.py",
+    "test_import.py", "test_index_rerun.py", "test_regional.py", "test_cnn_runtime.py",
+    "test_adapt.py", "test_browser.py", "test_ingest_hostile.py", "test_filter_index.py",
+    "test_kill.py", "test_scaleout_dask.py", "test_calibration.py", "test_index_cli.py",
+    "test_index_ann.py", "test_extractor_speedups.py", "test_understand.py", "test_deep.py",
+    "test_search_overhead.py", "test_server_hardening.py", "test_server_api.py", "test_query.py",
+    "test_server_http.py", "test_duplicates.py", "test_evaluate_report.py",
+    "test_near_duplicates.py", "test_feedback.py", "test_decode.py", "test_plan.py",
+    "test_fuzz_decode.py", "test_scan.py", "test_evaluate.py",
 )  # fmt: skip
 
 
