@@ -61,16 +61,17 @@ def make_image_dir(folder: Path) -> Path:
 # worker, a long file left for the end would run alone while the other worker idles. Ordered
 # by the per-file totals of a `--durations` run of the whole suite (refresh them from one).
 # pyproject.toml passes --no-loadscope-reorder, else xdist orders files by their test count.
-LONGEST_FIRST = (  # worker-seconds of the 08:05 run; test_index_ann after its shared builds
-    "test_scaleout_milvus.py", "test_check.py", "test_collection.py", "test_import.py",
-    "test_cli_output.py", "test_filter_index.py", "test_cli.py", "test_zeroshot.py",
-    "test_index_rerun.py", "test_cnn_runtime.py", "test_index_ann.py", "test_calibration.py",
-    "test_deep_search.py", "test_ingest_hostile.py", "test_scaleout_dask.py", "test_deep.py",
-    "test_regional.py", "test_browser.py", "test_adapt.py", "test_kill.py", "test_index_cli.py",
-    "test_duplicates.py", "test_understand.py", "test_near_duplicates.py",
-    "test_search_overhead.py", "test_extractor_speedups.py", "test_query.py",
-    "test_server_serve.py", "test_server_hardening.py", "test_decode.py", "test_fuzz_decode.py",
-    "test_feedback.py", "test_evaluate_report.py", "test_evaluate.py",
+LONGEST_FIRST = (  # worker-s of a whole run at 14:20 (load 5-9; Milvus 286, check 270, ...)
+    "test_scaleout_milvus.py", "test_check.py", "test_collection.py", "test_cli_output.py",
+    "test_cli.py", "test_deep_search.py", "test_zeroshot.py", "test_server_serve.py",
+    "test_import.py", "test_index_rerun.py", "test_regional.py", "test_cnn_runtime.py",
+    "test_adapt.py", "test_browser.py", "test_ingest_hostile.py", "test_filter_index.py",
+    "test_kill.py", "test_scaleout_dask.py", "test_calibration.py", "test_index_cli.py",
+    "test_index_ann.py", "test_extractor_speedups.py", "test_understand.py", "test_deep.py",
+    "test_search_overhead.py", "test_server_hardening.py", "test_server_api.py", "test_query.py",
+    "test_server_http.py", "test_duplicates.py", "test_evaluate_report.py",
+    "test_near_duplicates.py", "test_feedback.py", "test_decode.py", "test_plan.py",
+    "test_fuzz_decode.py", "test_scan.py", "test_evaluate.py",
 )  # fmt: skip
 
 
@@ -82,13 +83,36 @@ warm_up(build_extractors({name: {} for name in CLASSIC_ATTRIBUTES}).values())
 """
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="also the long runs left out of the normal suite: the tests marked slow (soaks, "
+        "Milvus parity beyond the core round trip, exhaustive checks) and the full counts",
+    )
+
+
+def long_run() -> bool:
+    """Whether `pytest --long` asked for the long runs: tests use it to pick full counts
+    (more kills, more fuzz examples, every case) over the normal suite's smaller ones."""
+    return _LONG[0]
+
+
+_LONG = [False]
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Once, before the hundreds of CLI and worker processes the suite starts, the caches a
-    first run leaves behind: .pyc files (where PYTHONDONTWRITEBYTECODE is set, as in CI's
+    """`--long` first (in every xdist worker too: each collects on its own). Then once,
+    before the hundreds of CLI and worker processes the suite starts, the caches a first run
+    leaves behind: .pyc files (where PYTHONDONTWRITEBYTECODE is set, as in CI's
     shell, each process would compile lookalike's source again, ~0.3 s of every CLI start;
     existing .pyc files are still read, a stale one recompiled as usual) and numba's cache (on
     a fresh clone every ingest worker that starts before one has written it compiles the
     loops itself, ~28 s of CPU each). A broken warm-up shows in the tests that index."""
+    if config.getoption("long"):
+        _LONG[0] = True
+        if config.option.markexpr == "not slow":  # addopts' default: --long lifts it
+            config.option.markexpr = ""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
         return
     spec = importlib.util.find_spec("lookalike")

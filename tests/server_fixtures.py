@@ -143,6 +143,15 @@ def ids_by_name(coll: Collection) -> dict[str, int]:
     return {Path(path).stem: int(image_id) for image_id, path in rows}
 
 
+def settings_without_uploads(**options):
+    """The default server settings for a test that sends no image: the describe workers (two
+    processes that load the CNN, ~15 s of CPU to start; tested through `lookalike serve` in
+    test_server_serve.py and over uploads elsewhere) would only start and stop."""
+    from lookalike.server.app import ServerSettings
+
+    return ServerSettings(describe_workers=False, **options)
+
+
 def local_client(app, **options):
     """A test client that talks to `app` as a browser on this machine would: Host localhost
     (the server refuses names it was not configured for)."""

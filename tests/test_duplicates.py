@@ -75,11 +75,14 @@ def test_rest_endpoint_gives_the_same_groups_over_http(indexed, listed):
     """GET /api/duplicates on a live server: the CLI's groups and pairs, image links instead
     of paths, bad input refused with a 4xx, and the endpoint in the OpenAPI schema."""
     import httpx
-    from server_fixtures import live_server
+    from server_fixtures import live_server, settings_without_uploads
 
-    from lookalike.server.app import ServerSettings, create_app
+    from lookalike.server.app import create_app
 
-    with Collection.open(indexed) as coll, live_server(create_app(coll, ServerSettings())) as url:
+    with (
+        Collection.open(indexed) as coll,
+        live_server(create_app(coll, settings_without_uploads())) as url,
+    ):
         answer = httpx.get(f"{url}/api/duplicates", timeout=120)
         assert answer.status_code == 200, answer.text
         groups = answer.json()["groups"]

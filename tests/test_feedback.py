@@ -45,12 +45,12 @@ def test_less_never_comes_first_and_others_move_away(built):
 
 
 def test_feedback_over_rest_and_info_offers_it(built):
-    from server_fixtures import local_client
+    from server_fixtures import local_client, settings_without_uploads
 
-    from lookalike.server.app import ServerSettings, create_app
+    from lookalike.server.app import create_app
 
     coll, ids = built
-    with local_client(create_app(coll, ServerSettings())) as client:
+    with local_client(create_app(coll, settings_without_uploads())) as client:
         assert client.get("/api/info").json()["feedback"] == {"more": True, "less": True}
         plain = client.post("/api/search/json", json={"id": ids["astronaut"], "top_k": 5}).json()
         marked = plain["results"][1]["id"]

@@ -18,6 +18,7 @@ from conftest import CLASSIC, solid
 
 from lookalike.api import Collection
 from lookalike.errors import LookalikeError
+from lookalike.query.text import text_match
 from lookalike.samples import write_samples
 from lookalike.store.schema import MIGRATIONS, migrate
 
@@ -230,9 +231,11 @@ def test_export_then_import_moves_a_collection_without_re_extracting(photos, tmp
         assert set(b.attributes) == set(a.attributes)
         source_path = a.get(1).path
         target_id = b.get(source_path).id
-    assert ranked(target, f"id:{target_id}") == ranked(photos, "id:1")
-    found = run("search", "-c", str(target), "--text", "espresso", "--json")
-    assert Path(json.loads(found.stdout)["results"][0]["path"]).name == "coffee.png"  # keyword
+        source_ranking = [(h.path, round(h.score, 3)) for h in a.search(1, top_k=10)]
+        words = text_match(b.catalog, "espresso", semantic=False)  # the keyword's full text
+        [(hit, _)] = [(i, d) for i, d in zip(words.ids, words.distances, strict=True) if d < 100]
+        assert Path(b.get(int(hit)).path).name == "coffee.png"
+    assert [(p, round(s, 3)) for p, s in ranked(target, f"id:{target_id}")] == source_ranking
     assert run("check", "-c", str(target)).returncode == 0
     again = run("import", str(exported), "-c", str(target))
     assert again.returncode == 1 and "already in the collection" in again.stderr

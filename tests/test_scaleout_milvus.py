@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import long_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from milvus_server import MilvusServer
@@ -199,6 +200,7 @@ def test_search_matches_embedded_ranking_and_scores(both, photos):
         assert only == sorted(hits(folder.query(where=where, top_k=None))) and len(only) == 5
 
 
+@pytest.mark.slow  # `pytest --long`: weights, threshold and id queries over the CLI on both
 def test_weights_threshold_and_ids_match(both, photos):
     places, _ = both
     query = str(photos[2][4])
@@ -225,6 +227,7 @@ def same_but_ties(got: list[tuple[str, float]], expected: list[tuple[str, float]
     return groups(got) == groups(expected)
 
 
+@pytest.mark.slow  # `pytest --long`: colour queries scan every signature
 def test_sketch_layout_and_colours_match_embedded(both, tmp_path):
     """Colour queries without an example image: the planner scores every image's perceptual
     signature, read from Milvus in one scan; same hits, same scores as the folder."""
@@ -253,6 +256,7 @@ def test_sketch_layout_and_colours_match_embedded(both, tmp_path):
             assert (expected == []) == ("price < 0" in str(query)), query
 
 
+@pytest.mark.slow  # `pytest --long`: each text search loads the sentence model
 def test_text_and_mixed_queries_match_embedded(both, photos, tmp_path):
     """Words (keywords, metadata strings, phrases, prefixes, expansion) scored by the folder's
     own FTS5 scoring over rows rebuilt from Milvus; an example image fused with text, a
@@ -288,6 +292,7 @@ def test_text_and_mixed_queries_match_embedded(both, photos, tmp_path):
         assert len(far.query(text="odd", top_k=None)) == 10
 
 
+@pytest.mark.slow  # `pytest --long`: indexes with the CNN, loads torch and the sentence model
 def test_zero_shot_text_matches_embedded(milvus, photos, tmp_path):
     """With the CNN's classifier, words also find what images show (ConSE over each image's
     top classes, kept beside its deep signature on Milvus): same hits and scores as a folder,
@@ -318,29 +323,39 @@ def test_zero_shot_text_matches_embedded(milvus, photos, tmp_path):
 
 
 def test_bad_input_gets_the_same_clear_error(both, photos):
+    """A bad filter and a missing image; `--long` adds a bad --top and a broken query file."""
     places, _ = both
     query = str(photos[2][0])
-    for args in [
-        ["search", query, "--where", "price >"],
-        ["search", query, "--top", "0"],
-        ["search", str(photos[0] / "notes.png")],
-        ["remove", "/no/such/image.png"],
-    ]:
+    cases = [["search", query, "--where", "price >"], ["remove", "/no/such/image.png"]]
+    if long_run():
+        cases += [["search", query, "--top", "0"], ["search", str(photos[0] / "notes.png")]]
+    for args in cases:
         found = on_both(places, lambda place, args=args: run(*args, "-c", place, check=False))
         errors = [found["folder"], found["milvus"]]
         assert [e.returncode for e in errors] == [1, 1], args
         assert errors[0].stderr == errors[1].stderr, args
         assert "Traceback" not in errors[1].stderr and errors[1].stderr.count("\n") == 1
-    for args in [["check"], ["duplicates"]]:  # a folder's, not (yet) Milvus's: one clear line
+    for args in [["check"], ["duplicates"]][: 2 if long_run() else 1]:  # a folder's only
         refused = run(*args, "-c", places["milvus"], check=False)
         assert refused.returncode == 1 and "not available on the Milvus backend" in refused.stderr
         assert refused.stderr.count("\n") == 1, args
 
 
 def test_update_and_remove_through_the_cli(milvus, photos, tmp_path):
-    folder, sidecar, variants = photos
+    """On six of the photos and a broken file: the edits do not depend on the corpus's size."""
+    _, sidecar, variants = photos
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    keep = {"coffee.png", "chelsea.png", "rocket.png", "camera.png", "coins.png", "truncated.jpg"}
+    for name in keep:
+        (folder / name).write_bytes((photos[0] / name).read_bytes())
+    rows = sidecar.read_text().splitlines(keepends=True)
+    (tmp_path / "catalogue.csv").write_text(
+        "".join(row for row in rows if row.split(",")[0].removeprefix("photos/") in keep | {"path"})
+    )
     uri = milvus.uri("edits")
-    index(str(folder), "-c", uri, "--attributes", "color,texture", "--metadata", str(sidecar))
+    index(str(folder), "-c", uri, "--attributes", "color,texture", "--metadata",
+          str(tmp_path / "catalogue.csv"))  # fmt: skip
     target = str(folder / "coffee.png")
     run("update", target, "-c", uri, "--metadata", '{"price": 99, "on_sale": true}')
     with Collection.open(uri) as coll:
@@ -356,6 +371,7 @@ def test_update_and_remove_through_the_cli(milvus, photos, tmp_path):
         coll.drop()
 
 
+@pytest.mark.slow  # `pytest --long`: export, import and copy through the CLI
 def test_import_copy_and_back_without_extracting(both, photos, tmp_path):
     places, _ = both
     query = str(photos[2][8])
@@ -385,6 +401,7 @@ def test_import_copy_and_back_without_extracting(both, photos, tmp_path):
             coll.drop()
 
 
+@pytest.mark.slow  # `pytest --long`: read-your-writes rounds
 def test_a_write_is_seen_by_the_next_search_and_a_delete_never_comes_back(milvus):
     """A search's reads wait for one server timestamp taken as it begins (store.snapshot), not
     each for Milvus's next time tick: still, whatever was acknowledged before is seen."""

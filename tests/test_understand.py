@@ -100,11 +100,11 @@ def test_layout_errors_name_the_word_and_the_known_words(coll):
 
 def test_rest_search_reads_the_box_too(coll):
     from query_fixtures import ids_by_stem
-    from server_fixtures import local_client
+    from server_fixtures import local_client, settings_without_uploads
 
-    from lookalike.server.app import ServerSettings, create_app
+    from lookalike.server.app import create_app
 
-    with local_client(create_app(coll, ServerSettings())) as client:
+    with local_client(create_app(coll, settings_without_uploads())) as client:
         answer = client.post("/api/search/json", json={"text": "blue", "top_k": 4}).json()
         stems = {v: k for k, v in ids_by_stem(coll).items()}
         assert all("blue" in stems[hit["id"]] for hit in answer["results"]), answer
