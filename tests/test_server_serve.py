@@ -160,8 +160,14 @@ def test_a_describe_worker_that_crashes_or_is_killed_mid_request_costs_that_requ
             )
             stuck.start()
             time.sleep(2.0)  # the upload is in a worker, which hangs there
-            for worker in describe_workers_of(process.pid):
+            killed = describe_workers_of(process.pid)
+            for worker in killed:
                 os.kill(worker, signal.SIGKILL)
+            # a killed worker is dead only once the kernel has run it to its exit: niced 10
+            # on a busy machine that takes a while, and the pool would hand the idle one the
+            # next upload meanwhile (its answer: a 400, as for any worker lost mid-request)
+            for worker in killed:
+                wait_until_dead(worker)
             stuck.join(60)
             assert answers[0].status_code == 400, answers[0].text
             assert "killed by signal SIGKILL" in answers[0].json()["detail"]
@@ -184,6 +190,20 @@ def test_a_describe_worker_that_crashes_or_is_killed_mid_request_costs_that_requ
     finally:
         log = bench_load.stop_server(process)
     assert "Traceback" not in log, log
+
+
+def wait_until_dead(pid: int, limit_s: float = 60) -> None:
+    """Until `pid` has exited (a zombie or gone)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} still runs {limit_s:g} s after SIGKILL")
 
 
 def post_until_served(http: httpx.Client, path: str, **request) -> httpx.Response:
