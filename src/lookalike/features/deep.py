@@ -74,6 +74,7 @@ from lookalike.errors import LookalikeError
 from lookalike.features.base import (
     IndexSpace,
     PreparedImage,
+    cosine_distance,
     cosine_space,
     rough_cosine_distance,
 )
@@ -512,14 +513,7 @@ class DeepExtractor:
         vectors) reach negative cosines: give them a lower floor such as -0.2, below which
         everything is 100.
         """
-        # float64 (scores agree to 1e-12 whatever the batch), norms by einsum: linalg.norm's
-        # generic path cost 5x the product itself on a search's 100 candidates
-        stored = np.atleast_2d(np.asarray(stored, dtype=np.float64))
-        q = np.asarray(query, dtype=np.float64).ravel()
-        qn = float(np.sqrt(q @ q))
-        sn = np.sqrt(np.einsum("ij,ij->i", stored, stored))
-        cos = stored @ q / np.maximum(sn * qn, 1e-12)
-        return np.clip(100.0 * (1.0 - cos) / (1.0 - self.cos_floor), 0.0, 100.0)
+        return cosine_distance(query, stored, self.cos_floor)
 
     def rough_distance(self, query: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, float]:
         """`distance` in float32 and its error bound: the planner ranks candidates by it and

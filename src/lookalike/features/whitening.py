@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookalike.errors import LookalikeError
-from lookalike.features.base import IndexSpace, cosine_space, rough_cosine_distance
+from lookalike.features.base import (
+    IndexSpace,
+    cosine_distance,
+    cosine_space,
+    rough_cosine_distance,
+)
 
 _FORMAT = 1
 MIN_SAMPLES_PER_DIM = 2
@@ -132,10 +137,7 @@ WHITENED_COS_FLOOR = -0.2  # whitened vectors are centred: cosines go negative
 
 def whitened_distance(query: np.ndarray, stored: np.ndarray) -> np.ndarray:
     """Cosine distance of whitened vectors on the 0..100 scale, floor -0.2 (see DeepExtractor)."""
-    stored = np.atleast_2d(np.asarray(stored, dtype=np.float64))
-    q = np.asarray(query, dtype=np.float64).ravel()
-    cos = stored @ q / np.maximum(np.linalg.norm(stored, axis=1) * np.linalg.norm(q), 1e-12)
-    return np.clip(100.0 * (1.0 - cos) / (1.0 - WHITENED_COS_FLOOR), 0.0, 100.0)
+    return cosine_distance(query, stored, WHITENED_COS_FLOOR)
 
 
 def whitened_rough_distance(query: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, float]:
