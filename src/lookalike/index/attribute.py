@@ -38,6 +38,17 @@ DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 RoughDistanceFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]
 
 
+@dataclass(frozen=True)
+class RoughNearest:
+    """Candidates (distinct ids, in no particular order) with rough distances, their bound on
+    the difference from the exact distance, and a reader of candidates' exact rows by index."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+    bound: float
+    rows_of: Callable[[np.ndarray], np.ndarray]
+
+
 class IndexFileError(Exception):
     """An index folder that cannot be used as is (missing, stale, corrupt): rebuild it."""
 
@@ -410,14 +421,68 @@ class AttributeIndex:
             live &= np.isin(delta.slot_ids, allowed_ids)
         if int(live.sum()) <= k:
             return delta.slot_ids[live]
+        return delta.slot_ids[self._delta_best(delta, live, query, k)[0]]
+
+    def _delta_best(
+        self, delta: DeltaRows, live: np.ndarray, query: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Slots of the `live` delta rows that can be among the k nearest to `query` (ties and
+        the rough distance's error band included), their rough distances, and its bound."""
         if self.spec.rough is not None:
             values, bound = self.spec.rough(query, delta.rows)
         else:
             values, bound = self.spec.distance(query, delta.rows), 0.0
+        if int(live.sum()) <= k:
+            slots = np.flatnonzero(live)
+            return slots, values[slots], bound
         values = np.where(live, values, np.inf)
         kth = np.partition(values, k - 1)[k - 1]
         # 1e-9: the same row's float64 distance may round differently in another batch
-        return delta.slot_ids[values <= kth + 2.0 * bound + 1e-9]
+        slots = np.flatnonzero(values <= kth + 2.0 * bound + 1e-9)
+        return slots, values[slots], bound
+
+    def rough_nearest(self, query: np.ndarray, wanted: int, k: int, effort: int) -> RoughNearest:
+        """Candidates for a search ranked by this attribute alone, unfiltered, with a rough
+        distance (`spec.rough`): `wanted` from the ANN structure, and from the delta those
+        that can be among the k best, each scored roughly once from the rows it was read
+        from (no id look-ups, no second gather of the delta's rows). The delta snapshot is
+        taken first and main rows tombstoned since the ANN's mask are dropped, so no image
+        comes twice and none deleted comes back."""
+        assert self.ann is not None and self.spec.rough is not None
+        q = np.asarray(query, np.float32)
+        delta = self._delta_rows()
+        main_ids, position = self.main_ids, self.position
+        mapped = self.vectors.view(np.ndarray)
+        mask = self.allowed_positions(None)
+        positions = self.ann.search(self.spec.space(q), wanted, effort, mask)[0]
+        positions = positions[positions >= 0]
+        ids = main_ids[positions]
+        current = position[ids] == positions  # main ids are all within `position`
+        if not current.all():  # tombstoned after the mask was read (a write in another thread)
+            positions, ids = positions[current], ids[current]
+        main_rows = mapped.take(positions, axis=0)
+        values, bound = self.spec.rough(q, main_rows)
+        live = delta.slot_ids >= 0
+        if not live.any():
+            return RoughNearest(ids, values, bound, lambda at: main_rows.take(at, axis=0))
+        slots, delta_values, delta_bound = self._delta_best(delta, live, q, k)
+        split, delta_rows = len(ids), delta.rows
+
+        def rows_of(at: np.ndarray) -> np.ndarray:
+            in_main = at < split
+            if in_main.all():
+                return main_rows.take(at, axis=0)
+            out = np.empty((len(at), main_rows.shape[1]), np.float32)
+            out[in_main] = main_rows.take(at[in_main], axis=0)
+            out[~in_main] = delta_rows.take(slots[at[~in_main] - split], axis=0)
+            return out
+
+        return RoughNearest(
+            np.concatenate([ids, delta.slot_ids[slots]]),
+            np.concatenate([values, delta_values]),
+            max(bound, delta_bound),
+            rows_of,
+        )
 
     def _main_positions(self, ids: np.ndarray) -> np.ndarray:
         """Each id's row in main, -1 where it has none (in the delta, or not here)."""
@@ -497,17 +562,15 @@ class AttributeIndex:
             out[start : start + len(chunk)] = self.spec.distance(query, self.rows(chunk))
         return out
 
-    def rough_distances(
-        self, query: np.ndarray, ids: np.ndarray
-    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray] | None:
-        """(float32 distances to `ids`, their error bound, the exact rows, each id's row
-        there), or None where the attribute has no cheaper rough distance or the ids are many
-        (a whole-map pass then)."""
+    def rough_distances(self, query: np.ndarray, ids: np.ndarray) -> RoughNearest | None:
+        """`ids` with float32 distances, their error bound and a reader of their exact rows,
+        or None where the attribute has no cheaper rough distance or the ids are many (a
+        whole-map pass then)."""
         if self.spec.rough is None or len(ids) > CHUNK or len(ids) == len(self):
             return None
         rows, where = self._gathered(np.asarray(ids, np.int64))
         values, bound = self.spec.rough(np.asarray(query, np.float32), rows)
-        return values[where], bound, rows, where
+        return RoughNearest(ids, values[where], bound, lambda at: rows.take(where[at], axis=0))
 
     def _gathered(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The exact rows of `ids`, main rows first then delta rows, and each id's row there:

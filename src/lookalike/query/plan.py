@@ -168,12 +168,11 @@ class PlanSources:
 @dataclass(frozen=True)
 class RoughScores:
     """An attribute's candidates scored in float32 (`distances` holds those), and what it
-    takes to score any of them exactly: the bound between both, the rows (candidate i's is
-    `rows[where[i]]`), the query."""
+    takes to score any of them exactly: the bound between both, a reader of candidates'
+    exact rows (by their place among the candidates), the query."""
 
     bound: float
-    rows: np.ndarray
-    where: np.ndarray
+    rows_of: Callable[[np.ndarray], np.ndarray]
     query: np.ndarray
     exact: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -202,7 +201,7 @@ class ImagePart:
             kth = np.partition(rough, k - 1)[k - 1]
             doubt = np.flatnonzero(rough <= kth + 2.0 * band + 1e-9)  # + fuse's own rounding
         for name, r in self.rough.items():
-            self.distances[name][doubt] = r.exact(r.query, r.rows[r.where[doubt]])
+            self.distances[name][doubt] = r.exact(r.query, r.rows_of(doubt))
         self.rough = {}
 
 
@@ -256,6 +255,10 @@ class Planner:
             # one attribute ranks alone (no windows, no other part's images): its delta gives
             # only the images that can be among the k best, not `wanted` of them
             alone = k if rough and len(indexes) == 1 and not windows and not extra else None
+            if alone is not None and allowed is None:
+                part = self._alone(indexes, query, wanted, k, effort)
+                if part is not None:
+                    return part
 
             def near(name: str, vector: np.ndarray) -> np.ndarray:
                 index = indexes[name]
@@ -282,12 +285,35 @@ class Planner:
             if found is None:  # every image: one pass over its map instead of a gather
                 part.distances[name] = index.distances(query[name], ids)
             else:
-                part.distances[name], bound, rows, where = found
-                part.rough[name] = RoughScores(bound, rows, where, query[name], index.spec.distance)
+                part.distances[name] = found.distances
+                part.rough[name] = RoughScores(
+                    found.bound, found.rows_of, query[name], index.spec.distance
+                )
         for name, vectors in windows.items():  # per image, the best of the query's windows
             through = [indexes[name].distances(w, ids) for w in vectors]
             part.distances[name] = best_through_windows(part.distances[name], through)
         return part
+
+    @staticmethod
+    def _alone(
+        indexes: Mapping[str, AttributeIndex],
+        query: Mapping[str, np.ndarray],
+        wanted: int,
+        k: int,
+        effort: int | None,
+    ) -> ImagePart | None:
+        """One attribute with an ANN structure and a rough distance ranks alone, unfiltered
+        (e.g. weights "deep=1"): its index gives the candidates already roughly scored, in
+        one pass (`AttributeIndex.rough_nearest`); `settle` makes the k best exact. None:
+        not such an attribute."""
+        ((name, index),) = indexes.items()
+        if index.ann is None or index.spec.rough is None:
+            return None
+        found = index.rough_nearest(
+            query[name], wanted, k, index.effort if effort is None else effort
+        )
+        rough = RoughScores(found.bound, found.rows_of, query[name], index.spec.distance)
+        return ImagePart(found.ids, {name: found.distances}, False, rough={name: rough})
 
     # -- a whole query ---------------------------------------------------------------------
 
