@@ -96,3 +96,30 @@ def test_the_fast_path_after_writes_gives_the_exact_plan_s_hits_through_the_cli(
             assert [(h["id"], h["score"]) for h in shown] == [
                 (h["id"], h["score"]) for h in want.to_dict()["results"]
             ]
+
+
+def test_a_hit_removed_between_ranking_and_its_record_read_is_left_out(tmp_path, monkeypatch):
+    """Another writer removes a ranked hit before the hits' records are read: the page has
+    every other hit, in order, each with its own record and score."""
+    rng = np.random.default_rng(9)
+    coll = Collection.create(tmp_path / "coll", attributes=["deep"])
+    centres = rng.random((4, DIM)) * (rng.random((4, DIM)) < 0.3)
+    ids = coll.add_vectors(
+        [f"{i}.jpg" for i in range(120)], {"deep": embeddings(rng, centres, 120)}
+    )
+    coll.configure_index(kind="hnsw", effort={"hnsw": 256})
+    want = coll.search(ids[5], weights="deep=1", top_k=10)
+    victim = want[3].id
+    read = coll.planner.sources.hit_fields
+
+    def removed_first(hit_ids):
+        if victim in hit_ids:
+            coll.catalog.delete([victim])  # a write in between, as another thread's would be
+        return read(hit_ids)
+
+    monkeypatch.setattr(coll.planner.sources, "hit_fields", removed_first)
+    got = coll.search(ids[5], weights="deep=1", top_k=10)
+    monkeypatch.undo()
+    assert [h.id for h in got] == [h.id for h in want if h.id != victim]
+    assert [(h.path, h.score) for h in got] == [(h.path, h.score) for h in want if h.id != victim]
+    coll.close()

@@ -414,32 +414,30 @@ class AttributeIndex:
         (ties and the rough distance's error band included), for a search whose ranking is
         this attribute alone: ~k rows to rescore instead of as many as main gives."""
         delta = self._delta_rows()
-        if not len(delta.ids):
-            return delta.ids
-        live = delta.slot_ids >= 0
+        slots = delta.slots  # of the live rows
         if allowed_ids is not None:
-            live &= np.isin(delta.slot_ids, allowed_ids)
-        if int(live.sum()) <= k:
-            return delta.slot_ids[live]
-        return delta.slot_ids[self._delta_best(delta, live, query, k)[0]]
+            slots = slots[np.isin(delta.ids, allowed_ids)]
+        if len(slots) <= k:
+            return delta.slot_ids[slots]
+        return delta.slot_ids[self._delta_best(delta, slots, query, k)[0]]
 
     def _delta_best(
-        self, delta: DeltaRows, live: np.ndarray, query: np.ndarray, k: int
+        self, delta: DeltaRows, slots: np.ndarray, query: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Slots of the `live` delta rows that can be among the k nearest to `query` (ties and
-        the rough distance's error band included), their rough distances, and its bound."""
+        """Of the delta's `slots`, those whose rows can be among the k nearest to `query`
+        (ties and the rough distance's error band included), their rough distances, and its
+        bound. Every used row is scored (one pass; dead ones are few: the buffers compact)."""
         if self.spec.rough is not None:
             values, bound = self.spec.rough(query, delta.rows)
         else:
             values, bound = self.spec.distance(query, delta.rows), 0.0
-        if int(live.sum()) <= k:
-            slots = np.flatnonzero(live)
-            return slots, values[slots], bound
-        values = np.where(live, values, np.inf)
-        kth = np.partition(values, k - 1)[k - 1]
-        # 1e-9: the same row's float64 distance may round differently in another batch
-        slots = np.flatnonzero(values <= kth + 2.0 * bound + 1e-9)
-        return slots, values[slots], bound
+        values = values[slots]
+        if len(slots) > k:
+            kth = np.partition(values, k - 1)[k - 1]
+            # 1e-9: the same row's float64 distance may round differently in another batch
+            near = np.flatnonzero(values <= kth + 2.0 * bound + 1e-9)
+            slots, values = slots[near], values[near]
+        return slots, values, bound
 
     def rough_nearest(self, query: np.ndarray, wanted: int, k: int, effort: int) -> RoughNearest:
         """Candidates for a search ranked by this attribute alone, unfiltered, with a rough
@@ -462,10 +460,9 @@ class AttributeIndex:
             positions, ids = positions[current], ids[current]
         main_rows = mapped.take(positions, axis=0)
         values, bound = self.spec.rough(q, main_rows)
-        live = delta.slot_ids >= 0
-        if not live.any():
+        if not len(delta.slots):
             return RoughNearest(ids, values, bound, lambda at: main_rows.take(at, axis=0))
-        slots, delta_values, delta_bound = self._delta_best(delta, live, q, k)
+        slots, delta_values, delta_bound = self._delta_best(delta, delta.slots, q, k)
         split, delta_rows = len(ids), delta.rows
 
         def rows_of(at: np.ndarray) -> np.ndarray:

@@ -426,7 +426,8 @@ class Planner:
             name: d if pid is ids else query_parts.align(pid, d, ids)  # the image part alone
             for name, (pid, d) in part_distances.items()
         }
-        scores = fuse(aligned, mix)
+        # the image part alone at full weight: its scores are already fused and clipped
+        scores = part_distances["image"][1] if mix == {"image": 1.0} else fuse(aligned, mix)
         breakdown.update({name: d for name, d in aligned.items() if name != "image"})
         weights_out = {name: w * mix.get("image", 0.0) for name, w in attribute_weights.items()}
         weights_out.update({name: w for name, w in mix.items() if name != "image"})
@@ -502,16 +503,17 @@ class Planner:
         order = top_order(ids, scores, top_k)
         if threshold is not None:
             order = order[scores[order] <= threshold]
-        records = self.sources.fields_of([int(ids[i]) for i in order])
-        order = [i for i in order if int(ids[i]) in records]  # removed since ranking
-        found = ids[np.asarray(order, np.intp)]
+        records = self.sources.fields_of(ids[order].tolist())
+        if len(records) < len(order):  # removed since ranking
+            order = order[np.fromiter((int(i) in records for i in ids[order]), bool, len(order))]
+        order = np.asarray(order, np.intp)
+        found = ids[order]
         keys = self.sources.index_keys(found) if self.sources.index_keys else None
         own = {int(i) for i in query_ids}
-        at = np.asarray(order, np.intp)  # each hit's values in one gather per array
-        hit_scores = scores[at].tolist()
-        hit_distances = {name: d[at].tolist() for name, d in distances.items()}
+        hit_scores = scores[order].tolist()  # each hit's values in one gather per array
+        hit_distances = {name: d[order].tolist() for name, d in distances.items()}
         hits = []
-        for slot, (i, image_id) in enumerate(zip(order, found.tolist(), strict=True)):
+        for slot, (i, image_id) in enumerate(zip(order.tolist(), found.tolist(), strict=True)):
             score = hit_scores[slot]
             path, metadata = records[image_id]
             hits.append(

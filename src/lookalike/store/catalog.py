@@ -103,6 +103,10 @@ _IMAGE_COLUMNS = (
 )
 
 
+# json.loads without its per-call checks (type, byte-order mark): for text we wrote by json.dumps
+_decode_json = json.JSONDecoder().decode
+
+
 def in_chunks(values: list[Any]) -> Iterator[tuple[list[Any], str]]:
     """`values` in slices for `... IN ({marks})` statements, each with its "?,?,..." marks."""
     for start in range(0, len(values), IN_CHUNK):
@@ -388,7 +392,7 @@ class Catalog:
             for image_id, path, metadata in self.query(
                 f"SELECT id, path, metadata FROM images WHERE id IN ({marks})", chunk
             ):
-                out[image_id] = (path, json.loads(metadata))
+                out[image_id] = (path, _decode_json(metadata))
         return out
 
     def count(self) -> int:
