@@ -30,8 +30,9 @@ def embeddings(rng: np.random.Generator, centres: np.ndarray, count: int) -> np.
     return (picked + noise).astype(np.float32)
 
 
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
 def test_the_fast_path_after_writes_gives_the_exact_plan_s_hits_through_the_cli(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, kind
 ):
     rng = np.random.default_rng(7)
     folder = tmp_path / "coll"
@@ -40,7 +41,10 @@ def test_the_fast_path_after_writes_gives_the_exact_plan_s_hits_through_the_cli(
     rows = embeddings(rng, centres, 400)
     rows[21:26] = rows[20] + rng.random((5, DIM)).astype(np.float32) * 0.01  # 20's near twins
     ids = coll.add_vectors([f"main/{i}.jpg" for i in range(400)], {"deep": rows})
-    coll.configure_index(kind="hnsw", effort={"hnsw": 256})
+    # every list; IVF-PQ's codes order roughly, so it gathers more (recall is not tested)
+    coll.configure_index(
+        kind=kind, effort={"hnsw": 256, "ivfpq": 4096}, candidates=10 if kind == "hnsw" else 60
+    )
     deep = coll.index_for("deep")
     assert len(deep.delta) == 0 and deep.ann is not None  # built: these are main rows
 
