@@ -1296,7 +1296,8 @@ class Collection:
         seed: int = 0,
     ):
         """Measure recall@k of the candidate plan against exact search on sampled stored
-        images, keep the cheapest effort that reaches `recall`; returns the curve."""
+        images, keep the cheapest effort, then the fewest candidates per attribute, that reach
+        `recall`; returns the curve."""
         from lookalike.query.tune import tune
 
         if not 0.0 < recall <= 1.0:
@@ -1317,7 +1318,7 @@ class Collection:
             ),
         )
         if report.chosen is not None and report.chosen.level:
-            self.indexes.configure(effort=report.chosen.level)
+            self.indexes.configure(effort=report.chosen.level, candidates=report.chosen.candidates)
         return report
 
     def duplicates(
