@@ -1196,9 +1196,10 @@ class Collection:
             lambda rows: index_key_records(split_perceptual(rows)[0]),
         )
 
-    def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
-        """An image's index key (None without the perceptual attribute)."""
-        record = self.get(image)
+    def index_key(self, image: int | str | ImageRecord) -> list[dict[str, Any]] | None:
+        """An image's index key (None without the perceptual attribute); given its record
+        (already read), the record is not read again."""
+        record = image if isinstance(image, ImageRecord) else self.get(image)
         if "perceptual" not in self.attributes:
             return None
         stored = self.catalog.signature(record.id, "perceptual")
@@ -1215,7 +1216,7 @@ class Collection:
     def image_info(self, image: int | str) -> dict[str, Any]:
         """An image's record as shown to people: its facts, metadata and index key."""
         record = self.get(image)
-        return {**record.to_dict(), "index_key": self.index_key(record.id)}
+        return {**record.to_dict(), "index_key": self.index_key(record)}
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""

@@ -1107,8 +1107,10 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
     async def get_image(image_id: ImageId) -> SafeJSONResponse:
         # on the event loop: one row read (WAL: a reader never waits for the writer) costs
         # less than the hop to a worker thread, and the answer is made here, not re-encoded
-        record = public_record(state_get(coll, image_id), settings)
-        return SafeJSONResponse({**record, "index_key": coll.index_key(image_id)})
+        record = state_get(coll, image_id)
+        return SafeJSONResponse(
+            {**public_record(record, settings), "index_key": coll.index_key(record)}
+        )
 
     @app.put(
         "/api/images/{image_id}",
