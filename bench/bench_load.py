@@ -13,6 +13,7 @@ multipart parsing, JSON and the server's gates cost on top of the engine.
 
     .venv/bin/python bench/bench_load.py [--collection DIR] [--requests 200] [--concurrency 8]
         [--describe-ab ROUNDS]   # uploads described in worker processes vs the server's threads
+        [--tune RECALL]          # `lookalike tune` the collection first (effort, candidates)
 """
 
 from __future__ import annotations
@@ -435,6 +436,13 @@ def main() -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the in-process run")
     parser.add_argument(
+        "--tune",
+        type=float,
+        metavar="RECALL",
+        help="first run `lookalike tune --recall RECALL` on the collection (it keeps the "
+        "cheapest effort and candidates per attribute reaching that recall@k)",
+    )
+    parser.add_argument(
         "--ipc",
         type=int,
         default=0,
@@ -455,6 +463,15 @@ def main() -> None:
                 f"collection: {len(ids)} images; {requests} searches per kind; {concurrency} "
                 f"concurrent clients; top_k {args.top_k}; {os.cpu_count()} CPUs; loopback HTTP"
             )
+            if args.tune:
+                tuned = coll.tune(args.tune, k=args.top_k).chosen
+                assert tuned is not None
+                print(
+                    f"tuned for recall@{args.top_k} {args.tune}: kept effort {tuned.level}, "
+                    f"{tuned.candidates} x k candidates per attribute (recall {tuned.recall:.3f})"
+                )
+            settings = coll.indexes.settings()
+            print(f"index settings: effort {settings['effort']}, {settings['candidates']} x k")
             if args.ipc:
                 describe_round_trip(coll, args.ipc, args.top_k)
                 return

@@ -60,14 +60,23 @@ def test_a_removed_image_is_gone_from_the_next_search_without_a_rebuild(big):
     assert state(big, "color")["count"] == N  # the delete is a tombstone, main is untouched
 
 
-def test_tune_reaches_the_recall_and_keeps_the_effort(big):
+def test_tune_reaches_the_recall_and_keeps_the_effort_and_the_candidates(big):
     proc = run("tune", "-c", str(big), "--recall", "0.9", "--queries", "20", "--json")
     report = json.loads(proc.stdout)
     assert report["chosen"]["recall"] >= 0.9
-    assert [p["recall"] for p in report["curve"]][-1] == report["chosen"]["recall"]
+    assert report["chosen"] in report["curve"]
     assert report["indexes"]["color"]["kind"] == "ivfpq"
     chosen = report["chosen"]["effort"]["ivfpq"]
+    # then fewer candidates per attribute at that effort, the fewest that still reach it
+    fewer = [p for p in report["curve"] if p["effort"]["ivfpq"] == chosen]
+    assert fewer[0]["candidates"] == 10 and len(fewer) > 1
+    assert all(p["recall"] >= 0.9 for p in fewer[:-1])
+    kept = report["chosen"]["candidates"]
+    assert kept < 10 and kept == min(p["candidates"] for p in fewer if p["recall"] >= 0.9)
     with Collection.open(big) as coll:
         assert coll.indexes.settings()["effort"]["ivfpq"] == chosen
+        assert coll.indexes.settings()["candidates"] == kept
+    searched = json.loads(run("search", "id:77", "-c", str(big), "--json").stdout)
+    assert searched["results"][0]["id"] == 77
     text = run("tune", "-c", str(big), "--recall", "0.9", "--queries", "10").stdout
-    assert "recall@10" in text and "kept effort" in text
+    assert "recall@10" in text and "candidates per attribute" in text

@@ -62,6 +62,8 @@ def test_serve_subprocess_searches_by_upload_and_id_then_stops(collection, tmp_p
             assert server["threads"]["gil_switch_ms"] == 0.5  # searches not stuck behind uploads
             # what start-up made is out of the collector's full passes (0.1-0.8 s pauses)
             assert server["gc_frozen_objects"] > 10_000
+            # the indexes' exact vectors were read into the page cache at start-up
+            assert server["prefetched_vector_bytes"] > 0
             describers = server["describe_workers"]  # uploads described at a lower priority
             assert describers["workers"] == describers["ready"] == 2
             assert describers["nice"] == 10 and describers["replaced"] == 0

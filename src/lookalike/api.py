@@ -1196,9 +1196,10 @@ class Collection:
             lambda rows: index_key_records(split_perceptual(rows)[0]),
         )
 
-    def index_key(self, image: int | str) -> list[dict[str, Any]] | None:
-        """An image's index key (None without the perceptual attribute)."""
-        record = self.get(image)
+    def index_key(self, image: int | str | ImageRecord) -> list[dict[str, Any]] | None:
+        """An image's index key (None without the perceptual attribute); given its record
+        (already read), the record is not read again."""
+        record = image if isinstance(image, ImageRecord) else self.get(image)
         if "perceptual" not in self.attributes:
             return None
         stored = self.catalog.signature(record.id, "perceptual")
@@ -1215,7 +1216,7 @@ class Collection:
     def image_info(self, image: int | str) -> dict[str, Any]:
         """An image's record as shown to people: its facts, metadata and index key."""
         record = self.get(image)
-        return {**record.to_dict(), "index_key": self.index_key(record.id)}
+        return {**record.to_dict(), "index_key": self.index_key(record)}
 
     def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""
@@ -1296,7 +1297,8 @@ class Collection:
         seed: int = 0,
     ):
         """Measure recall@k of the candidate plan against exact search on sampled stored
-        images, keep the cheapest effort that reaches `recall`; returns the curve."""
+        images, keep the cheapest effort, then the fewest candidates per attribute, that reach
+        `recall`; returns the curve."""
         from lookalike.query.tune import tune
 
         if not 0.0 < recall <= 1.0:
@@ -1317,7 +1319,7 @@ class Collection:
             ),
         )
         if report.chosen is not None and report.chosen.level:
-            self.indexes.configure(effort=report.chosen.level)
+            self.indexes.configure(effort=report.chosen.level, candidates=report.chosen.candidates)
         return report
 
     def duplicates(

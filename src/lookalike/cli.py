@@ -881,7 +881,8 @@ def tune(
     pca: Annotated[int | None, typer.Option(help="... with PCA to this width (IVF-PQ).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Find the cheapest index effort (efSearch / nprobe) whose ranking reaches a recall."""
+    """Find the cheapest index effort (efSearch / nprobe), then the fewest candidates per
+    attribute, whose ranking reaches a recall."""
     from lookalike.api import Collection
 
     with Collection.open(collection) as coll:
@@ -892,10 +893,16 @@ def tune(
     if as_json:
         out.print_json(data={**report.to_dict(), "indexes": indexes})
         return
-    table = Table("effort", f"recall@{k}", "p50 ms", "p99 ms")
+    table = Table("effort", "candidates", f"recall@{k}", "p50 ms", "p99 ms")
     for point in report.curve:
         effort = ", ".join(f"{kind_}={v}" for kind_, v in point.level.items()) or "exact"
-        table.add_row(effort, f"{point.recall:.3f}", f"{point.p50_ms:.1f}", f"{point.p99_ms:.1f}")
+        table.add_row(
+            effort,
+            f"{point.candidates} x k",
+            f"{point.recall:.3f}",
+            f"{point.p50_ms:.1f}",
+            f"{point.p99_ms:.1f}",
+        )
     out.print(table)
     for name, index in indexes.items():
         out.print(f"  {name:<17} {index['kind']:<6} {index['images']:>9} images")
@@ -905,7 +912,8 @@ def tune(
     if chosen is not None:
         effort = ", ".join(f"{kind_}={v}" for kind_, v in chosen.level.items()) or "exact"
         out.print(
-            f"kept effort {effort}: recall@{k} {chosen.recall:.3f} on {report.queries} queries"
+            f"kept effort {effort} with {chosen.candidates} x k candidates per attribute: "
+            f"recall@{k} {chosen.recall:.3f} on {report.queries} queries"
         )
 
 
