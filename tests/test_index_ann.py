@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -326,3 +328,43 @@ def test_pca_is_learned_from_the_whole_collection_not_its_oldest_images():
     pca = faiss.downcast_VectorTransform(index.index.chain.at(0))
     kept = faiss.vector_to_array(pca.A).reshape(8, 16)
     assert float((kept[:, 8:] ** 2).sum() / (kept**2).sum()) > 0.95
+
+
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+def test_a_merge_waits_for_the_searches_in_its_ann_structure(built, tmp_path, kind):
+    """faiss allows no add while a search runs (the server's threads search at once, and a
+    search's catch-up may merge a full delta): a merge's add starts after the searches in the
+    structure end, and searches arriving meanwhile wait for the merge."""
+    folder = copy_built(built, kind, tmp_path)
+    with open_as(folder, kind) as coll:
+        new_id, _ = coll.catalog.put_image(copy_of(coll, 40, "synthetic://copy"))
+        coll.search(40, top_k=5)  # caught up: the copy is in the delta
+        index = coll.index_for("color")
+        ann = index.ann
+        events: list[str] = []
+        inside = threading.Event()
+        search, add = ann.search, ann.add
+
+        def slow_search(*args, **kwargs):
+            events.append("search starts")
+            inside.set()
+            time.sleep(0.3)
+            found = search(*args, **kwargs)
+            events.append("search ends")
+            return found
+
+        def recorded_add(*args, **kwargs):
+            events.append("add")
+            return add(*args, **kwargs)
+
+        ann.search, ann.add = slow_search, recorded_add
+        searching = threading.Thread(target=lambda: coll.search(40, top_k=5, weights="color=1"))
+        searching.start()
+        assert inside.wait(10)
+        merging = threading.Thread(target=index.merge)
+        merging.start()
+        searching.join(10)
+        merging.join(10)
+        assert events == ["search starts", "search ends", "add"]
+        ann.search = search
+        assert {h.id for h in coll.search(40, top_k=2, weights="color=1")} == {40, new_id}

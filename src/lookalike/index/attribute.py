@@ -19,7 +19,8 @@ import fcntl
 import json
 import mmap
 import os
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,48 @@ def _append(path: Path, offset: int, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+class SharedLock:
+    """Held by many at once (searches of the ANN structure) or by one alone (a merge adding
+    to it in place): faiss allows no `add` while a search runs (an inverted list grown
+    under a search is read after it was freed), and searches release the GIL. A waiting
+    writer goes first: new searches wait behind it rather than starve it."""
+
+    def __init__(self) -> None:
+        self._change = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._change:
+            while self._writing or self._writers_waiting:
+                self._change.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._change:
+                self._readers -= 1
+                if not self._readers:
+                    self._change.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._change:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._change.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._change:
+                self._writing = False
+                self._change.notify_all()
+
+
 class AttributeIndex:
     def __init__(self, spec: AttributeSpec, folder: Path):
         self.spec = spec
@@ -108,6 +151,7 @@ class AttributeIndex:
         self.vectors = np.zeros((0, spec.dim), np.float32)  # position -> exact vector (mmap)
         self.dead = np.zeros(0, bool)
         self.ann: AnnIndex | None = None
+        self.ann_use = SharedLock()  # searches of `ann` share it; a merge's add takes it alone
         self.position = np.zeros(0, np.int64)  # image id -> position in main, -1 if none
         self.delta: dict[int, np.ndarray] = {}
         self.effort = DEFAULT_EFFORT.get(spec.kind, 0)
@@ -307,7 +351,7 @@ class AttributeIndex:
 
     def merge(self) -> None:
         """Append the delta to main (vectors, ids, ANN) and write a new generation."""
-        with self._writing() as current:
+        with self._writing() as current, self.ann_use.exclusive():
             if current:
                 self._merge_locked()
 
@@ -449,10 +493,11 @@ class AttributeIndex:
         assert self.ann is not None and self.spec.rough is not None
         q = np.asarray(query, np.float32)
         delta = self._delta_rows()
-        main_ids, position = self.main_ids, self.position
-        mapped = self.vectors.view(np.ndarray)
-        mask = self.allowed_positions(None)
-        positions = self.ann.search(self.spec.space(q), wanted, effort, mask)[0]
+        with self.ann_use.shared():  # the maps, the mask and the ANN of one generation
+            main_ids, position = self.main_ids, self.position
+            mapped = self.vectors.view(np.ndarray)
+            mask = self.allowed_positions(None)
+            positions = self.ann.search(self.spec.space(q), wanted, effort, mask)[0]
         positions = positions[positions >= 0]
         ids = main_ids[positions]
         current = position[ids] == positions  # main ids are all within `position`
@@ -650,11 +695,12 @@ class AttributeIndex:
             d = self.distances(query, pool)
             found.append(pool[np.argsort(d, kind="stable")[:k]])
         else:
-            mask = self.allowed_positions(allowed_ids)
             in_space = self.spec.space(query)
-            positions = self.ann.search(in_space, k, effort, mask)[0]
-            positions = positions[positions >= 0]
-            found.append(self.main_ids[positions])
+            with self.ann_use.shared():  # the mask, the ANN and the ids of one generation
+                mask = self.allowed_positions(allowed_ids)
+                positions = self.ann.search(in_space, k, effort, mask)[0]
+                positions = positions[positions >= 0]
+                found.append(self.main_ids[positions])
             if self.delta and alone is not None:
                 found.append(self._delta_nearest(np.asarray(query, np.float32), alone, allowed_ids))
             elif self.delta:
