@@ -79,6 +79,29 @@ def test_search_table_and_by_id(indexed):
     assert "score" in proc.stdout and "color" in proc.stdout
 
 
+def imported_modules(*args: str) -> set[str]:
+    """The modules a `lookalike ARGS` process imports, from Python's -X importtime report."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lookalike", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+@pytest.mark.parametrize("command", [["search", "id:1", "--top", "3"], ["info"]])
+def test_commands_that_describe_no_image_do_not_import_numba(indexed, command):
+    """numba and llvmlite cost every process ~1.5 s of CPU to import; only describing an
+    image runs the compiled loops, so a search by id or `info` never imports them."""
+    coll, _, _ = indexed
+    modules = imported_modules(*command, "-c", str(coll))
+    assert "lookalike.features.filters" in modules  # a module of compiled loops was imported
+    assert not {"numba", "llvmlite"} & modules, sorted(m for m in modules if "numba" in m)
+
+
 def test_remove_and_info(tmp_path, image_dir):
     coll = tmp_path / "coll"
     run(
