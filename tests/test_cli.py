@@ -92,14 +92,24 @@ def imported_modules(*args: str) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
 
 
-@pytest.mark.parametrize("command", [["search", "id:1", "--top", "3"], ["info"]])
-def test_commands_that_describe_no_image_do_not_import_numba(indexed, command):
-    """numba and llvmlite cost every process ~1.5 s of CPU to import; only describing an
-    image runs the compiled loops, so a search by id or `info` never imports them."""
+COMPILED = {"numba", "llvmlite"}  # ~1.5 s of CPU to import: only describing an image needs them
+TRANSFORMERS = {"torch", "transformers", "sentence_transformers"}  # ~17 s of CPU to import
+
+
+@pytest.mark.parametrize(
+    ("command", "needed", "not_needed"),
+    [
+        (["search", "id:1", "--top", "3"], "lookalike.features.filters", COMPILED | TRANSFORMERS),
+        (["info"], "lookalike.features.filters", COMPILED | TRANSFORMERS),
+    ],
+)
+def test_commands_import_only_what_they_run(indexed, command, needed, not_needed):
+    """A search by id or `info` describes no image, so it never imports numba and llvmlite
+    (nor torch: the stored vectors are compared as they are)."""
     coll, _, _ = indexed
     modules = imported_modules(*command, "-c", str(coll))
-    assert "lookalike.features.filters" in modules  # a module of compiled loops was imported
-    assert not {"numba", "llvmlite"} & modules, sorted(m for m in modules if "numba" in m)
+    assert needed in modules  # what the command does was really done in this process
+    assert not not_needed & modules, sorted(m for m in modules if m.split(".")[0] in not_needed)
 
 
 def test_remove_and_info(tmp_path, image_dir):
@@ -188,6 +198,26 @@ def test_demo_indexes_the_samples_and_finds_the_original_first(demo):
     assert first_row.endswith("chelsea.png")  # one line per hit: rank, score, id, path
     info = json.loads(run("info", "-c", str(folder / "collection"), "--json").stdout)
     assert info["images"] == 60 and "deep" in info["attributes"]
+
+
+def test_text_search_embeds_words_without_torch_or_transformers(demo):
+    """`search --text` embeds the words with the packaged sentence model in numpy (its
+    tokenizer and safetensors weights): the kitten finds the cat through the semantic
+    neighbours of the collection's tags, and the process imports neither torch and
+    transformers (~17 s of CPU) nor numba."""
+    folder, _ = demo
+    modules = imported_modules(
+        "search", "--text", "kitten", "-c", str(folder / "collection"), "--top", "3"
+    )
+    assert {"lookalike.semantic", "tokenizers", "safetensors"} <= modules
+    assert not (COMPILED | TRANSFORMERS) & modules, sorted(
+        m for m in modules if m.split(".")[0] in COMPILED | TRANSFORMERS
+    )
+    proc = run("search", "--text", "kitten", "-c", str(folder / "collection"), "--json")
+    found = json.loads(proc.stdout)
+    assert Path(found["results"][0]["path"]).name.startswith("chelsea"), found["results"][:3]
+    expanded = {e["term"]: e["reason"] for e in found["explain"]["text"]["expanded"]}
+    assert expanded["cat"].startswith("semantic neighbour of 'kitten'"), expanded
 
 
 def test_whiten_through_the_cli(demo):
