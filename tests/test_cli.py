@@ -79,8 +79,8 @@ def test_search_table_and_by_id(indexed):
     assert "score" in proc.stdout and "color" in proc.stdout
 
 
-def imported_modules(*args: str) -> set[str]:
-    """The modules a `lookalike ARGS` process imports, from Python's -X importtime report."""
+def run_importing(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`lookalike ARGS` and the modules its process imported (Python's -X importtime)."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "lookalike", *args],
         capture_output=True,
@@ -89,7 +89,7 @@ def imported_modules(*args: str) -> set[str]:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
-    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+    return proc, {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
 
 
 COMPILED = {"numba", "llvmlite"}  # ~1.5 s of CPU to import: only describing an image needs them
@@ -107,7 +107,7 @@ def test_commands_import_only_what_they_run(indexed, command, needed, not_needed
     """A search by id or `info` describes no image, so it never imports numba and llvmlite
     (nor torch: the stored vectors are compared as they are)."""
     coll, _, _ = indexed
-    modules = imported_modules(*command, "-c", str(coll))
+    _, modules = run_importing(*command, "-c", str(coll))
     assert needed in modules  # what the command does was really done in this process
     assert not not_needed & modules, sorted(m for m in modules if m.split(".")[0] in not_needed)
 
@@ -206,14 +206,12 @@ def test_text_search_embeds_words_without_torch_or_transformers(demo):
     neighbours of the collection's tags, and the process imports neither torch and
     transformers (~17 s of CPU) nor numba."""
     folder, _ = demo
-    modules = imported_modules(
-        "search", "--text", "kitten", "-c", str(folder / "collection"), "--top", "3"
-    )
+    collection = str(folder / "collection")
+    proc, modules = run_importing("search", "--text", "kitten", "-c", collection, "--json")
     assert {"lookalike.semantic", "tokenizers", "safetensors"} <= modules
     assert not (COMPILED | TRANSFORMERS) & modules, sorted(
         m for m in modules if m.split(".")[0] in COMPILED | TRANSFORMERS
     )
-    proc = run("search", "--text", "kitten", "-c", str(folder / "collection"), "--json")
     found = json.loads(proc.stdout)
     assert Path(found["results"][0]["path"]).name.startswith("chelsea"), found["results"][:3]
     expanded = {e["term"]: e["reason"] for e in found["explain"]["text"]["expanded"]}
