@@ -61,9 +61,11 @@ def make_image_dir(folder: Path) -> Path:
 # worker, a long file left for the end would run alone while the other worker idles. Ordered
 # by the per-file totals of a `--durations` run of the whole suite (refresh them from one).
 # pyproject.toml passes --no-loadscope-reorder, else xdist orders files by their test count.
+# test_cli.py leads since the suite5 run (its 60 slowest tests alone: cli 241 s, Milvus 214,
+# server_serve 137, deep_search 137, check 110, filter_index 108 at load 5-7).
 LONGEST_FIRST = (  # worker-s of a whole run at 14:20 (load 5-9; Milvus 286, check 270, ...)
-    "test_scaleout_milvus.py", "test_check.py", "test_collection.py", "test_cli_output.py",
-    "test_cli.py", "test_deep_search.py", "test_zeroshot.py", "test_server_serve.py",
+    "test_cli.py", "test_scaleout_milvus.py", "test_check.py", "test_collection.py",
+    "test_cli_output.py", "test_deep_search.py", "test_zeroshot.py", "test_server_serve.py",
     "test_import.py", "test_index_rerun.py", "test_regional.py", "test_cnn_runtime.py",
     "test_adapt.py", "test_browser.py", "test_ingest_hostile.py", "test_filter_index.py",
     "test_kill.py", "test_scaleout_dask.py", "test_calibration.py", "test_index_cli.py",

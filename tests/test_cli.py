@@ -79,6 +79,39 @@ def test_search_table_and_by_id(indexed):
     assert "score" in proc.stdout and "color" in proc.stdout
 
 
+def run_importing(*args: str) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """`lookalike ARGS` and the modules its process imported (Python's -X importtime)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lookalike", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return proc, {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+COMPILED = {"numba", "llvmlite"}  # ~1.5 s of CPU to import: only describing an image needs them
+TRANSFORMERS = {"torch", "transformers", "sentence_transformers"}  # ~17 s of CPU to import
+
+
+@pytest.mark.parametrize(
+    ("command", "needed", "not_needed"),
+    [
+        (["search", "id:1", "--top", "3"], "lookalike.features.filters", COMPILED | TRANSFORMERS),
+        (["info"], "lookalike.features.filters", COMPILED | TRANSFORMERS),
+    ],
+)
+def test_commands_import_only_what_they_run(indexed, command, needed, not_needed):
+    """A search by id or `info` describes no image, so it never imports numba and llvmlite
+    (nor torch: the stored vectors are compared as they are)."""
+    coll, _, _ = indexed
+    _, modules = run_importing(*command, "-c", str(coll))
+    assert needed in modules  # what the command does was really done in this process
+    assert not not_needed & modules, sorted(m for m in modules if m.split(".")[0] in not_needed)
+
+
 def test_remove_and_info(tmp_path, image_dir):
     coll = tmp_path / "coll"
     run(
@@ -165,6 +198,24 @@ def test_demo_indexes_the_samples_and_finds_the_original_first(demo):
     assert first_row.endswith("chelsea.png")  # one line per hit: rank, score, id, path
     info = json.loads(run("info", "-c", str(folder / "collection"), "--json").stdout)
     assert info["images"] == 60 and "deep" in info["attributes"]
+
+
+def test_text_search_embeds_words_without_torch_or_transformers(demo):
+    """`search --text` embeds the words with the packaged sentence model in numpy (its
+    tokenizer and safetensors weights): the kitten finds the cat through the semantic
+    neighbours of the collection's tags, and the process imports neither torch and
+    transformers (~17 s of CPU) nor numba."""
+    folder, _ = demo
+    collection = str(folder / "collection")
+    proc, modules = run_importing("search", "--text", "kitten", "-c", collection, "--json")
+    assert {"lookalike.semantic", "tokenizers", "safetensors"} <= modules
+    assert not (COMPILED | TRANSFORMERS) & modules, sorted(
+        m for m in modules if m.split(".")[0] in COMPILED | TRANSFORMERS
+    )
+    found = json.loads(proc.stdout)
+    assert Path(found["results"][0]["path"]).name.startswith("chelsea"), found["results"][:3]
+    expanded = {e["term"]: e["reason"] for e in found["explain"]["text"]["expanded"]}
+    assert expanded["cat"].startswith("semantic neighbour of 'kitten'"), expanded
 
 
 def test_whiten_through_the_cli(demo):

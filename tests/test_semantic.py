@@ -136,3 +136,35 @@ def test_unrelated_terms_do_not_pull_each_other(semantic):
     assert "kitten" not in expand("espresso", ["kitten", "tabby cat", "astronaut"]).added_terms
     assert "espresso" not in expand("tabby cat", ["espresso", "rocket"]).added_terms
     assert expand("astronaut", ["espresso", "tabby cat"]).added == ()
+
+
+SENTENCE_TRANSFORMERS_PARITY = """
+import numpy as np
+from sentence_transformers import SentenceTransformer
+from lookalike import semantic
+texts = ["a photo of a kitten", "kitten", "", "Ünïcode café – naïve 日本", "a cup of coffee",
+         "an astronaut on a long winding road " * 40]  # past the 256 tokens: truncated alike
+texts += [f"a photo of a {w}" for w in ("dog", "tabby cat", "espresso", "rocket") * 20]
+ours = semantic.embed(texts, batch_size=16)  # several batches of different lengths
+model = SentenceTransformer(str(semantic.model_path()), device="cpu")
+reference = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+print(float(np.abs(ours - reference).max()))
+"""
+
+
+def test_the_numpy_encoder_gives_sentence_transformers_vectors():
+    """`SentenceEncoder` runs the packaged model as sentence-transformers does (tokenizer,
+    truncation, BERT, mean pooling, normalisation): the same vectors to float32 rounding, for
+    short, empty, non-ASCII and over-long texts batched together. In a subprocess: importing
+    sentence-transformers costs ~17 s of CPU and ~400 MB the test worker would keep."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SENTENCE_TRANSFORMERS_PARITY],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split()[-1]) < 2e-6, proc.stdout

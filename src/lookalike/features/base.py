@@ -8,14 +8,71 @@ vector means.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
-import numba
 import numpy as np
 from skimage import color as skcolor
+
+
+class LazyKernel:
+    """A numba kernel compiled (or loaded from numba's on-disk cache) on its first call, so a
+    process that describes no image never imports numba and llvmlite (~1.5 s of CPU of every
+    `lookalike` start: a search by id, `info`, the server's parent). The first call of any
+    lazy kernel makes every one's dispatcher and puts it in place of the wrapper in their
+    modules' globals: kernels that call each other find dispatchers there, and later calls
+    from those modules go to numba directly."""
+
+    _pending: list[LazyKernel] = []
+    _lock = threading.Lock()
+
+    def __init__(self, function: Callable[..., Any], options: dict[str, Any]):
+        functools.update_wrapper(self, function)
+        self.py_func = function
+        self._options = options
+        self._dispatcher: Any = None
+        LazyKernel._pending.append(self)
+
+    def __call__(self, *args: Any) -> Any:
+        if self._dispatcher is None:
+            LazyKernel.load_all()
+        return self._dispatcher(*args)
+
+    @property
+    def signatures(self) -> list[Any]:
+        """The compiled signatures; none before the first call (numba not even imported)."""
+        return [] if self._dispatcher is None else self._dispatcher.signatures
+
+    @classmethod
+    def load_all(cls) -> None:
+        """Import numba and make every pending kernel's dispatcher (compiling happens at each
+        one's first call, from the cache when it has one)."""
+        with cls._lock:
+            pending, cls._pending = cls._pending, []
+            if not pending:
+                return
+            import numba
+
+            for kernel in pending:
+                kernel._dispatcher = numba.njit(**kernel._options)(kernel.py_func)
+            modules = {id(k.py_func.__globals__): k.py_func.__globals__ for k in pending}
+            for namespace in modules.values():
+                for name, value in list(namespace.items()):
+                    if isinstance(value, LazyKernel) and value._dispatcher is not None:
+                        namespace[name] = value._dispatcher
+
+
+def lazy_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """`numba.njit(**options)` that imports numba at the kernel's first call (`LazyKernel`)."""
+
+    def decorate(function: Callable[..., Any]) -> Any:
+        return LazyKernel(function, options)
+
+    return decorate
 
 
 class PreparedImage:
@@ -87,7 +144,7 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
     return _hsv_pixels(flat).reshape(rgb.shape)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _hsv_pixels(rgb: np.ndarray) -> np.ndarray:
     """HSV of (n, 3) float32 pixels, every step in float32 as numpy's vectorised version did
     it (zero added where it added a False: -0.0 becomes 0.0 alike)."""
@@ -251,7 +308,7 @@ def _numpy_float32_cosine_distances(
     return out
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+@lazy_njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _float32_cosine_distances(rows: np.ndarray, query: np.ndarray, scale: float) -> np.ndarray:
     """clip(scale * (1 - cos), 0, 100) per row, cos in float32, in one pass over the rows
     (numpy needs several, and its einsum of the norms cost 3x the product); NaN where the

@@ -8,7 +8,6 @@ are pooled into a grey ramp indexed by value alone.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from lookalike.features.base import (
@@ -16,6 +15,7 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
+    lazy_njit,
     normalised_rows,
 )
 
@@ -66,7 +66,7 @@ def hsv_cell_histograms(
     return normalised_rows(counts)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _soft_hsv_counts(h, s, v, cells, n_cells: int, hue_bins: int, sat_levels: int,
                      val_levels: int) -> np.ndarray:  # fmt: skip
     """(n_cells, size) soft counts; `_soft_weights`' arithmetic pixel by pixel, in float64.

@@ -10,8 +10,9 @@ per-line calls: 1.5-4x faster on the frame.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from lookalike.features.base import lazy_njit
 
 
 def gaussian_blur(plane: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -49,7 +50,7 @@ def sobel(gray: np.ndarray, axis: int) -> np.ndarray:
     return _axis1_symmetric(_axis0_difference(image), _SMOOTH)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _reflect(index: int, length: int) -> int:
     """scipy's "reflect" extension: the index of the sample that `index` mirrors."""
     period = 2 * length
@@ -57,7 +58,7 @@ def _reflect(index: int, length: int) -> int:
     return index if index < length else period - 1 - index
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _axis0_symmetric(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Correlate along axis 0 with a symmetric odd kernel: out = x0 w0 + sum over the pairs
     (x-j + x+j) w-j, from the outermost pair in, in float64, stored as float32."""
@@ -82,7 +83,7 @@ def _axis0_symmetric(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _axis1_symmetric(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Correlate along axis 1 (each row a line) with a symmetric odd kernel, as above; each
     tap is added over the whole row at once (same order per pixel, vectorised)."""
@@ -105,7 +106,7 @@ def _axis1_symmetric(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _axis0_difference(image: np.ndarray) -> np.ndarray:
     """Correlate along axis 0 with [-1, 0, 1] as scipy does an antisymmetric kernel."""
     rows, cols = image.shape
@@ -119,7 +120,7 @@ def _axis0_difference(image: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _axis1_difference(image: np.ndarray) -> np.ndarray:
     """Correlate along axis 1 with [-1, 0, 1], as above."""
     rows, cols = image.shape

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from functools import cache
 
-import numba
 import numpy as np
 from skimage import color as skcolor
 
@@ -34,6 +33,7 @@ from lookalike.features.base import (
     IndexSpace,
     PreparedImage,
     grid_cell_index,
+    lazy_njit,
     normalised_histogram,
 )
 
@@ -165,7 +165,7 @@ def name_pixels(rgb: np.ndarray) -> np.ndarray:
     return _lookup_table()[index]
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _named_float32(rgb: np.ndarray, table: np.ndarray) -> np.ndarray:
     """`name_pixels` of (n, 3) float32 pixels: numpy's float32 clip, scale and rint, then the
     lattice index and the table, pixel by pixel (no temporaries)."""

@@ -12,9 +12,9 @@ hold the labels equal to scikit-image's on real photos.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from lookalike.features.base import lazy_njit
 from lookalike.features.filters import gaussian_blur
 
 
@@ -34,7 +34,7 @@ def felzenszwalb(rgb: np.ndarray, scale: float, sigma: float, min_size: int) -> 
     return labels.reshape(image.shape[:2])
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _edges(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every edge of the 8-connected grid in scikit-image's order (right, down, down-right,
     up-right neighbours, each block row-major): (its two pixels as flat indices, its colour
@@ -81,7 +81,7 @@ def stable_order(costs: np.ndarray) -> np.ndarray:
     return _order_by_cost(keys, number_bits, costs)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _numbered_keys(costs: np.ndarray) -> tuple[np.ndarray, int]:
     """Each cost's bits with the lowest `number_bits` replaced by its index."""
     number_bits = 1
@@ -95,7 +95,7 @@ def _numbered_keys(costs: np.ndarray) -> tuple[np.ndarray, int]:
     return keys, number_bits
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _order_by_cost(keys: np.ndarray, number_bits: int, costs: np.ndarray) -> np.ndarray:
     """The edge numbers of sorted `_numbered_keys`, then a stable insertion pass by the whole
     cost (it moves only edges whose costs differ in the dropped bits)."""
@@ -115,7 +115,7 @@ def _order_by_cost(keys: np.ndarray, number_bits: int, costs: np.ndarray) -> np.
     return order
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _find_root(forest: np.ndarray, node: int) -> int:
     while forest[node] < node:
         forest[node] = forest[forest[node]]  # path halving: the root stays the same
@@ -123,7 +123,7 @@ def _find_root(forest: np.ndarray, node: int) -> int:
     return node
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lazy_njit(cache=True, nogil=True, inline="always")
 def _join(forest: np.ndarray, a: int, b: int) -> int:
     """Hang root `b` under root `a` or the other way round, whichever is smaller (what
     scikit-image's join_trees does to two roots); return the new root."""
@@ -132,7 +132,7 @@ def _join(forest: np.ndarray, a: int, b: int) -> int:
     return root
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _gathered(ends: np.ndarray, costs: np.ndarray, order: np.ndarray):
     """`ends[order], costs[order]` in one pass."""
     sorted_ends = np.empty_like(ends)
@@ -143,7 +143,7 @@ def _gathered(ends: np.ndarray, costs: np.ndarray, order: np.ndarray):
     return sorted_ends, sorted_costs
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _merge(ends, costs, order, n: int, scale: float, min_size: int) -> tuple[np.ndarray, bool]:
     """The greedy merge over edges by increasing cost, the small-region pass, then labels;
     and whether the order of equal costs could have changed them (see `stable_order`): a
@@ -192,7 +192,7 @@ def _merge(ends, costs, order, n: int, scale: float, min_size: int) -> tuple[np.
     return labels, ties_matter
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _joins_of_one_cost(forest, size, ends, costs, start: int, min_size: int) -> int:
     """How many edges from `start` on, of the cost of `start`, join a small region now."""
     joins = 0

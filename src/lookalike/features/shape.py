@@ -9,7 +9,6 @@ pooled so that a mirrored image keeps its shape signature.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from lookalike.features.base import (
@@ -17,6 +16,7 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
+    lazy_njit,
     normalised_histogram,
 )
 from lookalike.features.filters import gaussian_weights
@@ -77,7 +77,7 @@ def zoomed_planes(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(np.stack(planes, axis=-1), rgb.min(), rgb.max())
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lazy_njit(cache=True, nogil=True, inline="always")
 def _mirror(index: int, size: int) -> int:
     """scipy's "mirror" extension (d c b | a b c d | c b a), one reflection deep."""
     if index < 0:
@@ -85,7 +85,7 @@ def _mirror(index: int, size: int) -> int:
     return 2 * (size - 1) - index if index >= size else index
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _blur_halve(rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Per plane: scipy's `gaussian_filter(mode="mirror")` (down the columns, then along the
     rows, each pass summed in float64 as scipy does, from the outer taps in, and stored as
@@ -179,7 +179,7 @@ def region_shapes(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return area / labels.size, eccentricity, solidity
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _region_sums(labels: np.ndarray, n: int):
     """Per label: pixel count and the sums of row, column, row², column², row x column, each
     added in pixel order in float64: the values of `np.bincount(labels, weights)` for each,
@@ -200,7 +200,7 @@ def _region_sums(labels: np.ndarray, n: int):
     return area, sum_r, sum_c, sum_rr, sum_cc, sum_rc
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _hull_areas(labels: np.ndarray, n: int) -> np.ndarray:
     """Area of the convex hull of each label's pixel squares (1 for an absent label).
 
@@ -240,7 +240,7 @@ def _hull_areas(labels: np.ndarray, n: int) -> np.ndarray:
     return areas
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _chain(x: np.ndarray, y: np.ndarray, turn: float) -> tuple[np.ndarray, np.ndarray]:
     """One monotone chain of the hull through points sorted by x: with `turn` 1 the chain
     below (smallest y), with -1 the chain above; collinear points are dropped."""
@@ -262,7 +262,7 @@ def _chain(x: np.ndarray, y: np.ndarray, turn: float) -> tuple[np.ndarray, np.nd
     return cx[:k], cy[:k]
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _polygon_area(low_x, low_y, high_x, high_y) -> float:
     """Shoelace area of the polygon along the lower chain, then back along the upper one."""
     xs = np.concatenate((low_x, high_x[::-1]))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numba
 import numpy as np
 
 from lookalike.features.base import (
@@ -21,6 +20,7 @@ from lookalike.features.base import (
     PreparedImage,
     block_histogram_distance,
     block_l1_space,
+    lazy_njit,
     normalised_histogram,
 )
 from lookalike.features.filters import gaussian_blur, sobel
@@ -64,7 +64,7 @@ def uniform_lbp(gray_u8: np.ndarray, points: int, radius: float) -> np.ndarray:
     return _uniform_lbp(gray_u8.astype(np.float64), row_steps, col_steps).astype(np.int64)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _uniform_lbp(image: np.ndarray, row_steps: np.ndarray, col_steps: np.ndarray) -> np.ndarray:
     """The codes of `uniform_lbp`, row by row, one neighbour at a time along the row (the
     inner loops run along contiguous rows; the row's counts stay in the L1 cache). The row and
@@ -152,7 +152,7 @@ def strength_bins(magnitude: np.ndarray) -> np.ndarray:
     return _edges_below(flat, _STRENGTH_EDGES).reshape(magnitude.shape)
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _edges_below(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """For each value, how many (sorted) edges are below it, compared in float64 as numpy's
     searchsorted does; a NaN, above every edge there, is counted so here too."""
@@ -194,7 +194,7 @@ def direction_histogram(gx: np.ndarray, gy: np.ndarray, magnitude: np.ndarray) -
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@lazy_njit(cache=True, nogil=True)
 def _slope_bins(
     gx: np.ndarray, gy: np.ndarray, magnitude: np.ndarray, floor: Any, slopes: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
