@@ -11,6 +11,7 @@ and results stream back as they finish (not in submission order).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -29,6 +30,7 @@ from typing import Any
 from lookalike.errors import LookalikeError
 
 START_BUDGET_S = 180.0  # a fresh worker imports numpy, scikit-image...: slow on a busy machine
+MAX_LOST_TASKS = 3  # calls handed to workers that died before taking them, in a row
 MAX_START_FAILURES = 3  # workers that die before they are ready this many times in a row: give up
 
 
@@ -94,6 +96,10 @@ def _worker_main(
         if task is None:
             return
         number, item = task
+        try:  # the task is taken: a death from now on is this task's (see `lost`)
+            conn.send(("took", number))
+        except OSError:
+            return
         try:
             reply = (number, "ok", function(item))
         except BaseException as exc:  # noqa: BLE001 - any error is this task's, not the pool's
@@ -104,6 +110,18 @@ def _worker_main(
             return
         except Exception as exc:  # a result that cannot be pickled
             conn.send((number, "error", f"result could not be sent back: {exc}"))
+
+
+def _taken_meanwhile(worker: _Worker) -> bool:
+    """Whether a dead worker's pipe still holds its "took" (sent, then the worker died)."""
+    try:
+        while worker.conn.poll():
+            message = worker.conn.recv()
+            if message and message[0] == "took":
+                return True
+    except Exception:  # noqa: BLE001 - closed or cut short: nothing more was sent
+        return False
+    return False
 
 
 def _exit_reason(code: int | None) -> str:
@@ -126,10 +144,12 @@ class _Worker:
         child.close()
         self.ready = False
         self.task: tuple[int, Any] | None = None
+        self.taken = False  # the worker said it took `task` (before running it)
         self.since = time.monotonic()
 
     def give(self, number: int, item: Any) -> None:
         self.task = (number, item)
+        self.taken = False
         self.since = time.monotonic()
         self.conn.send((number, item))
 
@@ -167,6 +187,8 @@ def supervised_map(
     target_args = (function, initializer, init_args)
     source = iter(items)
     exhausted = False
+    retry: collections.deque[Any] = collections.deque()  # items whose worker died untaken
+    lost_in_a_row = 0
     start_failures = 0
     number = 0
     pool = [_Worker(context, target_args) for _ in range(max(1, workers))]
@@ -175,15 +197,18 @@ def supervised_map(
             while_starting()
         while True:
             for worker in pool:  # one task to every idle, ready worker
-                if worker.ready and worker.task is None and not exhausted:
-                    try:
-                        item = next(source)
-                    except StopIteration:
-                        exhausted = True
-                        break
+                if worker.ready and worker.task is None and (retry or not exhausted):
+                    if retry:
+                        item = retry.popleft()
+                    else:
+                        try:
+                            item = next(source)
+                        except StopIteration:
+                            exhausted = True
+                            break
                     worker.give(number, item)
                     number += 1
-            if exhausted and all(worker.task is None for worker in pool):
+            if exhausted and not retry and all(worker.task is None for worker in pool):
                 return
             now = time.monotonic()
             deadlines = [
@@ -208,6 +233,7 @@ def supervised_map(
                     assert worker.task is not None
                     _, item = worker.task
                     worker.task = None
+                    lost_in_a_row = 0
                     yield (item, payload if kind == "done" else Failure(item, payload))
                     yielded = True
                     continue
@@ -216,7 +242,11 @@ def supervised_map(
                 if kind == "init-failed":
                     raise LookalikeError(f"worker processes cannot start: {payload}")
                 pool[slot] = _Worker(context, target_args)
-                if worker.task is not None:
+                if kind == "lost" and lost_in_a_row < MAX_LOST_TASKS:
+                    assert worker.task is not None  # not the item's doing: another worker's
+                    retry.append(worker.task[1])
+                    lost_in_a_row += 1
+                elif worker.task is not None:
                     yield (worker.task[1], Failure(worker.task[1], payload))
                     yielded = True
                 else:
@@ -239,6 +269,9 @@ def _outcome(worker: _Worker, signalled: set, budget_s: float) -> tuple[str, Any
         except Exception:  # closed, or a message cut short by a crash
             message = None
         if message is not None:
+            if message[0] == "took":
+                worker.taken = True
+                return None  # at work now
             if message[0] == "ready":
                 return ("ready", None)
             if message[0] == "init-failed":
@@ -249,6 +282,10 @@ def _outcome(worker: _Worker, signalled: set, budget_s: float) -> tuple[str, Any
         worker.process.join(timeout=1.0)
         if not worker.process.is_alive():
             reason = _exit_reason(worker.process.exitcode)
+            if worker.task is not None and not worker.taken and _taken_meanwhile(worker):
+                worker.taken = True
+            if worker.task is not None and not worker.taken:  # died before it read the task
+                return ("lost", f"the worker process {reason} before taking the task")
             if worker.task is not None:
                 return ("crashed", f"crashed the worker process ({reason})")
             return ("start-failed", f"a worker process {reason} while starting")
@@ -356,16 +393,25 @@ class WorkerPool:
 
     def call(self, item: Any, *, budget_s: float, wait_s: float) -> Any:
         """`function(item)` in a worker, waiting at most `wait_s` for one to be idle and
-        `budget_s` for the answer; TaskFailed otherwise."""
-        worker = self._idle_worker(wait_s)
-        with contextlib.suppress(OSError, ValueError):  # died while idle: the pipe is gone
-            worker.give(next(self._numbers), item)
-        outcome = None
-        while outcome is None:
-            left = worker.since + budget_s - time.monotonic()
-            signalled = set(wait([worker.conn, worker.process.sentinel], max(0.0, left) + 0.01))
-            outcome = _outcome(worker, signalled, budget_s)
+        `budget_s` for the answer; TaskFailed otherwise. A worker that dies before it took
+        the item (killed while idle, before it could exit) is replaced and the item given to
+        another: that death is not the item's."""
+        deadline = time.monotonic() + wait_s
+        for _ in range(MAX_LOST_TASKS):
+            worker = self._idle_worker(max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(OSError, ValueError):  # died while idle: the pipe is gone
+                worker.give(next(self._numbers), item)
+            outcome = None
+            while outcome is None:
+                left = worker.since + budget_s - time.monotonic()
+                signalled = set(wait([worker.conn, worker.process.sentinel], max(0.0, left) + 0.01))
+                outcome = _outcome(worker, signalled, budget_s)
+            if outcome[0] != "lost":
+                break
+            self._replace(worker)
         kind, payload = outcome
+        if kind == "lost":  # MAX_LOST_TASKS workers in a row died before taking it
+            raise TaskFailed(str(payload))
         if kind in ("done", "error"):
             worker.task = None
             if self._closed:
