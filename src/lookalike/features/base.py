@@ -57,13 +57,16 @@ class LazyKernel:
                 return
             import numba
 
-            for kernel in pending:
-                kernel._dispatcher = numba.njit(**kernel._options)(kernel.py_func)
+            made = {id(k): numba.njit(**k._options)(k.py_func) for k in pending}
             modules = {id(k.py_func.__globals__): k.py_func.__globals__ for k in pending}
             for namespace in modules.values():
                 for name, value in list(namespace.items()):
-                    if isinstance(value, LazyKernel) and value._dispatcher is not None:
-                        namespace[name] = value._dispatcher
+                    if isinstance(value, LazyKernel) and id(value) in made:
+                        namespace[name] = made[id(value)]
+            # set last: another thread's first call skips the lock once its kernel has a
+            # dispatcher, and must then find every kernel it calls already in place
+            for kernel in pending:
+                kernel._dispatcher = made[id(kernel)]
 
 
 def lazy_njit(**options: Any) -> Callable[[Callable[..., Any]], Any]:
