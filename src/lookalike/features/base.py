@@ -221,8 +221,7 @@ def block_l1_space(
 ) -> IndexSpace:
     """The L1 space of `block_histogram_distance`: each block scaled by 50 * w / sum(w), so the
     plain L1 norm of a difference *is* the 0..100 distance (before clipping)."""
-    weights = block_weights or [1.0] * len(block_sizes)
-    scale = np.repeat([50.0 * w / sum(weights) for w in weights], block_sizes).astype(np.float32)
+    scale = _column_weights(block_sizes, block_weights).astype(np.float32)
 
     def transform(vectors: np.ndarray) -> np.ndarray:
         vectors = prepare(vectors) if prepare is not None else vectors
@@ -360,7 +359,8 @@ def block_histogram_distance(
 
 
 def _column_weights(block_sizes: list[int], block_weights: list[float] | None) -> np.ndarray:
-    """100 * 0.5 * w / sum(w) of each column's block, float64."""
+    """100 * 0.5 * w / sum(w) of each column's block, float64: the weights of
+    `block_histogram_distance` and the scale of its index space (`block_l1_space`)."""
     key = (tuple(block_sizes), tuple(block_weights) if block_weights else None)
     weights = _COLUMN_WEIGHTS.get(key)
     if weights is None:
