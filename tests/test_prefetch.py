@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.app import prefetch_vector_maps
+from lookalike.index.prefetch import prefetch_vector_maps
 
 PAGE = mmap.PAGESIZE
 

@@ -58,6 +58,7 @@ from lookalike.errors import (
     LookalikeError,
     QueryError,
 )
+from lookalike.index.prefetch import prefetch_vector_maps
 from lookalike.server import thumbnails
 from lookalike.server.admission import (
     Saturated,
@@ -1397,58 +1398,13 @@ def warm_indexes(coll: Collection) -> int:
     load_rough_kernel()
     if not isinstance(coll, Collection):  # another backend warms its own way
         return 0
-    prefetched = prefetch_vector_maps([getattr(ix, "vectors", None) for ix in indexes])
+    prefetched = prefetch_vector_maps([ix.vectors for ix in indexes])
     if prefetched:
         log.info("reading %.0f MB of index vectors into the page cache", prefetched / 1e6)
     first = next(iter(coll.catalog.query("SELECT id FROM images ORDER BY id LIMIT 1")), None)
     if first is not None:
         coll.search(int(first[0]), top_k=10)
     return prefetched
-
-
-PREFETCH_SHARE = 0.5  # of the memory available: vector maps larger than this stay on demand
-PREFETCH_STEP = 128 * 1024  # one read-ahead request; the kernel caps each at its read-ahead size
-
-
-def prefetch_vector_maps(maps: list[Any], share: float = PREFETCH_SHARE) -> int:
-    """Ask the kernel to read the indexes' exact vectors into the page cache, from a
-    background thread, when together they fit in `share` of the memory available; returns
-    the bytes asked for. Rescoring reads a few hundred scattered rows per search: on a cold
-    cache each is a disk read (20-35 major faults per search by id at 100k, 13 against 6 ms of
-    CPU) until the whole file has been met row by row, i.e. for the first minutes of a server.
-    One WILLNEED per step: the kernel reads at most its read-ahead size per request."""
-    if not hasattr(os, "posix_fadvise"):  # not on macOS or Windows: pages come on demand
-        return 0
-    files = [m.filename for m in maps if getattr(m, "filename", None)]
-    sizes = [os.path.getsize(f) for f in files]
-    available = _available_memory()
-    if not files or available is None or sum(sizes) > share * available:
-        return 0
-
-    def read_ahead() -> None:
-        for name, size in zip(files, sizes, strict=True):
-            with contextlib.suppress(OSError):  # a file replaced by a merge meanwhile
-                fd = os.open(name, os.O_RDONLY)
-                try:
-                    for offset in range(0, size, PREFETCH_STEP):
-                        os.posix_fadvise(fd, offset, PREFETCH_STEP, os.POSIX_FADV_WILLNEED)
-                finally:
-                    os.close(fd)
-
-    threading.Thread(target=read_ahead, name="lookalike-prefetch", daemon=True).start()
-    return sum(sizes)
-
-
-def _available_memory() -> int | None:
-    """MemAvailable of /proc/meminfo in bytes (None where there is none, e.g. macOS)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def parse_part_weights(raw: Any) -> dict[str, float] | None:
