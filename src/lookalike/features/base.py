@@ -264,13 +264,11 @@ TINY_NORM = 1e-6  # below this norm product a float32 cosine is not trusted: flo
 
 
 def rough_cosine_distance(
-    query: np.ndarray, stored: np.ndarray, cos_floor: float, at: np.ndarray | None = None
+    query: np.ndarray, stored: np.ndarray, cos_floor: float
 ) -> tuple[np.ndarray, float]:
     """The cosine distance of `cosine_space` in float32 (a fifth of the float64 cost on a
     search's 100 candidates) and a bound on how far it is from the float64 one, so a caller
-    ranks by it and recomputes in float64 only where the bound leaves a doubt. `at`: score
-    only these rows of `stored`, read where they lie (a search's candidates in the memory
-    map: no gathered copy of 100 rows of 5 KB each).
+    ranks by it and recomputes in float64 only where the bound leaves a doubt.
 
     Bound: a float32 dot product (any summation order) is off by at most gamma_d * |x|.|y|
     <= gamma_d * ||x|| ||y|| (gamma_d = d u / (1 - d u)), each squared norm by gamma_d of
@@ -282,34 +280,21 @@ def rough_cosine_distance(
     gamma = dim * FLOAT32_UNIT / (1.0 - dim * FLOAT32_UNIT)
     bound = 2.0 * (2.0 * gamma + 4.0 * FLOAT32_UNIT) * 100.0 / (1.0 - cos_floor)
     scale = 100.0 / (1.0 - cos_floor)
-    rows = stored if stored.dtype == np.float32 else stored.astype(np.float32)
-    if is_compiled(_float32_cosine_distances):  # numba loaded: one pass, ~18 us per 100 rows
-        picked = np.arange(len(rows)) if at is None else np.asarray(at, np.int64)
-        out = _float32_cosine_distances(rows, picked, q, scale)
+    rows = np.ascontiguousarray(stored, np.float32)
+    if _float32_cosine_distances.signatures:  # numba loaded: one pass, ~18 us per 100 rows
+        out = _float32_cosine_distances(rows, q, scale)
     else:  # loading numba costs a process 1.3 s (a CLI search by id); numpy ~100 us
-        picked_rows = rows if at is None else rows.take(at, axis=0)
-        out = _numpy_float32_cosine_distances(np.ascontiguousarray(picked_rows), q, scale)
+        out = _numpy_float32_cosine_distances(rows, q, scale)
     tiny = np.isnan(out)
     if tiny.any():  # a near-zero vector: float32 underflows; these few rows in float64
-        where = np.flatnonzero(tiny) if at is None else np.asarray(at)[tiny]
-        out[tiny] = cosine_distance(q, stored[where], cos_floor)
+        out[tiny] = cosine_distance(q, stored[tiny], cos_floor)
     return out, bound
-
-
-def is_compiled(kernel: Any) -> bool:
-    """Whether a (lazy) numba kernel has machine code already, so a call runs it instead of
-    compiling it (1.3 s, which a one-off process should not pay). A look at its overloads:
-    the dispatcher's `signatures` list costs ~10 us, twice per search."""
-    dispatcher = kernel._dispatcher if isinstance(kernel, LazyKernel) else kernel
-    return dispatcher is not None and bool(dispatcher.overloads)
 
 
 def load_rough_kernel() -> None:
     """Load the numba kernel of `rough_cosine_distance` now (1.3 s the first time in a
     process), for a process that will search many times: a server at start-up."""
-    _float32_cosine_distances(
-        np.ones((1, 2), np.float32), np.zeros(1, np.int64), np.ones(2, np.float32), 1.0
-    )
+    _float32_cosine_distances(np.ones((1, 2), np.float32), np.ones(2, np.float32), 1.0)
 
 
 def _numpy_float32_cosine_distances(
@@ -326,25 +311,21 @@ def _numpy_float32_cosine_distances(
 
 
 @lazy_njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _float32_cosine_distances(
-    rows: np.ndarray, at: np.ndarray, query: np.ndarray, scale: float
-) -> np.ndarray:
-    """clip(scale * (1 - cos), 0, 100) for each row `rows[at[i]]`, cos in float32, in one
-    pass over those rows where they lie (numpy needs a gathered copy and several passes, and
-    its einsum of the norms cost 3x the product); NaN where the norms are too small to trust.
-    Any summation order keeps `rough_cosine_distance`'s bound."""
-    dim = rows.shape[1]
-    out = np.empty(len(at), np.float64)
+def _float32_cosine_distances(rows: np.ndarray, query: np.ndarray, scale: float) -> np.ndarray:
+    """clip(scale * (1 - cos), 0, 100) per row, cos in float32, in one pass over the rows
+    (numpy needs several, and its einsum of the norms cost 3x the product); NaN where the
+    norms are too small to trust. Any summation order keeps `rough_cosine_distance`'s bound."""
+    count, dim = rows.shape
+    out = np.empty(count, np.float64)
     q_square = np.float32(0.0)
     for j in range(dim):
         q_square += query[j] * query[j]
     q_norm = np.sqrt(q_square)
-    for i in range(len(at)):
-        row = at[i]
+    for i in range(count):
         dot = np.float32(0.0)
         square = np.float32(0.0)
         for j in range(dim):
-            value = rows[row, j]
+            value = rows[i, j]
             dot += value * query[j]
             square += value * value
         norms = np.sqrt(square) * q_norm

@@ -515,13 +515,10 @@ class DeepExtractor:
         """
         return cosine_distance(query, stored, self.cos_floor)
 
-    def rough_distance(
-        self, query: np.ndarray, stored: np.ndarray, at: np.ndarray | None = None
-    ) -> tuple[np.ndarray, float]:
+    def rough_distance(self, query: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, float]:
         """`distance` in float32 and its error bound: the planner ranks candidates by it and
-        recomputes with `distance` only those the bound leaves in doubt (query/plan.py).
-        `at`: only these rows of `stored`, read in place."""
-        return rough_cosine_distance(query, stored, self.cos_floor, at)
+        recomputes with `distance` only those the bound leaves in doubt (query/plan.py)."""
+        return rough_cosine_distance(query, stored, self.cos_floor)
 
     def index_space(self) -> IndexSpace:
         return cosine_space(self.dim, self.cos_floor)

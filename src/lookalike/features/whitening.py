@@ -140,11 +140,9 @@ def whitened_distance(query: np.ndarray, stored: np.ndarray) -> np.ndarray:
     return cosine_distance(query, stored, WHITENED_COS_FLOOR)
 
 
-def whitened_rough_distance(
-    query: np.ndarray, stored: np.ndarray, at: np.ndarray | None = None
-) -> tuple[np.ndarray, float]:
+def whitened_rough_distance(query: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, float]:
     """`whitened_distance` in float32 with its error bound (features/base.py)."""
-    return rough_cosine_distance(query, stored, WHITENED_COS_FLOOR, at)
+    return rough_cosine_distance(query, stored, WHITENED_COS_FLOOR)
 
 
 def whitened_space(dim: int) -> IndexSpace:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -35,15 +35,8 @@ from lookalike.index.ann import DEFAULT_EFFORT, AnnIndex, build_ann, read_ann
 FORMAT = 1
 CHUNK = 4096  # rows per block of exact distances: bounded temporaries
 DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-class RoughDistanceFn(Protocol):
-    """A distance in float32 and a bound on its difference from DistanceFn's
-    (features/base.py); `at`: only these rows of `stored`, read where they lie."""
-
-    def __call__(
-        self, query: np.ndarray, stored: np.ndarray, at: np.ndarray | None = None
-    ) -> tuple[np.ndarray, float]: ...
+# a distance in float32 and a bound on its difference from DistanceFn's (features/base.py)
+RoughDistanceFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, float]]
 
 
 @dataclass(frozen=True)
@@ -510,19 +503,19 @@ class AttributeIndex:
         current = position[ids] == positions  # main ids are all within `position`
         if not current.all():  # tombstoned after the mask was read (a write in another thread)
             positions, ids = positions[current], ids[current]
-        # scored where they lie in the map; only the few rows `settle` rescores are gathered
-        values, bound = self.spec.rough(q, mapped, positions)
+        main_rows = mapped.take(positions, axis=0)
+        values, bound = self.spec.rough(q, main_rows)
         if not len(delta.slots):
-            return RoughNearest(ids, values, bound, lambda at: mapped.take(positions[at], axis=0))
+            return RoughNearest(ids, values, bound, lambda at: main_rows.take(at, axis=0))
         slots, delta_values, delta_bound = self._delta_best(delta, delta.slots, q, k)
         split, delta_rows = len(ids), delta.rows
 
         def rows_of(at: np.ndarray) -> np.ndarray:
             in_main = at < split
             if in_main.all():
-                return mapped.take(positions[at], axis=0)
-            out = np.empty((len(at), mapped.shape[1]), np.float32)
-            out[in_main] = mapped.take(positions[at[in_main]], axis=0)
+                return main_rows.take(at, axis=0)
+            out = np.empty((len(at), main_rows.shape[1]), np.float32)
+            out[in_main] = main_rows.take(at[in_main], axis=0)
             out[~in_main] = delta_rows.take(slots[at[~in_main] - split], axis=0)
             return out
 
