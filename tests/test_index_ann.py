@@ -152,6 +152,31 @@ def test_filters_never_leak_and_selective_filters_are_exact(built, tmp_path, kin
                 assert recall_at(hits, exact) >= 0.9
 
 
+def test_a_kept_filter_mask_never_brings_back_a_removed_image(built, tmp_path):
+    """A filter's mask of main rows is kept while the same filter ids come back (made per
+    attribute of every filtered search, O(collection)); a write in between makes it anew."""
+    with open_as(copy_built(built, "ivfpq", tmp_path), "ivfpq", ivfpq=256) as coll:
+        allowed = coll._filter_ids("shard < 30")
+        gone = int(allowed[5])
+        index = coll.index_for("color")
+        query = index.row(gone).copy()
+        assert gone in index.search(query, 20, allowed_ids=allowed)
+        assert index.allowed_positions(allowed) is index.allowed_positions(allowed)  # kept
+        coll.remove(gone)
+        assert coll.index_for("color") is index  # the removal applied to it, in place
+        assert gone not in index.search(query, 20, allowed_ids=allowed)
+        assert gone not in [h.id for h in coll.search(int(allowed[6]), where="shard < 30")]
+        # copies in the delta, one inside the filter and one outside it
+        vectors = {n: v[None, :] for n, v in coll.describe(int(allowed[6])).items()}
+        inside, outside = (
+            coll.add_vectors([f"synthetic://copy-{s}"], vectors, metadata=[{"shard": s}])[0]
+            for s in (3, 99)
+        )
+        found = [h.id for h in coll.search(int(allowed[6]), top_k=5, where="shard < 30")]
+        assert inside in found[:2] and outside not in found
+        assert outside in [h.id for h in coll.search(int(allowed[6]), top_k=5)][:3]
+
+
 def test_missing_or_corrupt_index_files_are_rebuilt_on_open(built, tmp_path):
     folder = copy_built(built, "ivfpq", tmp_path)
     with open_as(folder, "ivfpq") as coll:

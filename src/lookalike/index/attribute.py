@@ -140,6 +140,16 @@ class SharedLock:
                 self._change.notify_all()
 
 
+def in_sorted(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Which of `ids` are in `sorted_ids` (ascending): a binary search per id. A filter's
+    allowed ids are sorted and may be 100k+; `np.isin` sorts them again on every call (per
+    attribute of every filtered search: ~20 ms each at 1M images with a 10% filter)."""
+    at = np.searchsorted(sorted_ids, ids)
+    found = at < len(sorted_ids)
+    found[found] = sorted_ids[at[found]] == ids[found]
+    return found
+
+
 class AttributeIndex:
     def __init__(self, spec: AttributeSpec, folder: Path):
         self.spec = spec
@@ -157,6 +167,7 @@ class AttributeIndex:
         self.effort = DEFAULT_EFFORT.get(spec.kind, 0)
         self.files: dict[str, str] = {}
         self._cache: dict[str, Any] = {}
+        self._changes = 0  # counts writes and reloads: what a cached filter mask was made at
 
     # -- building, loading, saving ----------------------------------------------------------
 
@@ -270,6 +281,7 @@ class AttributeIndex:
         positions = np.flatnonzero(alive)
         self.position[self.main_ids[positions]] = positions
         self._cache.clear()
+        self._changes += 1
 
     def _checksum(self) -> int:
         """Cheap fingerprint of the id file (count, sum, ends): catches a swapped or torn file."""
@@ -340,8 +352,9 @@ class AttributeIndex:
         self._cache["delta"] = rows.changed(delta, changes, self.spec.space)
         self.delta = delta
         self.mark = max(self.mark, int(mark))
-        for key in ("ids", "alive", "matrix"):
+        for key in ("ids", "alive", "matrix", "allowed"):
             self._cache.pop(key, None)
+        self._changes += 1  # after the change: a mask made during it is not kept
 
     @property
     def tombstones(self) -> int:
@@ -444,7 +457,7 @@ class AttributeIndex:
         key = -(space @ q) if inner else np.abs(space - q).sum(axis=1)
         keep = ids >= 0  # a changed or removed image's old slot is -1
         if allowed_ids is not None:
-            keep &= np.isin(ids, allowed_ids)
+            keep &= in_sorted(allowed_ids, ids)
         slots = np.flatnonzero(keep)
         if not len(slots):
             return np.zeros(0, np.int64)
@@ -460,7 +473,7 @@ class AttributeIndex:
         delta = self._delta_rows()
         slots = delta.slots  # of the live rows
         if allowed_ids is not None:
-            slots = slots[np.isin(delta.ids, allowed_ids)]
+            slots = slots[in_sorted(allowed_ids, delta.ids)]
         if len(slots) <= k:
             return delta.slot_ids[slots]
         return delta.slot_ids[self._delta_best(delta, slots, query, k)[0]]
@@ -669,11 +682,18 @@ class AttributeIndex:
             if "alive" not in self._cache:
                 self._cache["alive"] = ~self.dead if self.tombstones else None
             return self._cache["alive"]
+        # kept while the same filter comes back (the collection keeps a filter's ids until
+        # the catalog changes): O(collection) to make, per attribute of every search
+        kept, changes = self._cache.get("allowed"), self._changes
+        if kept is not None and kept[0] is allowed_ids and kept[1] == changes:
+            return kept[2]
+        given = allowed_ids
         mask = np.zeros(self.count, bool)
         allowed_ids = np.asarray(allowed_ids, np.int64)
         allowed_ids = allowed_ids[allowed_ids < len(self.position)]
         positions = self.position[allowed_ids]
         mask[positions[positions >= 0]] = True
+        self._cache["allowed"] = (given, changes, mask)
         return mask
 
     def search(

@@ -24,7 +24,7 @@ import numpy as np
 from lookalike.calibration import Calibration, likely_cut
 from lookalike.errors import LookalikeError
 from lookalike.features.deep import best_through_windows
-from lookalike.index.attribute import AttributeIndex
+from lookalike.index.attribute import AttributeIndex, in_sorted
 from lookalike.query import parts as query_parts
 from lookalike.scoring import check_threshold, fuse, is_similar
 from lookalike.store.catalog import Catalog
@@ -276,7 +276,7 @@ class Planner:
                 for index in indexes.values():
                     ids = ids[index.contains(ids)]
         if allowed is not None:
-            ids = np.intersect1d(ids, allowed)  # never a filtered-out image, whatever the index
+            ids = ids[in_sorted(allowed, ids)]  # never a filtered-out image, whatever the index
         part = ImagePart(ids, {}, exact, {n: len(v) for n, v in windows.items()})
         for name, index in indexes.items():
             found = None
@@ -337,7 +337,8 @@ class Planner:
     ) -> SearchResults:
         """Rank images for every part given; `signature(attributes)` describes the query image
         for just the attributes that carry weight. `threshold="auto"` keeps the likely
-        matches; `calibrated` fuses calibrated attribute scores (calibration.py)."""
+        matches; `calibrated` fuses calibrated attribute scores (calibration.py). `allowed`:
+        the ids a filter admits, ascending and unique (`in_sorted` looks them up)."""
         auto = threshold == "auto"
         if not auto:
             check_threshold(threshold)  # type: ignore[arg-type]
