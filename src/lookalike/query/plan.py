@@ -39,6 +39,8 @@ def window_key(attribute: str) -> str:
 
 SELECTIVE_SHARE = 0.002  # a filter admitting at most this share of images: score them all
 SELECTIVE_MIN = 500  # ... or at most this many
+FILTER_CANDIDATES_POWER = 0.75  # more candidates under a filter (`filtered_candidates`)
+FILTER_CANDIDATES_CAP = 6.0
 FILTER_EFFORT_GAIN = 32  # a filter admitting 1/x of the images searches up to x times wider
 
 
@@ -250,7 +252,7 @@ class Planner:
             assert k is not None
             wanted = k * self.sources.candidates()
             if allowed is not None and size:  # a filter leaves neighbours that agree less
-                wanted = int(wanted * min(4.0, max(1.0, (size / max(len(allowed), 1)) ** 0.5)))
+                wanted = filtered_candidates(wanted, len(allowed), size)
 
             # one attribute ranks alone (no windows, no other part's images): its delta gives
             # only the images that can be among the k best, not `wanted` of them
@@ -547,6 +549,17 @@ def filtered_effort(effort: int, allowed: np.ndarray | None, size: int) -> int:
         return effort
     share = max(len(allowed) / size, 1e-9)
     return int(effort * min(FILTER_EFFORT_GAIN, max(1.0, 1.0 / share)))
+
+
+def filtered_candidates(wanted: int, allowed: int, size: int) -> int:
+    """Candidates per attribute under a filter admitting `allowed` of `size` images: the k
+    best allowed images rank ~size/allowed times further down each attribute's own list, and
+    the lists agree less there, so more are gathered: (size/allowed) ** 0.75, at most 6x.
+    Measured at 1M images (bench_ann's collection), recall@10 of the fused ranking against
+    exact, 40 queries: 10% admitted, 0.935 at 35 ms with the square root before (x3.2), 0.963
+    at 44 ms with this (x5.6), 0.982 at 87 ms at x12.6; 1% admitted, 0.997 (x6, was x4)."""
+    factor = (size / max(allowed, 1)) ** FILTER_CANDIDATES_POWER
+    return int(wanted * min(FILTER_CANDIDATES_CAP, max(1.0, factor)))
 
 
 def top_order(ids: np.ndarray, scores: np.ndarray, k: int | None) -> np.ndarray:
