@@ -32,6 +32,7 @@ from lookalike.bulk import validate_vectors
 from lookalike.decode import Preprocess, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
+from lookalike.index.attribute import in_sorted
 from lookalike.query.milvus_filter import MilvusFilter, quote, translate
 from lookalike.query.plan import ImagePart, Planner, PlanSources, SearchResults
 from lookalike.query.understand import read_query_box
@@ -78,7 +79,7 @@ class _MilvusPlanner(Planner):
     ) -> ImagePart:
         ids, distances, plan = self._milvus_image_part(signature, weights, k, extra, exact)
         if allowed is not None:  # already inside the filter; the planner's own guarantee
-            keep = np.isin(ids, allowed)
+            keep = in_sorted(allowed, ids)  # allowed: ascending, as the planner takes it
             ids, distances = ids[keep], {n: d[keep] for n, d in distances.items()}
         return ImagePart(ids, distances, plan == "exact")
 

@@ -378,14 +378,20 @@ class Planner:
         names = (["image"] if signature is not None else []) + list(other)
         mix = query_parts.normalise_part_weights(part_weights, names)
         explain["parts"] = mix
+        # every part's ids are ascending (the catalog's or an index's), as `allowed` is: ids in
+        # all of them by binary search (intersect1d sorts both again: ~0.1 s at 1M images)
         aligned_ids = None
         for part_ids, _ in other.values():
-            aligned_ids = part_ids if aligned_ids is None else np.intersect1d(aligned_ids, part_ids)
+            if aligned_ids is None:
+                aligned_ids = part_ids
+            else:
+                aligned_ids = aligned_ids[in_sorted(part_ids, aligned_ids)]
         if allowed is not None and aligned_ids is not None:
-            aligned_ids = np.intersect1d(aligned_ids, allowed)
+            aligned_ids = aligned_ids[in_sorted(allowed, aligned_ids)]
         if list(other) == ["text"] and signature is None:  # words alone: no match, no answer
             text_ids, text_distances = other["text"]
-            aligned_ids = np.intersect1d(aligned_ids, text_ids[text_distances < 100.0])
+            assert aligned_ids is not None
+            aligned_ids = aligned_ids[in_sorted(text_ids[text_distances < 100.0], aligned_ids)]
         breakdown: dict[str, np.ndarray] = {}
         part_distances: dict[str, tuple[np.ndarray, np.ndarray]] = dict(other)
         calibration = None
@@ -414,7 +420,7 @@ class Planner:
                 image_distances = calibration.apply(image.distances)
                 image_scores = calibration.fuse(image.distances, attribute_weights)
             part_distances["image"] = (image.ids, image_scores)
-            ids = image.ids if aligned_ids is None else np.intersect1d(image.ids, aligned_ids)
+            ids = image.ids if aligned_ids is None else image.ids[in_sorted(aligned_ids, image.ids)]
             breakdown = {
                 name: d if ids is image.ids else query_parts.align(image.ids, d, ids)
                 for name, d in image_distances.items()
@@ -478,7 +484,7 @@ class Planner:
     ) -> np.ndarray:
         """A part's own best images, so a hybrid's answers are among the candidates."""
         if allowed is not None:
-            keep = np.isin(ids, allowed)
+            keep = in_sorted(allowed, ids)
             ids, distances = ids[keep], distances[keep]
         wanted = min(len(ids), k * self.sources.candidates())
         if wanted == 0:
