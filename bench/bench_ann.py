@@ -10,7 +10,7 @@ filters admitting 10% and 1%, and deep alone beside raw faiss on the same index 
 extraction of the weighted attributes, search), with its split. The exact ranking is computed
 by a batched brute-force scan over the exact vectors (checked against
 `Collection.query(exact=True)` on a few queries). `--keep FOLDER` reuses a collection built
-by an earlier run of the same --n; `--only write,deep,example` runs just those parts on it.
+by an earlier run of the same --n; `--only write,colour,deep,example` runs just those parts on it.
 """
 
 from __future__ import annotations
@@ -233,6 +233,22 @@ def first_after_write(
         )
 
 
+def colour_after_write(coll: Collection, queries: np.ndarray) -> None:
+    """A colour query (it scores every image's perceptual rows): warm, then the first one
+    after each of 5 single-image writes (the main rows' split is kept; only the delta's is
+    made again)."""
+    warm = [timed(lambda: coll.query(colors="blue then white", top_k=K))[0] for _ in range(5)]
+    copied = {name: v[None, :] for name, v in coll.describe(int(queries[0])).items()}
+    after = []
+    for i in range(5):
+        coll.add_vectors([f"synthetic://colour-write-{time.time()}-{i}"], copied)
+        after.append(timed(lambda: coll.query(colors="blue then white", top_k=K))[0])
+    print(
+        f"colour query (index key, every image scored): warm {pct(warm)}; first after a write "
+        f"{pct(after)}; ratio p50 {np.percentile(after, 50) / np.percentile(warm, 50):.2f}"
+    )
+
+
 def exact_truth(coll: Collection, weights, queries, masks) -> dict[str, list[np.ndarray]]:
     """Exact fused top-K per query and mask, by a batched scan in each attribute's index space
     (the metric there *is* the 0..100 distance, before clipping)."""
@@ -318,7 +334,9 @@ def main() -> None:
     parser.add_argument("--recall-queries", type=int, default=200)
     parser.add_argument("--efforts", default="8,16,32", help="nprobe settings to compare")
     parser.add_argument("--keep", type=Path, help="collection folder to build or reuse")
-    parser.add_argument("--only", help="with --keep: just these parts (write, deep, example)")
+    parser.add_argument(
+        "--only", help="with --keep: just these parts (write, colour, deep, example)"
+    )
     args = parser.parse_args()
     if args.probe:
         return probe(args.probe, args.n)
@@ -349,6 +367,8 @@ def main() -> None:
             print(f"search by id, default weights: {pct(normal)}; thread CPU {pct(normal_cpu)}")
             p50, p50_cpu = (float(np.percentile(v, 50)) for v in (normal, normal_cpu))
             first_after_write(coll, queries, p50, p50_cpu)
+        if "colour" in args.only:
+            colour_after_write(coll, queries)
         if "deep" in args.only:
             deep_alone(coll, queries)
         if "example" in args.only:
@@ -420,6 +440,7 @@ def main() -> None:
     normal = float(np.percentile(latencies, 50))
 
     first_after_write(coll, queries, normal)
+    colour_after_write(coll, queries)
 
     for label, where in (("10%", "shard < 10"), ("1%", "shard = 0")):
         latencies, found = [], []

@@ -46,6 +46,7 @@ from lookalike.index.attribute import AttributeIndex, IndexChanged
 from lookalike.index.manager import AttributeSource, IndexSet
 from lookalike.query.feedback import Feedback, apply_feedback
 from lookalike.query.indexkey import index_key_record, index_key_records
+from lookalike.query.parts import PerceptualRows
 from lookalike.query.plan import PageKeys, Planner, PlanSources, SearchResults, window_key
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
 from lookalike.query.understand import read_query_box
@@ -197,7 +198,8 @@ class Collection:
         self._extractors = ingest.build_extractors(self.attributes)
         self._whitenings: dict[str, tuple[Hashable, Whitening | None]] = {}
         self._tower: TextTower | None = None
-        self._perceptual_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._perceptual_rows: tuple[Any, PerceptualRows] | None = None  # of a row snapshot
+        self._perceptual_main: tuple[Any, tuple[np.ndarray, np.ndarray]] | None = None  # per map
         self.indexes = IndexSet(directory, catalog, self._attribute_source)
         self.calibrations = CalibrationStore(catalog, self.index_for, lambda: list(self.attributes))
         self._filters: OrderedDict[str, tuple[Hashable, np.ndarray]] = OrderedDict()
@@ -1218,8 +1220,10 @@ class Collection:
         record = self.get(image)
         return {**record.to_dict(), "index_key": self.index_key(record)}
 
-    def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(ids, term histograms, 16x16 index matrices) of every image, for colour queries."""
+    def _perceptual(self) -> PerceptualRows:
+        """Every image's term histogram and index matrix, for sketch, layout and colour
+        queries: the main rows split once per map (kept: ~300 B an image), the delta's per
+        snapshot, so a write costs the next such query its own rows, not the collection's."""
         if "perceptual" not in self.attributes:
             raise CollectionError(
                 "sketch, layout and colour queries need the 'perceptual' attribute, "
@@ -1227,12 +1231,18 @@ class Collection:
             )
         from lookalike.features.perceptual import split_perceptual
 
-        index = self.index_for("perceptual")
-        cached = self._perceptual_split
-        if cached is None or cached[0] is not index.ids:  # split once per snapshot
-            cached = (index.ids, *split_perceptual(index.matrix))
-            self._perceptual_split = cached
-        return cached
+        blocks = self.index_for("perceptual").row_blocks()
+        kept = self._perceptual_rows
+        if kept is not None and kept[0] is blocks:
+            return kept[1]
+        main = self._perceptual_main
+        if main is None or main[0] is not blocks.main_map:
+            hists, matrices = split_perceptual(blocks.main)
+            main = (blocks.main_map, (np.ascontiguousarray(hists), matrices))
+            self._perceptual_main = main
+        rows = PerceptualRows(blocks.ids, (main[1], split_perceptual(blocks.delta)), blocks.order)
+        self._perceptual_rows = (blocks, rows)
+        return rows
 
     def _filter_ids(self, where: str) -> np.ndarray:
         """Ids of images passing a filter, compiled to parameterised SQL over the catalog's

@@ -34,6 +34,7 @@ from lookalike.errors import CollectionError, DecodeError, LookalikeError
 from lookalike.features.base import Extractor
 from lookalike.index.attribute import in_sorted
 from lookalike.query.milvus_filter import MilvusFilter, quote, translate
+from lookalike.query.parts import PerceptualRows
 from lookalike.query.plan import ImagePart, Planner, PlanSources, SearchResults
 from lookalike.query.understand import read_query_box
 from lookalike.scoring import check_threshold, fuse, normalise_weights
@@ -657,7 +658,7 @@ class MilvusCollection:
             snapshot.close()
         return match.ids, match.distances, match.explain
 
-    def _perceptual(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _perceptual(self) -> PerceptualRows:
         """(ids, term histograms, 16x16 index matrices) of every image with a current
         perceptual signature, read in one scan: what the planner scores colour queries on."""
         if "perceptual" not in self.layouts:
@@ -672,7 +673,7 @@ class MilvusCollection:
             ids.extend(int(r["id"]) for r in rows)
             texts.extend(r["exact"] for r in rows)
         hists, matrices = split_perceptual(decode_vectors(texts, layout.dim))
-        return np.array(ids, np.int64), hists, matrices
+        return PerceptualRows.of(np.array(ids, np.int64), hists, matrices)  # put in id order
 
     def _versioned(self, layout: AttributeLayout, flt: MilvusFilter | None) -> str:
         current = f"version == {quote(layout.version)}"

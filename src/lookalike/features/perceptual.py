@@ -251,6 +251,9 @@ def index_matrix(
     return dominant_blocks(names, size, size, min_coverage)
 
 
+SPLIT_CHUNK = 65_536  # rows converted at once by `split_perceptual`
+
+
 def split_perceptual(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stored vectors (n, 267) or (267,) -> histograms (n, 11) and index matrices (n, 16, 16)."""
     vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
@@ -258,7 +261,11 @@ def split_perceptual(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if vectors.shape[1] != expected:
         raise ValueError(f"expected perceptual vectors of {expected} values, got {vectors.shape}")
     hist = vectors[:, :N_TERMS]
-    matrices = np.rint(vectors[:, N_TERMS:]).astype(np.int8).reshape(-1, MATRIX_SIZE, MATRIX_SIZE)
+    matrices = np.empty((len(vectors), MATRIX_SIZE, MATRIX_SIZE), np.int8)
+    flat = matrices.reshape(len(vectors), MATRIX_SIZE * MATRIX_SIZE)
+    for start in range(0, len(vectors), SPLIT_CHUNK):  # no float temporary of every row
+        part = vectors[start : start + SPLIT_CHUNK, N_TERMS:]
+        flat[start : start + SPLIT_CHUNK] = np.rint(part)
     return hist, matrices
 
 

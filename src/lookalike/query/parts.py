@@ -4,6 +4,7 @@ the fusion weights of a hybrid query's parts."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,45 @@ PART_SCORERS: dict[str, Callable[..., tuple[np.ndarray, dict[str, Any]]]] = {
     "layout": layout_part,
     "colors": colors_part,
 }
+
+
+@dataclass(frozen=True)
+class PerceptualRows:
+    """Every image's term histogram and index matrix, for the parts that score the whole
+    collection (sketch, layout, colours), in blocks as they are stored (an index's main rows
+    in map order, its delta's rows), and where each image's row is: no gathered copy of the
+    collection in id order, which cost seconds at 1M images after every write.
+
+    `ids` ascending; `order[i]` is the row of `ids[i]` in the blocks one after the other
+    (None: the blocks are already in id order). Rows no id points at (an index's dead
+    rows) are scored and dropped."""
+
+    ids: np.ndarray
+    blocks: tuple[tuple[np.ndarray, np.ndarray], ...]  # (histograms, index matrices)
+    order: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, ids: np.ndarray, hists: np.ndarray, matrices: np.ndarray) -> PerceptualRows:
+        """One block of rows for `ids` in any order."""
+        order = np.argsort(ids, kind="stable")
+        return cls(ids[order], ((hists, matrices),), order)
+
+    def score(self, part: str, value: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """A part's 0..100 distance per image of `ids`, and its info (per-image measures in
+        the same order)."""
+        scorer = PART_SCORERS[part]
+        blocks = [b for b in self.blocks if len(b[0])] or list(self.blocks[:1])
+        outs = [scorer(value, hists, matrices) for hists, matrices in blocks]
+        distances = np.concatenate([d for d, _ in outs])
+        info = outs[0][1]
+        if PER_IMAGE in info:
+            measures = {
+                k: np.concatenate([o[1][PER_IMAGE][k] for o in outs]) for k in info[PER_IMAGE]
+            }
+            if self.order is not None:
+                measures = {k: v[self.order] for k, v in measures.items()}
+            info[PER_IMAGE] = measures
+        return (distances if self.order is None else distances[self.order]), info
 
 
 def normalise_part_weights(

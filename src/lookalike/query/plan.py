@@ -153,7 +153,7 @@ class PlanSources:
     index: Callable[[str], AttributeIndex]  # caught-up index of an attribute
     prepare_query: Callable[[str, np.ndarray], np.ndarray]  # e.g. whitening of a query vector
     candidates: Callable[[], int]  # candidates per attribute, as a multiple of k
-    perceptual: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    perceptual: Callable[[], query_parts.PerceptualRows]  # every image, for sketch/layout/colours
     text_distances: Callable[[str], tuple[np.ndarray, np.ndarray, dict[str, Any]]]
     calibration: Callable[[Sequence[str]], Calibration | None] | None = None
     # the index keys of a page of hits (colour terms by dominance, seed 004), made when read
@@ -355,14 +355,14 @@ class Planner:
             explain["text"] = info
         visual = {"sketch": sketch, "layout": layout, "colors": colors}
         if any(v is not None and v != "" for v in visual.values()):
-            ids, hists, matrices = self.sources.perceptual()
+            rows = self.sources.perceptual()
             for name, value in visual.items():
                 if value is None or value == "":
                     continue
-                distances, info = query_parts.PART_SCORERS[name](value, hists, matrices)
-                other[name] = (ids, distances)
+                distances, info = rows.score(name, value)
+                other[name] = (rows.ids, distances)
                 if query_parts.PER_IMAGE in info:
-                    per_image[name] = (ids, info.pop(query_parts.PER_IMAGE))
+                    per_image[name] = (rows.ids, info.pop(query_parts.PER_IMAGE))
                 explain[name] = info
         if where:
             explain["where"] = where
