@@ -212,3 +212,24 @@ def test_layout_ranks_real_naming_of_synthetic_images():
     matrices = np.stack([image(road, sky), image(sky, road), image(grass, grass)])
     scores = parse_layout("up part is predominantly blue and down part is gray").score(matrices)
     assert np.argmax(scores) == 1 and scores[1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "top blue or grey",
+        "left red or orange or yellow and bottom green",
+        "blue or white above green or brown",
+        "no red or pink, right black",
+    ],
+)
+def test_stored_int8_matrices_score_every_colour_of_a_clause(sentence):
+    """Index matrices come from the index as int8, where cells are matched by comparisons
+    per colour (fast); any other integer type goes through np.isin. Both score alike, each
+    colour of an "or" counting."""
+    rng = np.random.default_rng(4)
+    matrices = rng.integers(0, len(TERMS), (300, 16, 16)).astype(np.int8)
+    layout = parse_layout(sentence)
+    scores = layout.score(matrices)
+    assert np.array_equal(scores, layout.score(matrices.astype(np.int64)))
+    assert len(np.unique(scores)) > 2  # the colours really vary the scores

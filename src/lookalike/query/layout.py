@@ -50,6 +50,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -276,8 +277,8 @@ class Relation:
 
     def score(self, stack: np.ndarray) -> np.ndarray:
         """(n, size, size) matrices -> [0, 1]: ordered share of cell pairs x presence of both."""
-        a = np.isin(stack, [TERM_INDEX[t] for t in self.first])
-        b = np.isin(stack, [TERM_INDEX[t] for t in self.second])
+        a = _member(stack, [TERM_INDEX[t] for t in self.first])
+        b = _member(stack, [TERM_INDEX[t] for t in self.second])
         if self.kind == BESIDE:
             order = np.maximum(_order(a, b, axis=1), _order(b, a, axis=1))
         else:
@@ -286,6 +287,19 @@ class Relation:
             1.0, b.sum(axis=(1, 2)) / PRESENT_CELLS
         )
         return order * present
+
+
+def _member(stack: np.ndarray, terms: Any) -> np.ndarray:
+    """Which cells of `stack` hold one of `terms`: for int8 matrices and a few terms, one
+    comparison per term (np.isin took a sort-based path on them: 88% of a layout query's
+    time at 1M images)."""
+    values = np.unique(np.asarray(terms, np.int64))
+    if stack.dtype != np.int8 or len(values) > 4:
+        return np.isin(stack, values)
+    hit = stack == values[0]  # a few vectorised comparisons: ~10x a table look-up's speed
+    for value in values[1:]:
+        hit |= stack == value
+    return hit
 
 
 def _order(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
@@ -334,7 +348,7 @@ class LayoutQuery:
             if count == 0:
                 continue
             pinned += count
-            hit = np.isin(stack, terms)
+            hit = _member(stack, terms)
             if partial:
                 matched += np.minimum(count, (hit & region).sum(axis=(1, 2)))
             else:
@@ -344,7 +358,7 @@ class LayoutQuery:
         hits = np.zeros(n, dtype=np.float64)
         for terms, mask in self._negative:
             forbidden += int(mask.sum())
-            hits += (np.isin(stack, terms) & mask).sum(axis=(1, 2))
+            hits += (_member(stack, terms) & mask).sum(axis=(1, 2))
         penalty = hits / forbidden if forbidden else 0.0
         parts = [np.clip(positive - penalty, 0.0, 1.0)] if self.clauses else []
         parts += [relation.score(stack) for relation in self.relations]

