@@ -61,3 +61,14 @@ def test_top_order_breaks_ties_by_id():
     scores = np.array([1.0, 0.5, 0.5, 2.0, 0.5])
     assert ids[top_order(ids, scores, 3)].tolist() == [3, 5, 7]
     assert ids[top_order(ids, scores, None)].tolist() == [3, 5, 7, 9, 1]
+
+
+def test_align_picks_each_wanted_id_s_value_whatever_the_order_of_ids():
+    """Parts give their ids ascending (then no sort); any other order is sorted first."""
+    from lookalike.query.parts import align
+
+    ids = np.array([3, 9, 4, 1, 7])
+    values = ids * 10.0
+    for order in (np.arange(5), np.argsort(ids)):
+        picked = align(ids[order], values[order], np.array([1, 4, 9]))
+        assert picked.tolist() == [10.0, 40.0, 90.0]

@@ -134,7 +134,10 @@ def normalise_part_weights(
 
 
 def align(ids: np.ndarray, values: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """values (for sorted `ids`) picked at `wanted` (a sorted subset of ids)."""
-    order = np.argsort(ids)
-    ids, values = ids[order], np.asarray(values)[order]
+    """values (one per id of `ids`) picked at `wanted` (a subset of ids). Parts give their
+    ids ascending: sorted again only where they are not (argsort of 1M sorted ids: ~20 ms)."""
+    values = np.asarray(values)
+    if len(ids) > 1 and not bool(np.all(ids[:-1] < ids[1:])):
+        order = np.argsort(ids)
+        ids, values = ids[order], values[order]
     return values[np.searchsorted(ids, wanted)]

@@ -441,7 +441,10 @@ class Planner:
         weights_out = {name: w * mix.get("image", 0.0) for name, w in attribute_weights.items()}
         weights_out.update({name: w for name, w in mix.items() if name != "image"})
         details = {
-            part: {m: query_parts.align(pid, values, ids) for m, values in measures.items()}
+            part: {
+                m: values if pid is ids else query_parts.align(pid, values, ids)
+                for m, values in measures.items()
+            }
             for part, (pid, measures) in per_image.items()
         }
         cut = self._likely_cut(calibration, attribute_weights, calibrated, other, mix)
