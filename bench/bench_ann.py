@@ -234,9 +234,10 @@ def first_after_write(
 
 
 def colour_after_write(coll: Collection, queries: np.ndarray) -> None:
-    """A colour query (it scores every image's perceptual rows): warm, then the first one
-    after each of 5 single-image writes (the main rows' split is kept; only the delta's is
-    made again)."""
+    """A colour query (it scores every image's perceptual rows): the first in this process
+    (it splits the main rows, then kept), warm, then the first one after each of 5
+    single-image writes (only the delta's rows are split again)."""
+    first = timed(lambda: coll.query(colors="blue then white", top_k=K))[0]
     warm = [timed(lambda: coll.query(colors="blue then white", top_k=K))[0] for _ in range(5)]
     copied = {name: v[None, :] for name, v in coll.describe(int(queries[0])).items()}
     after = []
@@ -244,7 +245,8 @@ def colour_after_write(coll: Collection, queries: np.ndarray) -> None:
         coll.add_vectors([f"synthetic://colour-write-{time.time()}-{i}"], copied)
         after.append(timed(lambda: coll.query(colors="blue then white", top_k=K))[0])
     print(
-        f"colour query (index key, every image scored): warm {pct(warm)}; first after a write "
+        f"colour query (index key, every image scored): first {first:.0f} ms; warm "
+        f"{pct(warm)}; first after a write "
         f"{pct(after)}; ratio p50 {np.percentile(after, 50) / np.percentile(warm, 50):.2f}"
     )
 
