@@ -78,3 +78,25 @@ def test_rocchio_and_weights_unit():
     assert moved[1] > 0 and moved[2] == 0 and moved.sum() == pytest.approx(1.0)
     shifted = shift_weights({"color": 0.5, "texture": 0.5}, {"color": 0.05, "texture": 0.5})
     assert shifted["color"] > shifted["texture"]
+
+
+def test_less_in_one_process_after_writes_sees_new_images_and_keeps_the_marked_out(built, tmp_path):
+    """An unwanted image is left out by the searchable ids minus it; those ids are kept in a
+    process until a write, and a write brings the new image in (the server's case)."""
+    import shutil
+
+    from lookalike.api import Collection
+
+    folder, ids = built
+    shutil.copytree(folder, tmp_path / "coll")
+    with Collection.open(tmp_path / "coll") as coll:
+        coffee = ids["coffee"]
+        marked = [h.id for h in coll.query(image=coffee, top_k=3)][1]
+        first = [h.id for h in coll.query(image=coffee, less=[marked], top_k=5)]
+        assert marked not in first and coffee == first[0]
+        vectors = {n: v[None, :] for n, v in coll.describe(coffee).items()}
+        copy = coll.add_vectors(["elsewhere/coffee-copy.jpg"], vectors)[0]
+        again = [h.id for h in coll.query(image=coffee, less=[marked], top_k=5)]
+        assert copy in again[:2] and marked not in again
+        coll.remove(copy)
+        assert copy not in [h.id for h in coll.query(image=coffee, less=[marked], top_k=5)]

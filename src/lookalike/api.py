@@ -42,7 +42,7 @@ from lookalike.features.whitening import (
     whitened_space,
 )
 from lookalike.index import check as _index_check  # noqa: F401  (registers `indexes` in check)
-from lookalike.index.attribute import AttributeIndex, IndexChanged
+from lookalike.index.attribute import AttributeIndex, IndexChanged, in_sorted
 from lookalike.index.manager import AttributeSource, IndexSet
 from lookalike.query.feedback import Feedback, apply_feedback
 from lookalike.query.indexkey import index_key_record, index_key_records
@@ -199,6 +199,7 @@ class Collection:
         self._whitenings: dict[str, tuple[Hashable, Whitening | None]] = {}
         self._tower: TextTower | None = None
         self._perceptual_rows: tuple[Any, PerceptualRows] | None = None  # of a row snapshot
+        self._searchable_kept: tuple[list[np.ndarray], np.ndarray] | None = None
         self._perceptual_main: tuple[Any, tuple[np.ndarray, np.ndarray]] | None = None  # per map
         self.indexes = IndexSet(directory, catalog, self._attribute_source)
         self.calibrations = CalibrationStore(catalog, self.index_for, lambda: list(self.attributes))
@@ -1090,8 +1091,9 @@ class Collection:
                 self._stored_signatures,
                 self._calibrated_distance,
             )
-            pool = self._searchable(attribute_weights) if allowed is None else allowed
-            allowed = np.setdiff1d(pool, np.array(marks.less, np.int64))
+            if marks.less:  # answers not wanted: every other image (or the filter's) allowed
+                pool = self._searchable(attribute_weights) if allowed is None else allowed
+                allowed = pool[~in_sorted(np.unique(np.array(marks.less, np.int64)), pool)]
         results = self.planner.run(
             signature=signature,
             attribute_weights=attribute_weights,
@@ -1290,12 +1292,19 @@ class Collection:
         return out
 
     def _searchable(self, attributes: Iterable[str]) -> np.ndarray:
-        """Ids of images searchable in every one of `attributes`."""
+        """Ids of images searchable in every one of `attributes`; kept while every index's
+        sorted ids are the same arrays (until a write): 0.15 s at 1M images to make."""
+        lists = [self.index_for(name).ids for name in attributes]
+        kept = self._searchable_kept
+        same = kept is not None and len(kept[0]) == len(lists)
+        if kept is not None and same and all(a is b for a, b in zip(kept[0], lists, strict=True)):
+            return kept[1]
         pool = None
-        for name in attributes:
-            ids = self.index_for(name).ids
-            pool = ids if pool is None else np.intersect1d(pool, ids, True)
-        return np.zeros(0, np.int64) if pool is None else pool
+        for ids in lists:
+            pool = ids if pool is None else pool[in_sorted(ids, pool)]
+        pool = np.zeros(0, np.int64) if pool is None else pool
+        self._searchable_kept = (lists, pool)
+        return pool
 
     def tune(
         self,
