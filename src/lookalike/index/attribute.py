@@ -180,7 +180,7 @@ class AttributeIndex:
         self.effort = DEFAULT_EFFORT.get(spec.kind, 0)
         self.files: dict[str, str] = {}
         self._cache: dict[str, Any] = {}
-        self._changes = 0  # counts writes and reloads: what a cached filter mask was made at
+        self._changes = 0  # counts writes and reloads: what a kept mask or blocks were made at
 
     # -- building, loading, saving ----------------------------------------------------------
 
@@ -431,20 +431,21 @@ class AttributeIndex:
         layout and colour parts): the main map and the delta snapshot's rows, and where
         each id's row is. Ids and positions only (O(collection) in ints after a write), no
         row copied: a gather of every row in id order cost seconds at 1M after each write."""
-        delta = self._delta_rows()  # first: a row in this snapshot has its main row dead
-        changes = self._changes
-        kept = self._cache.get("blocks")
-        if kept is not None and kept[0] == changes and kept[1] is delta:
-            return kept[2]
-        live = self._live_positions()
-        main_ids = self.main_ids[live]
+        with self.ann_use.shared():  # the delta and main of one generation (not mid-merge)
+            delta = self._delta_rows()  # first: a row in this snapshot has its main row dead
+            changes = self._changes
+            kept = self._cache.get("blocks")
+            if kept is not None and kept[0] == changes and kept[1] is delta:
+                return kept[2]
+            live, mapped, count = self._live_positions(), self.vectors, self.count
+            main_ids = self.main_ids[live]
         at = np.searchsorted(main_ids, delta.ids)
         blocks = RowBlocks(
             np.insert(main_ids, at, delta.ids),
-            self.vectors.view(np.ndarray)[: self.count],
+            mapped.view(np.ndarray)[:count],
             delta.rows,
-            np.insert(live, at, self.count + delta.slots),
-            self.vectors,
+            np.insert(live, at, count + delta.slots),
+            mapped,
         )
         self._cache["blocks"] = (changes, delta, blocks)
         return blocks
