@@ -438,3 +438,17 @@ def test_a_merge_waits_for_the_searches_in_its_ann_structure(built, tmp_path, ki
         assert events == ["search starts", "search ends", "add"]
         ann.search = search
         assert {h.id for h in coll.search(40, top_k=2, weights="color=1")} == {40, new_id}
+
+
+def test_a_whole_collection_scan_waits_for_a_merge_in_progress(built, tmp_path):
+    """Colour, sketch and layout parts read the delta and main together (`row_blocks`); a
+    merge moving the delta into main must not land between the two reads."""
+    with open_as(copy_built(built, "ivfpq", tmp_path), "ivfpq") as coll:
+        index = coll.index_for("perceptual")
+        done = threading.Event()
+        with index.ann_use.exclusive():  # as a merge holds it
+            reader = threading.Thread(target=lambda: (index.row_blocks(), done.set()))
+            reader.start()
+            assert not done.wait(0.3)
+        assert done.wait(10)
+        reader.join()
