@@ -452,3 +452,32 @@ def test_a_whole_collection_scan_waits_for_a_merge_in_progress(built, tmp_path):
             assert not done.wait(0.3)
         assert done.wait(10)
         reader.join()
+
+
+def test_the_duplicate_self_join_gives_the_same_groups_on_any_number_of_threads(synthetic):
+    """`lookalike duplicates` searches on every core; the groups and each pair's score do not
+    depend on how many threads searched or in which order they finished."""
+    from lookalike.query.duplicates import find_duplicates
+    from lookalike.scoring import normalise_weights
+
+    with Collection.open(synthetic) as coll:
+        weights = normalise_weights(None, coll.attributes, coll.default_weights)
+        ids = coll._searchable(weights)[:600]
+
+        threads: set[int] = set()
+
+        def signatures(batch):
+            threads.add(threading.get_ident())
+            return coll._stored_signatures(batch, list(weights))
+
+        def groups(workers: int):
+            threads.clear()
+            found = find_duplicates(
+                coll.planner, ids, signatures, weights, threshold=25.0, batch=16, workers=workers
+            )
+            return [(g.ids, g.pairs) for g in found], len(threads)
+
+        alone, one = groups(1)
+        assert alone and sum(len(pairs) for _, pairs in alone) > 20 and one == 1
+        (three_way, three), (four_way, _) = groups(3), groups(4)
+        assert three_way == alone == four_way and three > 1

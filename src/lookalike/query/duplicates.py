@@ -7,7 +7,10 @@ fused scores); pairs scoring at most the threshold are linked, and linked images
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +36,18 @@ class DuplicateGroup:
         return out
 
 
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS on one thread while the self-join's threads share the cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def find_duplicates(
     planner: Planner,
     ids: np.ndarray,
@@ -42,6 +57,7 @@ def find_duplicates(
     threshold: float = DEFAULT_THRESHOLD,
     k: int = 10,
     batch: int = 256,
+    workers: int | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of images whose fused score to another member is at most `threshold`, largest
     first; `signatures(ids)` yields each image's stored signature."""
@@ -53,16 +69,27 @@ def find_duplicates(
             i = parent[i]
         return i
 
-    pairs: dict[tuple[int, int], float] = {}
-    for start in range(0, len(ids), batch):
-        for image_id, signature in signatures([int(i) for i in ids[start : start + batch]]):
+    def near(batch_ids: list[int]) -> list[tuple[int, list[tuple[int, float]]]]:
+        """Each image's neighbours within the threshold (one batch, in a worker thread)."""
+        out = []
+        for image_id, signature in signatures(batch_ids):
             part = planner.image_part(signature, weights, k=k + 1)
             scores = fuse(part.distances, weights)
-            for other, score in zip(part.ids, scores, strict=True):
-                other = int(other)
-                if other != image_id and score <= threshold:
+            keep = (part.ids != image_id) & (scores <= threshold)
+            found = zip(part.ids[keep].tolist(), scores[keep].tolist(), strict=True)
+            out.append((image_id, list(found)))
+        return out
+
+    batches = [[int(i) for i in ids[start : start + batch]] for start in range(0, len(ids), batch)]
+    pairs: dict[tuple[int, int], float] = {}
+    # every core searches (faiss and numpy's large loops release the GIL), one BLAS thread
+    # each; results are taken in batch order, so the groups do not depend on the threads
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool, one_blas_thread():
+        for found in pool.map(near, batches):
+            for image_id, neighbours in found:
+                for other, score in neighbours:
                     key = (min(image_id, other), max(image_id, other))
-                    pairs[key] = float(score)
+                    pairs[key] = score
                     a, b = root(key[0]), root(key[1])
                     if a != b:
                         parent[max(a, b)] = min(a, b)
