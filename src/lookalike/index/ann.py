@@ -141,12 +141,13 @@ def pca_matrix(sample: np.ndarray, reduced: int, seed: int) -> faiss.PCAMatrix:
     power (subspace) iteration on the covariance finds them in a few matrix products; the
     matrix, bias and file format are faiss's own, so a written index reads as before.
     """
-    with _blas_threads(THREADS):
+    with blas_threads(THREADS):
         return _pca_matrix(sample, reduced, seed)
 
 
-def _blas_threads(count: int) -> AbstractContextManager:
-    """numpy's BLAS held to faiss's thread budget (its spinning threads cost the same 10x)."""
+def blas_threads(count: int) -> AbstractContextManager:
+    """numpy's BLAS held to `count` threads (faiss's budget here, one per worker thread in a
+    duplicate self-join): its spinning threads otherwise cost the same 10x."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # not installed: BLAS keeps its own default

@@ -8,13 +8,13 @@ fused scores); pairs scoring at most the threshold are linked, and linked images
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike.index.ann import blas_threads
 from lookalike.query.plan import Planner
 from lookalike.scoring import fuse
 
@@ -34,18 +34,6 @@ class DuplicateGroup:
         if paths is not None:
             out["paths"] = [paths.get(i, "") for i in self.ids]
         return out
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """numpy's BLAS on one thread while the self-join's threads share the cores."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def find_duplicates(
@@ -84,7 +72,7 @@ def find_duplicates(
     pairs: dict[tuple[int, int], float] = {}
     # every core searches (faiss and numpy's large loops release the GIL), one BLAS thread
     # each; results are taken in batch order, so the groups do not depend on the threads
-    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool, one_blas_thread():
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool, blas_threads(1):
         for found in pool.map(near, batches):
             for image_id, neighbours in found:
                 for other, score in neighbours:
