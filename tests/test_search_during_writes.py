@@ -93,3 +93,27 @@ def test_duplicates_overtaken_by_a_write_runs_again(coll, monkeypatch):
     members = {i for group in response.json()["groups"] for i in group["ids"]}
     assert victim not in members
     assert len(coll) == N  # the copy was added and removed, nothing else lost
+
+
+def test_every_image_s_distances_overtaken_by_a_write_are_refused_not_misaligned(coll, monkeypatch):
+    """The exact plan asks for the distances of the index's own sorted ids; a write landing
+    just after it chose them (another search thread catching the index up, as duplicates'
+    worker threads do) must raise IndexChanged, so the search runs again, never give one
+    distance fewer than the ids it was asked for (a 500 from duplicates before)."""
+    from lookalike.index.attribute import IndexChanged
+
+    victim = add_copy(coll, 7, "copy-all")
+    index = coll.index_for("color")
+    ids = index.ids
+    assert victim in ids
+    original = AttributeIndex._distances_to_all
+
+    def overtaken(self, query, expected=None):
+        monkeypatch.setattr(AttributeIndex, "_distances_to_all", original)
+        coll.remove(victim)
+        coll.indexes.sync()  # the shared index caught up: one image fewer
+        return original(self, query, expected)
+
+    monkeypatch.setattr(AttributeIndex, "_distances_to_all", overtaken)
+    with pytest.raises(IndexChanged):
+        index.distances(coll.describe(7)["color"], ids)

@@ -647,8 +647,10 @@ class AttributeIndex:
         query = np.asarray(query, np.float32)
         # `self._cache.get`, not `self.ids`: after a write the sorted ids are rebuilt lazily
         # (O(n)), and a search of a few candidates must not pay for that
-        if ids is None or ids is self._cache.get("ids"):
+        if ids is None:
             return self._distances_to_all(query)
+        if ids is self._cache.get("ids"):  # chosen here: a write may still land before the read
+            return self._distances_to_all(query, expected=ids)
         ids = np.asarray(ids, np.int64)
         if len(ids) == len(self):  # every image: one pass over the map instead of a gather
             return self._distances_to_all(query, expected=ids)
