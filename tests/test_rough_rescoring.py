@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +209,80 @@ print(len(base._float32_cosine_distances.signatures))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "0"
+
+
+def test_the_compiled_float64_kernel_agrees_with_numpy_on_a_few_rows(monkeypatch):
+    """A server (kernels loaded at start-up) settles a search's few doubtful candidates in one
+    compiled float64 pass; it gives numpy's values to ~1e-13, for float32 rows (the
+    candidates) and float64 ones (the delta), zero and tiny rows included; many rows (the
+    exact plan) stay with numpy's BLAS."""
+    from lookalike.features import base
+
+    rng = np.random.default_rng(8)
+    query = rng.normal(size=DIM)
+    rows = np.vstack(
+        [rng.normal(size=(30, DIM)), np.zeros((1, DIM)), np.full((1, DIM), 1e-30),
+         near_ties(query.astype(np.float32), 10, rng)]
+    )  # fmt: skip
+    monkeypatch.setitem(base._KERNELS, "rough", False)
+    want = {
+        (dtype, floor): base.cosine_distance(query, rows.astype(dtype), floor)
+        for dtype in (np.float32, np.float64)
+        for floor in (0.0, -0.2)
+    }
+    base.load_rough_kernel()
+    assert base._KERNELS["rough"]
+    calls = []
+    kernel = base._float64_cosine_distances
+    monkeypatch.setattr(
+        base, "_float64_cosine_distances", lambda *a: calls.append(len(a[0])) or kernel(*a)
+    )
+    for (dtype, floor), expected in want.items():
+        got = base.cosine_distance(query, rows.astype(dtype), floor)
+        assert np.abs(got - expected).max() < 1e-11
+    assert calls == [len(rows)] * 4
+    many = rng.normal(size=(base.FEW_ROWS + 1, DIM))
+    base.cosine_distance(query, many, 0.0)
+    assert calls == [len(rows)] * 4  # numpy's BLAS for many rows
+
+
+def test_a_server_settles_near_ties_as_the_exact_plan_does(tmp_path):
+    """Through `lookalike serve` (which loads the compiled kernels at start-up), a search by id
+    among near-ties in main and in the delta gives the exact plan's hits and scores."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_load
+    import httpx
+    from test_server_serve import wait_for_health
+
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "coll"
+    with Collection.create(folder, attributes=["deep"]) as coll:
+        query = rng.random(DIM).astype(np.float32)
+        far = rng.random((300, DIM)).astype(np.float32)
+        ids = coll.add_vectors(
+            ["q.jpg", *(f"far/{i}.jpg" for i in range(300))], {"deep": np.vstack([query, far])}
+        )
+        coll.add_vectors([f"main/{i}.jpg" for i in range(40)], {"deep": near_ties(query, 40, rng)})
+        coll.configure_index(kind="hnsw", effort={"hnsw": 256})
+        delta = coll.add_vectors(
+            [f"delta/{i}.jpg" for i in range(40)], {"deep": near_ties(query, 40, rng)}
+        )
+        want = coll.query(image=ids[0], weights="deep=1", top_k=25, exact=True).to_dict()
+    port = bench_load.free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lookalike", "serve", "-c", str(folder), "--port", str(port)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_health(process, f"http://127.0.0.1:{port}")
+        got = httpx.post(
+            f"http://127.0.0.1:{port}/api/search",
+            data={"id": str(ids[0]), "weights": "deep=1", "top_k": "25"},
+            timeout=60,
+        ).json()
+    finally:
+        bench_load.stop_server(process)
+    assert [(h["id"], h["score"]) for h in got["results"]] == [
+        (h["id"], h["score"]) for h in want["results"]
+    ]
+    assert sum(h["id"] in delta for h in got["results"]) >= 5  # the delta's ties at stake
