@@ -249,6 +249,31 @@ def colour_after_write(coll: Collection, queries: np.ndarray) -> None:
         f"{pct(warm)}; first after a write "
         f"{pct(after)}; ratio p50 {np.percentile(after, 50) / np.percentile(warm, 50):.2f}"
     )
+    layout_sentences(coll)
+
+
+def layout_sentences(coll: Collection) -> None:
+    """Layout sentences (every image's 16 x 16 matrix scored), warm: with numpy (a one-off
+    process) and with the compiled kernels a server loads at start-up."""
+    from lookalike.query import layout
+
+    sentences = ("blue above green", "blue beside yellow", "top blue and bottom green")
+    times: dict[str, dict[str, list[float]]] = {s: {"numpy": [], "compiled": []} for s in sentences}
+    coll.query(layout=sentences[0], top_k=K)  # the rows split once, as for any first query
+    for way in ("numpy", "compiled"):
+        if way == "compiled":
+            layout.load_layout_kernels()
+        for sentence in sentences:
+            for _ in range(3):
+                times[sentence][way].append(
+                    timed(lambda s=sentence: coll.query(layout=s, top_k=K))[0]
+                )
+    for sentence, by_way in times.items():
+        numpy_ms, compiled_ms = (float(np.median(by_way[w])) for w in ("numpy", "compiled"))
+        print(
+            f"layout {sentence!r}: numpy {numpy_ms:.0f} ms, compiled {compiled_ms:.0f} ms "
+            f"(ratio {numpy_ms / compiled_ms:.1f}x)"
+        )
 
 
 def exact_truth(coll: Collection, weights, queries, masks) -> dict[str, list[np.ndarray]]:

@@ -252,7 +252,6 @@ def test_a_server_settles_near_ties_as_the_exact_plan_does(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import bench_load
     import httpx
-    from test_server_serve import wait_for_health
 
     rng = np.random.default_rng(3)
     folder = tmp_path / "coll"
@@ -269,12 +268,8 @@ def test_a_server_settles_near_ties_as_the_exact_plan_does(tmp_path):
         )
         want = coll.query(image=ids[0], weights="deep=1", top_k=25, exact=True).to_dict()
     port = bench_load.free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lookalike", "serve", "-c", str(folder), "--port", str(port)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    process = bench_load.start_server(folder, port)  # as users start it; /api/health up
     try:
-        wait_for_health(process, f"http://127.0.0.1:{port}")
         got = httpx.post(
             f"http://127.0.0.1:{port}/api/search",
             data={"id": str(ids[0]), "weights": "deep=1", "top_k": "25"},

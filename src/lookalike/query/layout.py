@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import QueryError
+from lookalike.features.base import lazy_njit
 from lookalike.features.perceptual import MATRIX_SIZE, TERM_INDEX, TERMS
 from lookalike.query.colorwords import parse_color, words_with_positions
 from lookalike.query.sketch import CODES, UNSPECIFIED, QueryGrid
@@ -277,6 +278,11 @@ class Relation:
 
     def score(self, stack: np.ndarray) -> np.ndarray:
         """(n, size, size) matrices -> [0, 1]: ordered share of cell pairs x presence of both."""
+        if _compiled(stack):
+            first = _lookup([TERM_INDEX[t] for t in self.first])
+            second = _lookup([TERM_INDEX[t] for t in self.second])
+            kind = _RELATION_KIND[self.kind]
+            return _relation_scores(stack, first, second, kind, float(PRESENT_CELLS))
         a = _member(stack, [TERM_INDEX[t] for t in self.first])
         b = _member(stack, [TERM_INDEX[t] for t in self.second])
         if self.kind == BESIDE:
@@ -287,6 +293,112 @@ class Relation:
             1.0, b.sum(axis=(1, 2)) / PRESENT_CELLS
         )
         return order * present
+
+
+_COMPILED = {"layout": False}  # set by `load_layout_kernels` (a server at start-up)
+_RELATION_KIND = {ABOVE: 0, LEFT_OF: 1, BESIDE: 2}
+
+
+def load_layout_kernels() -> None:
+    """Compile (or load from numba's cache) the layout kernels now and score with them from
+    then on: at 1M images they score a relation in ~0.1 s against numpy's 1.2-1.9 s, and a
+    clause in ~0.05 s against ~0.2 s. A one-off process keeps numpy: loading numba costs it
+    1.3 s, more than a search of 100k images gains."""
+    stack = np.zeros((1, 2, 2), np.int8)
+    lookup = np.zeros(256, np.bool_)
+    _masked_counts(stack, lookup, np.arange(4))
+    _relation_scores(stack, lookup, lookup, 0, float(PRESENT_CELLS))
+    _COMPILED["layout"] = True
+
+
+def _compiled(stack: np.ndarray) -> bool:
+    return _COMPILED["layout"] and stack.dtype == np.int8 and stack.flags.c_contiguous
+
+
+def _lookup(terms: Any) -> np.ndarray:
+    """A bool per int8 value (as uint8: 0..255) saying whether it is one of `terms`."""
+    table = np.zeros(256, np.bool_)
+    table[np.asarray(terms, np.int64) & 0xFF] = True
+    return table
+
+
+def _count_in(stack: np.ndarray, terms: Any, mask: np.ndarray) -> np.ndarray:
+    """Per matrix, the cells inside `mask` that hold one of `terms` (int64)."""
+    if _compiled(stack):
+        return _masked_counts(stack, _lookup(terms), np.flatnonzero(mask))
+    return (_member(stack, terms) & mask).sum(axis=(1, 2))
+
+
+@lazy_njit(cache=True, nogil=True)
+def _masked_counts(stack: np.ndarray, lookup: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """`_count_in` in one pass over the mask's cells (`cells`: their flat positions) of
+    every matrix (numpy: a comparison per term, an and, and a sum of bools over two axes,
+    each a pass of its own over all 256 cells)."""
+    count = stack.shape[0]
+    flat = stack.reshape(count, -1)
+    out = np.zeros(count, np.int64)
+    for i in range(count):
+        found = 0
+        for cell in cells:
+            found += lookup[np.uint8(flat[i, cell])]
+        out[i] = found
+    return out
+
+
+@lazy_njit(cache=True, nogil=True)
+def _ordered_share(a_lines: np.ndarray, b_lines: np.ndarray) -> float:
+    """`_order` of one matrix from its per-line counts (whole numbers: every sum is exact,
+    as numpy's are, so the share is the same float)."""
+    after = 0.0
+    ordered = 0.0
+    a_total = 0.0
+    b_total = 0.0
+    for line in range(len(a_lines) - 1, -1, -1):
+        ordered += a_lines[line] * after
+        after += b_lines[line]
+        a_total += a_lines[line]
+        b_total += b_lines[line]
+    total = a_total * b_total
+    return ordered / total if total > 0 else 0.0
+
+
+@lazy_njit(cache=True, nogil=True)
+def _relation_scores(
+    stack: np.ndarray, first: np.ndarray, second: np.ndarray, kind: int, present_cells: float
+) -> np.ndarray:
+    """`Relation.score` in one pass over the matrices: per-row (kind 0: above) or per-column
+    (1: left of, 2: beside, both ways) counts of both colours, then the ordered share and
+    the presence. The same values as numpy's, bit for bit: all sums are of whole numbers."""
+    count, rows, cols = stack.shape
+    out = np.empty(count, np.float64)
+    lines = rows if kind == 0 else cols
+    a_lines, b_lines = np.empty(lines), np.empty(lines)
+    for i in range(count):
+        a_lines[:] = 0.0
+        b_lines[:] = 0.0
+        for r in range(rows):
+            a_row = 0
+            b_row = 0
+            for c in range(cols):
+                value = np.uint8(stack[i, r, c])
+                a_here = first[value]
+                b_here = second[value]
+                if kind != 0:
+                    a_lines[c] += a_here
+                    b_lines[c] += b_here
+                a_row += a_here
+                b_row += b_here
+            if kind == 0:
+                a_lines[r] = a_row
+                b_lines[r] = b_row
+        if kind == 2:
+            order = max(_ordered_share(a_lines, b_lines), _ordered_share(b_lines, a_lines))
+        else:
+            order = _ordered_share(a_lines, b_lines)
+        a_count = a_lines.sum()
+        b_count = b_lines.sum()
+        out[i] = order * (min(1.0, a_count / present_cells) * min(1.0, b_count / present_cells))
+    return out
 
 
 def _member(stack: np.ndarray, terms: Any) -> np.ndarray:
@@ -348,17 +460,16 @@ class LayoutQuery:
             if count == 0:
                 continue
             pinned += count
-            hit = _member(stack, terms)
             if partial:
-                matched += np.minimum(count, (hit & region).sum(axis=(1, 2)))
+                matched += np.minimum(count, _count_in(stack, terms, region))
             else:
-                matched += (hit & cells).sum(axis=(1, 2))
+                matched += _count_in(stack, terms, cells)
         positive = matched / pinned if pinned else np.ones(n, dtype=np.float64)
         forbidden = 0
         hits = np.zeros(n, dtype=np.float64)
         for terms, mask in self._negative:
             forbidden += int(mask.sum())
-            hits += (_member(stack, terms) & mask).sum(axis=(1, 2))
+            hits += _count_in(stack, terms, mask)
         penalty = hits / forbidden if forbidden else 0.0
         parts = [np.clip(positive - penalty, 0.0, 1.0)] if self.clauses else []
         parts += [relation.score(stack) for relation in self.relations]

@@ -1389,13 +1389,16 @@ def install_describers(coll: Collection, describers: Describers) -> Describers:
 
 def warm_indexes(coll: Collection) -> int:
     """Build every attribute's search index now and run one search by a stored id, so the
-    first request pays for neither (it took 0.5-1.4 s: numba's kernel of the float32
-    rescoring loaded, the calibration read, the first rows paged in), and read the indexes'
-    vectors into the page cache where they fit (`prefetch_vector_maps`: the bytes asked for)."""
+    first request pays for neither (it took 0.5-1.4 s: numba's kernels of the float32
+    rescoring and of layout sentences loaded, the calibration read, the first rows paged
+    in), and read the indexes' vectors into the page cache where they fit
+    (`prefetch_vector_maps`: the bytes asked for)."""
     from lookalike.features.base import load_rough_kernel
+    from lookalike.query.layout import load_layout_kernels
 
     indexes = [coll.index_for(name) for name in coll.extractors]
     load_rough_kernel()
+    load_layout_kernels()
     if not isinstance(coll, Collection):  # another backend warms its own way
         return 0
     prefetched = prefetch_vector_maps([ix.vectors for ix in indexes])
