@@ -422,7 +422,13 @@ def test_viewer_opens_walks_and_closes_by_keyboard(page, server):
     )
     page.keyboard.press("Escape")
     page.wait_for_selector("#viewer:not([open])", state="attached")
-    assert page.evaluate("() => document.activeElement.closest('.result').dataset.name") == order[0]
+    # the dialog's close event comes as a task after [open] goes: the browser first gives
+    # focus back to the card that opened it, then the page moves it to the card last shown
+    page.wait_for_function(
+        "() => { const r = document.activeElement.closest('.result');"
+        f" return r && r.dataset.name === {json.dumps(order[0])}; }}",
+        timeout=5000,
+    )
     # "Find similar" searches by the stored image, which is left out of its own results
     page.click(".result-open >> nth=1")
     page.wait_for_selector("#viewer[open]")
