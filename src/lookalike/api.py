@@ -1350,8 +1350,10 @@ class Collection:
         threshold: float | None = None,
         weights: str | Mapping[str, float] | None = None,
         k: int = 10,
+        progress: Callable[[int, int], None] | None = None,
     ):
-        """Groups of near-duplicate images (fused score <= threshold), each pair's score."""
+        """Groups of near-duplicate images (fused score <= threshold), each pair's score;
+        `progress(done, total)` as images are searched (from 0 again if a write overtakes)."""
         from lookalike.query.duplicates import DEFAULT_THRESHOLD, find_duplicates
         from lookalike.scoring import check_threshold
 
@@ -1367,6 +1369,7 @@ class Collection:
                 attribute_weights,
                 threshold=threshold,
                 k=k,
+                progress=progress,
             ),
         )
 

@@ -930,8 +930,13 @@ def duplicates(
     """Groups of near-duplicate images in a collection, with each pair's score."""
     from lookalike.api import Collection
 
-    with Collection.open(collection) as coll:
-        groups = coll.duplicates(threshold=threshold, weights=weights)
+    with Collection.open(collection) as coll, _progress_bar("finding duplicates") as bar:
+        task = bar.add_task("finding duplicates", total=None, current="")
+        groups = coll.duplicates(
+            threshold=threshold,
+            weights=weights,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
         records = coll.catalog.get_many({i for g in groups for i in g.ids})
     paths = {i: r.path for i, r in records.items()}
     if as_json:

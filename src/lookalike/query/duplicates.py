@@ -46,9 +46,11 @@ def find_duplicates(
     k: int = 10,
     batch: int = 256,
     workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of images whose fused score to another member is at most `threshold`, largest
-    first; `signatures(ids)` yields each image's stored signature."""
+    first; `signatures(ids)` yields each image's stored signature. `progress(done, total)`
+    after each batch of images searched (in order)."""
     parent: dict[int, int] = {}
 
     def root(i: int) -> int:
@@ -73,7 +75,11 @@ def find_duplicates(
     # every core searches (faiss and numpy's large loops release the GIL), one BLAS thread
     # each; results are taken in batch order, so the groups do not depend on the threads
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool, blas_threads(1):
+        done = 0
         for found in pool.map(near, batches):
+            done += len(found)
+            if progress is not None:
+                progress(done, len(ids))
             for image_id, neighbours in found:
                 for other, score in neighbours:
                     key = (min(image_id, other), max(image_id, other))
