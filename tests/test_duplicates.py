@@ -111,8 +111,7 @@ def test_cli_shows_its_progress_on_a_terminal_and_the_api_reports_it(indexed):
     """`lookalike duplicates` searches every image (minutes at 100k): on a terminal it shows
     how many it has searched; piped, stdout holds only the groups. The API reports the same
     through `progress(done, total)`."""
-    import os
-    import pty
+    from terminal import run_on_a_terminal
 
     with Collection.open(indexed) as coll:
         total = len(coll)
@@ -121,25 +120,7 @@ def test_cli_shows_its_progress_on_a_terminal_and_the_api_reports_it(indexed):
     assert seen and seen[-1] == (total, total)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
-    leader, follower = pty.openpty()
-    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
-    proc = subprocess.Popen(
-        [*CLI, "duplicates", "-c", str(indexed)], stdout=subprocess.PIPE, stderr=follower,
-        env=env,
-    )  # fmt: skip
-    os.close(follower)
-    shown = b""
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        shown += data
-    out, _ = proc.communicate(timeout=600)
-    os.close(leader)
-    assert proc.returncode == 0
-    text = shown.decode(errors="replace")
-    assert "finding duplicates" in text and f"{total}/{total}" in text, text
-    assert "group 1:" in out.decode() and "finding" not in out.decode()
+    run = run_on_a_terminal("duplicates", "-c", str(indexed))
+    assert run.returncode == 0
+    assert "finding duplicates" in run.shown and f"{total}/{total}" in run.shown, run.shown
+    assert "group 1:" in run.stdout and "finding" not in run.stdout

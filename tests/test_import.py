@@ -277,3 +277,31 @@ def test_import_refuses_vectors_of_another_extractor_version(classic, tmp_path):
     proc = run("import", str(file), "-c", str(classic.directory))
     assert proc.returncode == 1 and "version 0-ancient" in proc.stderr
     assert len(Collection.open(classic.directory)) == 0
+
+
+def test_a_long_import_shows_its_progress_on_a_terminal(tmp_path):
+    """`lookalike import` writes everything in one transaction (1M images: ~17 min): on a
+    terminal it shows the rows written of all; stdout keeps its one line."""
+    from terminal import run_on_a_terminal
+
+    rng = np.random.default_rng(4)
+    file = tmp_path / "vectors.npz"
+    count = 300
+    colours = rng.random((count, 76)).astype(np.float32)
+    np.savez(file, path=np.array([f"/p/{i}.jpg" for i in range(count)]), color=colours)
+    run = run_on_a_terminal("import", str(file), "-c", str(tmp_path / "coll"))
+    assert run.returncode == 0, run.shown
+    rows = count * 2  # each image, then its one signature
+    assert "importing" in run.shown and f"{rows}/{rows}" in run.shown, run.shown
+    assert run.stdout.strip().startswith(f"{count} added")
+    assert len(Collection.open(tmp_path / "coll")) == count
+    reported: list[tuple[int, int]] = []
+    with Collection.open(tmp_path / "coll") as coll:
+        more = 12_000  # past two reports' worth of rows, then the last
+        coll.add_vectors(
+            [f"/q/{i}.jpg" for i in range(more)],
+            {"color": rng.random((more, 76)).astype(np.float32)},
+            progress=lambda done, total: reported.append((done, total)),
+        )
+    assert reported == [(5_000, 24_000), (10_000, 24_000), (15_000, 24_000),
+                        (20_000, 24_000), (24_000, 24_000)]  # fmt: skip

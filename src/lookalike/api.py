@@ -610,6 +610,7 @@ class Collection:
         paths: Sequence[str],
         vectors: Mapping[str, np.ndarray],
         metadata: Sequence[Mapping[str, Any] | str | None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[int]:
         """Add images whose signatures were computed elsewhere, without decoding anything.
 
@@ -618,11 +619,12 @@ class Collection:
         `metadata` gives each image a dict (or its JSON text). Paths need no file on disk;
         paths already in the collection are refused. Everything is validated before anything
         is written, then written in one transaction: all images are added, or none.
-        Returns the new ids, in the order of `paths`."""
+        Returns the new ids, in the order of `paths`. `progress(done, total)`: rows written
+        (an image and each of its signatures) of all, as the transaction goes."""
         from lookalike.bulk import validate_vectors
 
         rows = validate_vectors(paths, vectors, metadata, self.extractors)
-        return self.catalog.put_imported(rows.paths, rows.signatures, rows.metadata)
+        return self.catalog.put_imported(rows.paths, rows.signatures, rows.metadata, progress)
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""

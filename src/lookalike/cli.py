@@ -826,9 +826,18 @@ def import_vectors(
     created = not (collection / "catalog.sqlite").exists()
     folder_existed = collection.exists()
     try:
-        with Collection.open_or_create(collection, attributes=list(found.vectors)) as coll:
+        with (
+            Collection.open_or_create(collection, attributes=list(found.vectors)) as coll,
+            _progress_bar("importing") as bar,
+        ):
             check_versions(found, coll.extractors)
-            ids = coll.add_vectors(found.paths, found.vectors, found.metadata)
+            task = bar.add_task("importing", total=None, current="")
+            ids = coll.add_vectors(
+                found.paths,
+                found.vectors,
+                found.metadata,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except BaseException:
         if created:  # a refused import leaves no empty collection behind
             _remove_new_collection(collection, keep_folder=folder_existed)

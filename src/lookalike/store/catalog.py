@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +26,7 @@ from lookalike.errors import CollectionError, LookalikeError
 from lookalike.store.schema import expected_meta_values_sql, migrate
 
 CATALOG_FILE = "catalog.sqlite"
+PROGRESS_ROWS = 5_000  # rows between two progress reports of a bulk import
 STATEMENT_BUDGET_S = 10.0  # longest a read statement may run before it is aborted
 BUSY_TIMEOUT_S = 30.0  # longest the write connection waits for another process's write lock
 PROGRESS_STEPS = 2_000  # SQLite VM steps between two looks at the clock
@@ -613,13 +614,26 @@ class Catalog:
         paths: list[str],
         signatures: Mapping[str, tuple[str, np.ndarray]],
         metadata: list[dict[str, Any]],
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[int]:
         """Insert images whose signatures were computed elsewhere (attribute -> (version,
         matrix), one row per path): all of them or, on any error, none (one transaction).
+        `progress(done, total)`: rows written of all (an image and each of its signatures).
 
         Ids are assigned above the high-water mark inside the transaction, so the rows go in
         with `executemany` instead of one statement and one id lookup per image."""
         now = time.time()
+        total = len(paths) * (1 + len(signatures))
+        written = 0
+
+        def counted(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+            nonlocal written
+            for row in rows:
+                yield row
+                written += 1
+                if progress is not None and written % PROGRESS_ROWS == 0:
+                    progress(written, total)
+
         with self.transaction() as conn:
             for chunk, marks in in_chunks(paths):
                 taken = conn.execute(
@@ -639,14 +653,14 @@ class Catalog:
                 "INSERT INTO images(id, path, size, mtime, sha256, width, height, format,"
                 " metadata, added_at, updated_at, origin)"
                 " VALUES (?, ?, 0, 0, '', 0, 0, '', ?, ?, ?, 'imported')",
-                zip(ids, paths, texts, [now] * len(ids), [now] * len(ids), strict=True),
+                counted(zip(ids, paths, texts, [now] * len(ids), [now] * len(ids), strict=True)),
             )
             for attribute, (version, matrix) in signatures.items():
                 rows = np.ascontiguousarray(matrix, dtype="<f4")
                 conn.executemany(
                     "INSERT INTO signatures(image_id, attribute, version, vector)"
                     " VALUES (?, ?, ?, ?)",
-                    (
+                    counted(
                         (image_id, attribute, version, rows[i].tobytes())
                         for i, image_id in enumerate(ids)
                     ),
@@ -666,6 +680,8 @@ class Catalog:
                     for image_id, meta in zip(ids, metadata, strict=True)
                 ),
             )
+        if progress is not None:
+            progress(total, total)
         return ids
 
     # -- checking and repair (see lookalike.check) -------------------------------------------------
