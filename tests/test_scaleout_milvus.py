@@ -371,6 +371,24 @@ def test_update_and_remove_through_the_cli(milvus, photos, tmp_path):
         coll.drop()
 
 
+def test_an_import_to_milvus_shows_its_progress_on_a_terminal(milvus, tmp_path):
+    """`lookalike import` into a Milvus collection reports the images written, 1,000 at a
+    time, as the folder's import reports its rows."""
+    from terminal import run_on_a_terminal
+
+    count = 1_500
+    file = tmp_path / "vectors.npz"
+    colours = np.random.default_rng(6).random((count, 76)).astype(np.float32)
+    np.savez(file, path=np.array([f"/m/{i}.jpg" for i in range(count)]), color=colours)
+    uri = milvus.uri("imported_progress")
+    shown = run_on_a_terminal("import", str(file), "-c", uri)
+    assert shown.returncode == 0, shown.shown
+    assert "importing" in shown.shown and f"{count}/{count}" in shown.shown, shown.shown
+    with Collection.open(uri) as coll:
+        assert len(coll) == count
+        coll.drop()
+
+
 @pytest.mark.slow  # `pytest --long`: export, import and copy through the CLI
 def test_import_copy_and_back_without_extracting(both, photos, tmp_path):
     places, _ = both

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -353,11 +353,13 @@ class MilvusCollection:
         paths: Sequence[str],
         vectors: Mapping[str, np.ndarray],
         metadata: Sequence[Mapping[str, Any] | str | None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[int]:
         """Add images whose signatures were computed elsewhere (see Collection.add_vectors).
         Everything is validated before anything is written; paths already stored are refused.
         Milvus has no transactions: if the server fails part-way, the rows written so far stay
-        (the error says so) and `lookalike copy` resumes where it stopped."""
+        (the error says so) and `lookalike copy` resumes where it stopped. `progress(done,
+        total)`: images written of all, after each write of 1,000."""
         rows = validate_vectors(paths, vectors, metadata, self.extractors)
         ids = [image_id_for(p) for p in rows.paths]
         taken = self.store.records(self.first, ids)
@@ -390,6 +392,8 @@ class MilvusCollection:
                 self.store.upsert(layouts, records[start : start + 1000])
             except LookalikeError as exc:
                 raise type(exc)(f"{exc} ({start} of {len(records)} images were written)") from None
+            if progress is not None:
+                progress(min(start + 1000, len(records)), len(records))
         return ids
 
     def update(
