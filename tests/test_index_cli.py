@@ -80,3 +80,23 @@ def test_tune_reaches_the_recall_and_keeps_the_effort_and_the_candidates(big):
     assert searched["results"][0]["id"] == 77
     text = run("tune", "-c", str(big), "--recall", "0.9", "--queries", "10").stdout
     assert "recall@10" in text and "candidates per attribute" in text
+
+
+def test_a_search_that_must_build_an_index_says_so_on_a_terminal(tmp_path):
+    """A search after a bulk load builds each index first (minutes at 1M, silent before): on
+    a terminal it names the index it is building; the next search, which loads it, does not;
+    stdout holds the hits either way."""
+    from terminal import run_on_a_terminal
+
+    folder = tmp_path / "coll"
+    coll = Collection.create(folder, attributes=["color"])
+    for _ in bulk_insert(coll, 3_000, chunk=3_000):
+        pass
+    coll.close()
+    first = run_on_a_terminal("search", "id:7", "-c", str(folder), "--top", "3")
+    assert first.returncode == 0, first.shown
+    assert "building the color index (3,000 images; flat), once" in first.shown, first.shown
+    assert "id:7" in first.stdout and "building" not in first.stdout
+    again = run_on_a_terminal("search", "id:7", "-c", str(folder), "--top", "3")
+    assert again.returncode == 0 and "building" not in again.shown
+    assert again.stdout == first.stdout

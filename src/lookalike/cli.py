@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -90,6 +91,27 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _on_a_terminal() -> bool:
+    return err.is_terminal or sys.stderr.isatty()
+
+
+def _build_notice(attribute: str, kind: str, images: int) -> Any:
+    """What a search waits for when an index must be built first (minutes at 1M images)."""
+    return err.status(f"building the {attribute} index ({images:,} images; {kind}), once")
+
+
+@contextmanager
+def _opened(collection: Path | str) -> Iterator[Any]:
+    """The collection, with index builds shown on a terminal (a search after `import` at 1M
+    builds for minutes and printed nothing meanwhile)."""
+    from lookalike.api import Collection
+
+    with Collection.open(collection) as coll:
+        if _on_a_terminal() and isinstance(coll, Collection):  # Milvus builds its own
+            coll.indexes.on_build = _build_notice
+        yield coll
+
+
 def _progress_bar(description: str) -> Progress:
     return Progress(
         TextColumn(description),
@@ -99,7 +121,7 @@ def _progress_bar(description: str) -> Progress:
         TextColumn("{task.fields[current]}", style="dim"),
         console=err,
         transient=True,
-        disable=not err.is_terminal and not sys.stderr.isatty(),
+        disable=not _on_a_terminal(),
     )
 
 
@@ -399,7 +421,6 @@ def search(
     """Find images by example, words, sketch, layout or colours (combinable), with a filter.
 
     One line per hit: rank, score (0 = identical, 100 = nothing alike), id, path."""
-    from lookalike.api import Collection
 
     slip = search_slip(image, collection)
     if slip:
@@ -411,7 +432,7 @@ def search(
             sketch_value = sketch.read_text()
         else:
             sketch_value = sketch
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         results = coll.query(
             image=image,
             text=text,
@@ -455,7 +476,6 @@ def update(
     reindex: Annotated[bool, typer.Option(help="Re-read the image and its signature.")] = False,
 ) -> None:
     """Change an image's metadata, or re-read it from its file."""
-    from lookalike.api import Collection
 
     data = None
     if metadata is not None:
@@ -467,7 +487,7 @@ def update(
             raise LookalikeError("--metadata must be a JSON object")
     if data is None and not reindex:
         raise LookalikeError("nothing to update: give --metadata and/or --reindex")
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         target = coll.get(image)
         if reindex:
             coll.update(target.id)
@@ -539,9 +559,8 @@ def remove(
     collection: CollectionOption,
 ) -> None:
     """Remove images from a collection (the files themselves are not touched)."""
-    from lookalike.api import Collection
 
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         count = coll.remove(images)
     out.print(f"{count} removed")
 
@@ -556,9 +575,8 @@ def info(
     ] = None,
 ) -> None:
     """What a collection holds: images, attributes, preprocessing, default weights."""
-    from lookalike.api import Collection
 
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         data = coll.image_info(image.removeprefix("id:")) if image else coll.info()
     if image:
         if as_json:
@@ -620,7 +638,6 @@ def evaluate(
     """Retrieval quality of a labelled collection (label = the folder holding each image):
     precision@k, recall@k and mAP for each attribute alone and fused, leave-one-out; with
     --report also a JSON file and an HTML page with a precision/recall plot and examples."""
-    from lookalike.api import Collection
     from lookalike.evaluate import (
         attribute_distance_matrices,
         fuse_matrices,
@@ -629,7 +646,7 @@ def evaluate(
     )
     from lookalike.scoring import normalise_weights
 
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         rows = coll.catalog.query("SELECT id, path FROM images ORDER BY id")
         if len(rows) < 2:
             raise LookalikeError("evaluation needs at least two labelled images")
@@ -677,9 +694,8 @@ def whiten(
     off: Annotated[bool, typer.Option("--off", help="Stop whitening.")] = False,
 ) -> None:
     """Learn PCA-whitening of an embedding from the collection itself and use it in searches."""
-    from lookalike.api import Collection
 
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         if off:
             out.print(
                 "whitening removed" if coll.clear_whitening(attribute) else "was not whitened"
@@ -710,11 +726,9 @@ def adapt(
     that separate your classes; reports precision on a held-out part of the labels."""
     import json
 
-    from lookalike.api import Collection
-
     if reset == (labels is not None):
         raise LookalikeError("give either --labels FOLDER_OR_CSV or --reset")
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         if reset:
             out.print("adaptation removed" if coll.reset_adaptation() else "was not adapted")
             return
@@ -748,9 +762,8 @@ def text_tower(
     off: Annotated[bool, typer.Option("--off", help="Stop using a text tower.")] = False,
 ) -> None:
     """Let text queries use a CLIP-style text tower that matches the collection's deep model."""
-    from lookalike.api import Collection
 
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         if off:
             out.print("text tower removed" if coll.clear_text_tower() else "none was set")
             return
@@ -776,10 +789,8 @@ def check(
     files. Exit code 0: healthy; 2: problems found (with --repair: problems that remain)."""
     import sqlite3
 
-    from lookalike.api import Collection
-
     try:
-        with Collection.open(collection) as coll:
+        with _opened(collection) as coll:
             report = coll.check(repair=repair)
     except sqlite3.DatabaseError as exc:
         err.print(f"[red]error:[/red] {collection}: catalog too damaged to open ({exc})")
@@ -865,10 +876,9 @@ def export(
     collection: CollectionOption,
 ) -> None:
     """Write every image's signatures, path and metadata, for `lookalike import` elsewhere."""
-    from lookalike.api import Collection
     from lookalike.bulk import export_vectors
 
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         count = export_vectors(coll.catalog, coll.extractors, file)
     out.print(f"{count} images exported to {file}")
 
@@ -892,9 +902,8 @@ def tune(
 ) -> None:
     """Find the cheapest index effort (efSearch / nprobe), then the fewest candidates per
     attribute, whose ranking reaches a recall."""
-    from lookalike.api import Collection
 
-    with Collection.open(collection) as coll:
+    with _opened(collection) as coll:
         if kind or pca:
             coll.configure_index(attribute, kind=kind, pca=pca)
         report = coll.tune(recall, queries=queries, k=k, weights=weights)
@@ -937,9 +946,8 @@ def duplicates(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Groups of near-duplicate images in a collection, with each pair's score."""
-    from lookalike.api import Collection
 
-    with Collection.open(collection) as coll, _progress_bar("finding duplicates") as bar:
+    with _opened(collection) as coll, _progress_bar("finding duplicates") as bar:
         task = bar.add_task("finding duplicates", total=None, current="")
         groups = coll.duplicates(
             threshold=threshold,

@@ -9,8 +9,10 @@ stale (another extractor version, whitening or index settings) or corrupt.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from lookalike.index.attribute import (
     RoughDistanceFn,
 )
 from lookalike.store.catalog import Catalog
+
+log = logging.getLogger(__name__)
 
 INDEX_FOLDER = "indexes"
 SETTINGS_KEY = "index_settings"
@@ -93,6 +97,9 @@ class IndexSet:
         self._token: object = None
         self._candidates: tuple[object, int] | None = None
         self._lock = threading.RLock()
+        # around each index build (attribute, kind, images): a build reads every signature
+        # (minutes at 1M), so the CLI shows what it is waiting for
+        self.on_build: Callable[[str, str, int], AbstractContextManager[Any]] | None = None
 
     # -- settings ---------------------------------------------------------------------------
 
@@ -206,6 +213,8 @@ class IndexSet:
     def _build(self, spec: AttributeSpec) -> AttributeIndex:
         src = self.sources(spec.name)
         mark = source.change_mark(self.catalog)  # read first: later changes are replayed
+        images = source.image_count(self.catalog)
+        log.info("building the %s index (%s) of %d images", spec.name, spec.kind, images)
 
         def rows():
             for ids, matrix in source.stream_signatures(
@@ -213,7 +222,9 @@ class IndexSet:
             ):
                 yield ids, (src.prepare(matrix) if src.prepare else matrix)
 
-        return AttributeIndex.build(spec, self.folder / spec.name, rows(), mark)
+        notice = self.on_build(spec.name, spec.kind, images) if self.on_build else nullcontext()
+        with notice:
+            return AttributeIndex.build(spec, self.folder / spec.name, rows(), mark)
 
     # -- catching up -----------------------------------------------------------------------
 
