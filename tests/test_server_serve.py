@@ -5,6 +5,7 @@ deleted) against it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ def collection(tmp_path, tmp_path_factory) -> Path:
 def test_serve_subprocess_searches_by_upload_and_id_then_stops(collection, tmp_path):
     key_file = tmp_path / "key"
     key_file.write_text("from-a-file\n")
+    shutil.rmtree(collection / "indexes", ignore_errors=True)  # built at start-up, and said
     port = bench_load.free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "lookalike", "serve", "-c", str(collection), "--port", str(port),
@@ -75,6 +77,9 @@ def test_serve_subprocess_searches_by_upload_and_id_then_stops(collection, tmp_p
     assert process.returncode is not None
     assert "Traceback" not in log, log
     assert "--api-key is visible" not in log
+    # what start-up did is in the log, as the lines before it
+    assert "lookalike: building the color index (flat) of 16 images" in log, log
+    assert "lookalike: describe workers:" in log and "lookalike: thread budget:" in log
 
 
 def wait_for_health(process: subprocess.Popen, base: str) -> dict:

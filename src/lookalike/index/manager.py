@@ -214,7 +214,7 @@ class IndexSet:
         src = self.sources(spec.name)
         mark = source.change_mark(self.catalog)  # read first: later changes are replayed
         images = source.image_count(self.catalog)
-        log.info("building the %s index (%s) of %d images", spec.name, spec.kind, images)
+        log.info("building the %s index (%s) of %s images", spec.name, spec.kind, f"{images:,}")
 
         def rows():
             for ids, matrix in source.stream_signatures(

@@ -6,6 +6,7 @@ costs nothing for users who never serve; FastAPI and uvicorn are imported when i
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -124,7 +125,20 @@ def serve(
         print("lookalike: no API key set: uploads and deletions are disabled", file=sys.stderr)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"lookalike: listening on {host}: reachable from other machines", file=sys.stderr)
+    show_start_up_log()
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_keep_alive=5)
+
+
+def show_start_up_log() -> None:
+    """Print lookalike's own log lines (info and up) as the lines above: what start-up does
+    (indexes built, a few minutes at 1M after an import; threads; page cache) was silent,
+    uvicorn configures only its own loggers."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lookalike: %(message)s"))
+    logger = logging.getLogger("lookalike")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # a root handler someone configured would print them twice
 
 
 def resolve_api_key(option: str | None, key_file: Path | None) -> str | None:
