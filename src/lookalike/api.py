@@ -1319,10 +1319,11 @@ class Collection:
         k: int = 10,
         weights: str | Mapping[str, float] | None = None,
         seed: int = 0,
+        progress: Callable[[str, int, int], None] | None = None,
     ):
         """Measure recall@k of the candidate plan against exact search on sampled stored
         images, keep the cheapest effort, then the fewest candidates per attribute, that reach
-        `recall`; returns the curve."""
+        `recall`; returns the curve. `progress(stage, done, total)` as queries are run."""
         from lookalike.query.tune import tune
 
         if not 0.0 < recall <= 1.0:
@@ -1339,7 +1340,13 @@ class Collection:
         report = self._overtakable(
             "tuning runs",
             lambda: tune(
-                self.planner, self.index_for, signatures, attribute_weights, target=recall, k=k
+                self.planner,
+                self.index_for,
+                signatures,
+                attribute_weights,
+                target=recall,
+                k=k,
+                progress=progress,
             ),
         )
         if report.chosen is not None and report.chosen.level:

@@ -903,10 +903,19 @@ def tune(
     """Find the cheapest index effort (efSearch / nprobe), then the fewest candidates per
     attribute, whose ranking reaches a recall."""
 
-    with _opened(collection) as coll:
+    with _opened(collection) as coll, _progress_bar("tuning") as bar:
         if kind or pca:
             coll.configure_index(attribute, kind=kind, pca=pca)
-        report = coll.tune(recall, queries=queries, k=k, weights=weights)
+        task = bar.add_task("tuning", total=None, current="")
+        report = coll.tune(
+            recall,
+            queries=queries,
+            k=k,
+            weights=weights,
+            progress=lambda stage, done, total: bar.update(
+                task, completed=done, total=total, current=stage
+            ),
+        )
         indexes = coll.indexes.describe()
     if as_json:
         out.print_json(data={**report.to_dict(), "indexes": indexes})

@@ -73,8 +73,10 @@ def measure(
     weights: Mapping[str, float],
     k: int,
     exact: list[np.ndarray],
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[float, list[float]]:
-    """(mean recall@k against `exact`, latencies in ms) at the indexes' current effort."""
+    """(mean recall@k against `exact`, latencies in ms) at the indexes' current effort;
+    `progress(done)` after each query (outside its timing)."""
     recalls, latencies = [], []
     for signature, truth in zip(signatures, exact, strict=True):
         start = time.perf_counter()
@@ -83,6 +85,8 @@ def measure(
         found = part.ids[top_order(part.ids, scores, k)]
         latencies.append(1000 * (time.perf_counter() - start))
         recalls.append(len(np.intersect1d(found, truth)) / max(1, min(k, len(truth))))
+        if progress is not None:
+            progress(len(recalls))
     return float(np.mean(recalls)), latencies
 
 
@@ -94,23 +98,37 @@ def tune(
     *,
     target: float,
     k: int = 10,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> TuneReport:
     """Walk the effort ladder from cheap to dear and stop at the first level reaching
-    `target`; then, at that level, lower the candidates while the target still holds."""
+    `target`; then, at that level, lower the candidates while the target still holds.
+    `progress(stage, done, total)`: queries done in the current stage (the exact ranking
+    first, minutes at 1M; then each point of the curve)."""
+
+    def reporter(stage: str) -> Callable[[int], None] | None:
+        if progress is None:
+            return None
+        return lambda done: progress(stage, done, len(signatures))
+
     indexes = {name: index(name) for name in weights}
     report = TuneReport(target, k, len(signatures))
     # from the default up (or the collection's own, if more): a collection tuned to few
     # candidates for a lower target can reach a higher one again
     candidates = max(planner.sources.candidates(), DEFAULT_CANDIDATES)
     exact = []
+    exact_done = reporter("exact ranking")
     for signature in signatures:
         part = planner.image_part(signature, weights, k=k, exact=True)
         scores = fuse(part.distances, weights)
         exact.append(part.ids[top_order(part.ids, scores, k)])
+        if exact_done is not None:
+            exact_done(len(exact))
 
     def point(level: dict[str, int], per_k: int) -> EffortPoint:
         with_candidates = Planner(replace(planner.sources, candidates=lambda: per_k))
-        recall, lat = measure(with_candidates, indexes, signatures, weights, k, exact)
+        effort = ", ".join(f"{kind}={value}" for kind, value in level.items()) or "exact"
+        done = reporter(f"effort {effort}, {per_k} x k candidates")
+        recall, lat = measure(with_candidates, indexes, signatures, weights, k, exact, done)
         found = EffortPoint(level, recall, *_percentiles(lat), candidates=per_k)
         report.curve.append(found)
         return found
