@@ -100,6 +100,21 @@ def test_a_fresh_collection_is_healthy(pristine):
     assert "0 problem(s) found" in proc.stdout
 
 
+def test_check_shows_which_check_runs_on_a_terminal(pristine):
+    """At 1M images the catalog's integrity check and the signatures' take minutes each: on
+    a terminal the check running and the count done show; stdout keeps the report."""
+    from terminal import run_on_a_terminal
+
+    from lookalike.check import CHECKS
+
+    shown = run_on_a_terminal("check", "-c", str(pristine[0]))
+    assert shown.returncode == 0, shown.shown
+    total = len(CHECKS)
+    assert "checking" in shown.shown and f"{total}/{total}" in shown.shown, shown.shown
+    assert "signatures" in shown.shown  # a check's name while it ran
+    assert "0 problem(s) found" in shown.stdout and "checking" not in shown.stdout
+
+
 def test_damage_is_reported_repaired_and_search_is_unchanged(coll, pristine):
     folder = pristine[1]
     before = answers(coll, folder / "coffee.png")

@@ -626,11 +626,14 @@ class Collection:
         rows = validate_vectors(paths, vectors, metadata, self.extractors)
         return self.catalog.put_imported(rows.paths, rows.signatures, rows.metadata, progress)
 
-    def check(self, *, repair: bool = False) -> CheckReport:
-        """Verify the collection (see `lookalike.check`); with `repair`, fix what can be."""
+    def check(
+        self, *, repair: bool = False, progress: Callable[[str, int, int], None] | None = None
+    ) -> CheckReport:
+        """Verify the collection (see `lookalike.check`); with `repair`, fix what can be.
+        `progress(check, done, total)` as each check starts."""
         from lookalike.check import run_checks
 
-        return run_checks(self, repair=repair)
+        return run_checks(self, repair=repair, progress=progress)
 
     def update(
         self,

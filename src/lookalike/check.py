@@ -87,10 +87,19 @@ def register_check(check: Check) -> Check:
     return check
 
 
-def run_checks(coll: Collection, *, repair: bool = False) -> CheckReport:
-    """Verify every registered check; with `repair`, fix what each found, then verify again."""
+def run_checks(
+    coll: Collection,
+    *,
+    repair: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CheckReport:
+    """Verify every registered check; with `repair`, fix what each found, then verify again.
+    `progress(check, done, total)` as each check starts (at 1M images the catalog's own
+    integrity check and the signatures' take minutes)."""
     report = CheckReport(repaired=repair, checks=[c.name for c in CHECKS])
-    for check in CHECKS:
+    for done, check in enumerate(CHECKS):
+        if progress is not None:
+            progress(check.name, done, len(CHECKS))
         findings = _verify(check, coll)
         report.found.extend(findings)
         if repair and findings:
@@ -102,9 +111,15 @@ def run_checks(coll: Collection, *, repair: bool = False) -> CheckReport:
                         _fix(finding, f"repair failed: {exc}", repaired=False)
     if not repair:
         report.remaining = list(report.found)
+        if progress is not None:
+            progress("done", len(CHECKS), len(CHECKS))
         return report
-    for check in CHECKS:
+    for done, check in enumerate(CHECKS):
+        if progress is not None:
+            progress(f"{check.name} again", done, len(CHECKS))
         report.remaining.extend(_verify(check, coll))
+    if progress is not None:
+        progress("done", len(CHECKS), len(CHECKS))
     return report
 
 

@@ -790,8 +790,14 @@ def check(
     import sqlite3
 
     try:
-        with _opened(collection) as coll:
-            report = coll.check(repair=repair)
+        with _opened(collection) as coll, _progress_bar("checking") as bar:
+            task = bar.add_task("checking", total=None, current="")
+            report = coll.check(
+                repair=repair,
+                progress=lambda name, done, total: bar.update(  # drawn now: few, long steps
+                    task, completed=done, total=total, current=name, refresh=True
+                ),
+            )
     except sqlite3.DatabaseError as exc:
         err.print(f"[red]error:[/red] {collection}: catalog too damaged to open ({exc})")
         raise typer.Exit(CHECK_PROBLEMS_EXIT) from None
