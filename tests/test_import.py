@@ -220,9 +220,14 @@ def ranked(coll: Path, target: str) -> list[tuple[str, float]]:
 
 @pytest.mark.parametrize("suffix", [".npz", ".parquet"])
 def test_export_then_import_moves_a_collection_without_re_extracting(photos, tmp_path, suffix):
+    from terminal import run_on_a_terminal
+
     exported = tmp_path / f"vectors{suffix}"
-    proc = run("export", str(exported), "-c", str(photos))
-    assert proc.returncode == 0 and "5 images exported" in proc.stdout, proc.stderr
+    proc = run_on_a_terminal("export", str(exported), "-c", str(photos))  # as on a terminal
+    assert proc.returncode == 0 and "5 images exported" in proc.stdout, proc.shown
+    # each long step is named while it runs (at 1M each takes tens of seconds)
+    assert "exporting" in proc.shown and "reading color" in proc.shown, proc.shown
+    assert f"writing {exported.name}" in proc.shown and "exporting" not in proc.stdout
     target = tmp_path / "copy.lookalike"
     proc = run("import", str(exported), "-c", str(target), "--json")
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,7 @@ instead of being compared with this collection's.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,18 +264,33 @@ def write_vector_file(
     partial.replace(file)
 
 
-def export_vectors(catalog: Any, extractors: Mapping[str, Extractor], file: str | Path) -> int:
-    """Write every image that has a current signature of each attribute; how many were."""
-    matrices = {
-        name: catalog.signature_matrix(name, extractor.version, extractor.dim)
-        for name, extractor in extractors.items()
-    }
+def export_vectors(
+    catalog: Any,
+    extractors: Mapping[str, Extractor],
+    file: str | Path,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> int:
+    """Write every image that has a current signature of each attribute; how many were.
+    `progress(step, done, total)`: each attribute's signatures read, then the file written
+    (at 1M images each step takes tens of seconds)."""
+    steps = len(extractors) + 2
+
+    def report(step: str, done: int) -> None:
+        if progress is not None:
+            progress(step, done, steps)
+
+    matrices = {}
+    for done, (name, extractor) in enumerate(extractors.items()):
+        report(f"reading {name}", done)
+        matrices[name] = catalog.signature_matrix(name, extractor.version, extractor.dim)
+    report("reading paths and metadata", len(extractors))
     ids = None
     for attribute_ids, _ in matrices.values():
         ids = attribute_ids if ids is None else np.intersect1d(ids, attribute_ids)
     assert ids is not None
     records = catalog.get_many(int(i) for i in ids)
     ids = np.array([i for i in ids if int(i) in records], dtype=np.int64)
+    report(f"writing {Path(file).name}", len(extractors) + 1)
     write_vector_file(
         file,
         [records[int(i)].path for i in ids],
@@ -286,4 +301,5 @@ def export_vectors(catalog: Any, extractors: Mapping[str, Extractor], file: str 
         [json.dumps(records[int(i)].metadata, ensure_ascii=False) for i in ids],
         {name: extractor.version for name, extractor in extractors.items()},
     )
+    report("done", steps)
     return len(ids)

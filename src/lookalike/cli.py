@@ -884,8 +884,16 @@ def export(
     """Write every image's signatures, path and metadata, for `lookalike import` elsewhere."""
     from lookalike.bulk import export_vectors
 
-    with _opened(collection) as coll:
-        count = export_vectors(coll.catalog, coll.extractors, file)
+    with _opened(collection) as coll, _progress_bar("exporting") as bar:
+        task = bar.add_task("exporting", total=None, current="")
+        count = export_vectors(
+            coll.catalog,
+            coll.extractors,
+            file,
+            progress=lambda step, done, total: bar.update(  # drawn now: few, long steps
+                task, completed=done, total=total, current=step, refresh=True
+            ),
+        )
     out.print(f"{count} images exported to {file}")
 
 
