@@ -138,3 +138,63 @@ def test_failed_files_are_remembered_until_they_change(tmp_path):
     assert last.returncode == 0, last.stdout
     with Collection.open(collection) as coll:
         assert coll.catalog.failures() == {}
+
+
+def test_a_rerun_describes_again_exactly_the_images_whose_signatures_are_not_current(tmp_path):
+    """`info` and a re-run find the images to describe again (a signature of an older or a
+    newer extractor version, or none at all for an attribute) from the index of versions,
+    never by reading every signature row: at 1M images that scan ran past the statement
+    budget and both commands failed."""
+    import sqlite3
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in PHOTO_NAMES[:6]:
+        sample_photo(name).save(folder / f"{name}.jpg", quality=90)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    collection = tmp_path / "photos.lookalike"
+    Collection.create(collection, attributes=CLASSIC).close()
+    index(folder, collection)
+    with Collection.open(collection) as coll:
+        ids = {Path(coll.get(i).path).name: i for i in range(1, 7)}
+    db = sqlite3.connect(collection / "catalog.sqlite")
+    with db:
+        db.execute(
+            "UPDATE signatures SET version = '0-old' WHERE image_id = ? AND attribute = 'color'",
+            (ids["astronaut.jpg"],),
+        )
+        db.execute(
+            "UPDATE signatures SET version = 'zzz-new' WHERE image_id = ? AND attribute = 'shape'",
+            (ids["brick.jpg"],),
+        )
+        db.execute(
+            "DELETE FROM signatures WHERE image_id = ? AND attribute = 'texture'",
+            (ids["camera.jpg"],),
+        )
+    # each statement reads the index of versions, none scans the signatures table
+    plans = " ".join(
+        row[-1]
+        for sql in (
+            "SELECT count(*) FROM signatures WHERE attribute = 'color' AND version = 'v'",
+            "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM signatures"
+            " WHERE attribute = 'color' AND version = 'v')",
+        )
+        for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")
+    )
+    db.close()
+    assert "signatures_version" in plans and "SCAN signatures" not in plans, plans
+
+    shown = subprocess.run(
+        [*CLI, "info", "-c", str(collection), "--json"], capture_output=True, text=True
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["stale"] == 3
+    again = index(folder, collection)
+    assert sorted(Path(p).name for p in again["updated"]) == [
+        "astronaut.jpg", "brick.jpg", "camera.jpg"
+    ]  # fmt: skip
+    assert len(again["unchanged"]) == 3
+    shown = subprocess.run(
+        [*CLI, "info", "-c", str(collection), "--json"], capture_output=True, text=True
+    )  # fmt: skip
+    assert json.loads(shown.stdout)["stale"] == 0

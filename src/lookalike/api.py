@@ -366,8 +366,9 @@ class Collection:
             if hasattr(extractor, "extract_batch"):
                 extractor.extract_batch([blank])  # type: ignore[attr-defined]
 
-    def _is_current(self, versions: Mapping[str, str]) -> bool:
-        return all(versions.get(name) == ex.version for name, ex in self.extractors.items())
+    def _versions(self) -> dict[str, str]:
+        """attribute -> the version its extractor writes now."""
+        return {name: ex.version for name, ex in self.extractors.items()}
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -406,7 +407,7 @@ class Collection:
         report = ingest.IngestReport()
         report.failed.extend(scanned.failed)
         states = self.catalog.file_states()
-        versions = self.catalog.signature_versions()
+        stale = self.catalog.stale_images(self._versions())
         settings = self._settings()
         setup = ingest.reading_setup(
             settings, {n: e.version for n, e in self.extractors.items()}, file_budget_s
@@ -415,7 +416,7 @@ class Collection:
         work = ingest.plan(
             found,
             states,
-            lambda i: self._is_current(versions.get(i, {})),
+            lambda i: i not in stale,
             facts=scanned.facts,
             failures={} if retry_failed else failures,
             setup=setup,
@@ -699,8 +700,7 @@ class Collection:
         return self.catalog.count()
 
     def info(self) -> dict[str, Any]:
-        versions = self.catalog.signature_versions()
-        stale = sum(1 for v in versions.values() if not self._is_current(v))
+        stale = len(self.catalog.stale_images(self._versions()))
         size = sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
         return {
             "path": str(self.directory),

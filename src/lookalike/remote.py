@@ -91,7 +91,6 @@ class MilvusCollection:
     # Extraction is shared with the folder backend: the same code, not a copy of it.
     _settings = Collection._settings
     _describe_one = Collection._describe_one
-    _is_current = Collection._is_current
     _key = staticmethod(Collection._key)
     search = Collection.search
 

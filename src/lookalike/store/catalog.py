@@ -408,6 +408,31 @@ class Catalog:
             )
         }
 
+    def stale_images(self, versions: Mapping[str, str]) -> set[int]:
+        """Ids of images lacking a signature of the given version (attribute -> version) for
+        some attribute: missing, or made by another version. Through the index of (attribute,
+        version, image): the current signatures of each attribute are counted, and only
+        where they are fewer than the images are the others listed; the usual answer (none)
+        costs a count per attribute, not a read of every signature row with its vector."""
+        stale: set[int] = set()
+        with self.reading():
+            images = self.count()
+            for attribute, version in versions.items():
+                current = self.query(
+                    "SELECT count(*) FROM signatures WHERE attribute = ? AND version = ?",
+                    (attribute, version),
+                )[0][0]
+                if current < images:
+                    stale.update(
+                        row[0]
+                        for row in self.query(
+                            "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM"
+                            " signatures WHERE attribute = ? AND version = ?)",
+                            (attribute, version),
+                        )
+                    )
+        return stale
+
     def signature_versions(self) -> dict[int, dict[str, str]]:
         out: dict[int, dict[str, str]] = {}
         for image_id, attribute, version in self.query(

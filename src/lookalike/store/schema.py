@@ -211,6 +211,17 @@ MIGRATIONS.append(
 )
 
 
+MIGRATIONS.append(
+    # 7: which images need describing again (a signature missing, or made by another version
+    # of its extractor) read from an index of (attribute, version, image): `lookalike index`
+    # and `info` read every signature row's version before, a scan of the whole table that
+    # ran past the statement budget at 1M images (the table holds the vectors too).
+    """
+    CREATE INDEX IF NOT EXISTS signatures_version ON signatures(attribute, version, image_id);
+    """
+)
+
+
 def expected_meta_values_sql(table: str) -> str:
     """Migration 5's backfill writing into `table` (same columns as `meta_values`) instead:
     what the metadata index should hold, for `lookalike check` to compare with what it does."""
