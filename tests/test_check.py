@@ -297,3 +297,21 @@ def test_the_api_gives_the_same_report_and_a_derived_file_check_can_be_registere
             assert c.check().to_dict()["found"] == []
     finally:
         CHECKS[:] = [check for check in CHECKS if check.name != "derived"]
+
+
+def test_a_check_reads_past_the_statement_budget_that_searches_keep(pristine):
+    """The statement budget stops a long read so a search cannot hold a server's worker; a
+    check must read everything (at 1M images the integrity check alone is minutes: `lookalike
+    check` stopped at 10 s and failed). Here a budget of 0 s stops the integrity check read
+    on its own, while the whole check runs without the budget and then the budget holds
+    again."""
+    from lookalike.store.catalog import StatementTimeout
+
+    with Collection.open(pristine[0]) as coll:
+        coll.catalog.statement_budget_s = 0.0
+        with pytest.raises(StatementTimeout):
+            coll.catalog.query("PRAGMA integrity_check")
+        report = coll.check()
+        assert report.healthy and not report.found
+        with pytest.raises(StatementTimeout):  # only the check went past it
+            coll.catalog.query("PRAGMA integrity_check")

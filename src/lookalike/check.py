@@ -96,6 +96,13 @@ def run_checks(
     """Verify every registered check; with `repair`, fix what each found, then verify again.
     `progress(check, done, total)` as each check starts (at 1M images the catalog's own
     integrity check and the signatures' take minutes)."""
+    with coll.catalog.unbudgeted():  # a check reads everything: minutes at 1M images
+        return _run_checks(coll, repair, progress)
+
+
+def _run_checks(
+    coll: Collection, repair: bool, progress: Callable[[str, int, int], None] | None
+) -> CheckReport:
     report = CheckReport(repaired=repair, checks=[c.name for c in CHECKS])
     for done, check in enumerate(CHECKS):
         if progress is not None:

@@ -241,6 +241,18 @@ class Catalog:
         return reader
 
     @contextmanager
+    def unbudgeted(self) -> Iterator[None]:
+        """This thread's reads run without the statement budget meanwhile: for a job a user
+        asked for that must read everything (`lookalike check`'s integrity check alone takes
+        minutes at 1M images), not for searches, which the budget protects a server from."""
+        outer = getattr(self._local, "unbudgeted", False)
+        self._local.unbudgeted = True
+        try:
+            yield
+        finally:
+            self._local.unbudgeted = outer
+
+    @contextmanager
     def reading(self, *, snapshot: bool = True) -> Iterator[sqlite3.Connection]:
         """One consistent snapshot for several read statements, on this thread's read
         connection, within the statement budget. Inside `transaction()` on the same thread
@@ -254,7 +266,7 @@ class Catalog:
         if reader.depth:  # nested: already inside this thread's snapshot
             yield reader.conn
             return
-        reader.start(self.statement_budget_s)
+        reader.start(None if getattr(self._local, "unbudgeted", False) else self.statement_budget_s)
         if snapshot:
             reader.conn.execute("BEGIN")
         try:
