@@ -310,3 +310,25 @@ def test_a_long_import_shows_its_progress_on_a_terminal(tmp_path):
         )
     assert reported == [(5_000, 24_000), (10_000, 24_000), (15_000, 24_000),
                         (20_000, 24_000), (24_000, 24_000)]  # fmt: skip
+
+
+def test_reading_every_signature_of_an_attribute_takes_bounded_statements(photos, monkeypatch):
+    """`export`, `whiten` and zero-shot read every signature of an attribute: in one statement
+    that ran past the statement budget at 1M images. They read it in chunks now, each its own
+    statement, and get the same matrix, in id order, across the chunks' edges."""
+    from lookalike.store import catalog as catalog_module
+
+    with Collection.open(photos) as coll:
+        extractor = coll.extractors["color"]
+        rows = coll.catalog.query(
+            "SELECT image_id, vector FROM signatures WHERE attribute = 'color' ORDER BY image_id"
+        )
+        monkeypatch.setattr(catalog_module, "SIGNATURE_CHUNK", 2)
+        statements: list[str] = []
+        coll.catalog._reader().conn.set_trace_callback(statements.append)
+        ids, matrix = coll.catalog.signature_matrix("color", extractor.version, extractor.dim)
+        coll.catalog._reader().conn.set_trace_callback(None)
+    assert ids.tolist() == [r[0] for r in rows] and len(rows) == 5
+    assert np.array_equal(matrix, np.stack([np.frombuffer(r[1], "<f4") for r in rows]))
+    reads = [s for s in statements if "FROM signatures" in s]
+    assert len(reads) == 4  # 2 + 2 + 1 rows, then an empty chunk that ends it

@@ -56,19 +56,7 @@ def stream_signatures(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids, float32 matrix) chunks of every current signature of `attribute`, by id: memory
     stays bounded however large the collection."""
-    last = -1
-    while True:
-        found = catalog.query(
-            "SELECT image_id, vector FROM signatures WHERE image_id > ? AND attribute = ?"
-            " AND version = ? ORDER BY image_id LIMIT ?",
-            (last, attribute, version, rows),
-        )
-        if not found:
-            return
-        ids = np.fromiter((r[0] for r in found), np.int64, count=len(found))
-        matrix = np.frombuffer(b"".join(r[1] for r in found), "<f4").reshape(len(found), dim)
-        yield ids, matrix
-        last = int(ids[-1])
+    return catalog.signature_chunks(attribute, version, dim, rows)
 
 
 def image_count(catalog: Catalog) -> int:

@@ -26,6 +26,7 @@ from lookalike.errors import CollectionError, LookalikeError
 from lookalike.store.schema import expected_meta_values_sql, migrate
 
 CATALOG_FILE = "catalog.sqlite"
+SIGNATURE_CHUNK = 20_000  # signatures read per statement when reading them all
 PROGRESS_ROWS = 5_000  # rows between two progress reports of a bulk import
 STATEMENT_BUDGET_S = 10.0  # longest a read statement may run before it is aborted
 BUSY_TIMEOUT_S = 30.0  # longest the write connection waits for another process's write lock
@@ -611,17 +612,35 @@ class Catalog:
     def signature_matrix(
         self, attribute: str, version: str, dim: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of every image whose `attribute` signature is current."""
-        rows = self.query(
-            "SELECT image_id, vector FROM signatures WHERE attribute = ? AND version = ?"
-            " ORDER BY image_id",
-            (attribute, version),
+        """(ids, vectors) of every image whose `attribute` signature is current, read in
+        chunks (one statement for all ran past the statement budget at 1M images)."""
+        chunks = list(self.signature_chunks(attribute, version, dim))
+        if not chunks:
+            return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+        return (
+            np.concatenate([ids for ids, _ in chunks]),
+            np.concatenate([matrix for _, matrix in chunks]),
         )
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.empty((len(rows), dim), dtype=np.float32)
-        for i, (_, blob) in enumerate(rows):
-            matrix[i] = np.frombuffer(blob, dtype="<f4")
-        return ids, matrix
+
+    def signature_chunks(
+        self, attribute: str, version: str, dim: int, rows: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, float32 matrix) chunks of every current signature of `attribute`, by id,
+        each its own statement well within the statement budget however large the
+        collection (a write between chunks shows in the chunks read after it)."""
+        last, rows = -1, rows or SIGNATURE_CHUNK
+        while True:
+            found = self.query(
+                "SELECT image_id, vector FROM signatures WHERE attribute = ? AND version = ?"
+                " AND image_id > ? ORDER BY image_id LIMIT ?",
+                (attribute, version, last, rows),
+            )
+            if not found:
+                return
+            ids = np.fromiter((r[0] for r in found), np.int64, count=len(found))
+            matrix = np.frombuffer(b"".join(r[1] for r in found), "<f4").reshape(len(found), dim)
+            yield ids, matrix
+            last = int(ids[-1])
 
     def text_vectors(self, texts: Iterable[str], model: str) -> dict[str, np.ndarray]:
         """Stored sentence vectors of `texts` (those that have one)."""
