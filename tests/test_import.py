@@ -314,8 +314,8 @@ def test_a_long_import_shows_its_progress_on_a_terminal(tmp_path):
 
 def test_reading_every_signature_of_an_attribute_takes_bounded_statements(photos, monkeypatch):
     """`export`, `whiten` and zero-shot read every signature of an attribute: in one statement
-    that ran past the statement budget at 1M images. They read it in chunks now, each its own
-    statement, and get the same matrix, in id order, across the chunks' edges."""
+    that took 9.8 s of the 10 s statement budget at 1M images. They read it in chunks now,
+    each its own statement, and get the same matrix, in id order, across the chunks' edges."""
     from lookalike.store import catalog as catalog_module
 
     with Collection.open(photos) as coll:
