@@ -1391,8 +1391,9 @@ def warm_indexes(coll: Collection) -> int:
     """Build every attribute's search index now and run one search by a stored id, so the
     first request pays for neither (it took 0.5-1.4 s: numba's kernels of the float32
     rescoring and of layout sentences loaded, the calibration read, the first rows paged
-    in), and read the indexes' vectors into the page cache where they fit
-    (`prefetch_vector_maps`: the bytes asked for)."""
+    in), split every image's perceptual row by one colour query (the first sketch, layout
+    or colour request at 1M took 11 s), and read the indexes' vectors into the page cache
+    where they fit (`prefetch_vector_maps`: the bytes asked for)."""
     from lookalike.features.base import load_rough_kernel
     from lookalike.query.layout import load_layout_kernels
 
@@ -1407,6 +1408,8 @@ def warm_indexes(coll: Collection) -> int:
     first = next(iter(coll.catalog.query("SELECT id FROM images ORDER BY id LIMIT 1")), None)
     if first is not None:
         coll.search(int(first[0]), top_k=10)
+        if "perceptual" in coll.attributes:  # sketch, layout and colour parts split every
+            coll.query(colors="blue", top_k=1)  # image's perceptual row once: 11 s at 1M
     return prefetched
 
 
