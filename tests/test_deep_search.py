@@ -318,3 +318,27 @@ def test_a_clip_style_text_tower_joins_text_search(tmp_path):
         assert {h.id: h.breakdown["text"] for h in again} == pytest.approx(expected, abs=1e-2)
         assert coll.clear_text_tower() is True
         assert "text_tower" not in coll.query(text="rocket", top_k=1).explain["text"]
+
+
+def test_whitening_of_a_large_collection_is_learned_from_an_even_sample(tmp_path, monkeypatch):
+    """Fitted on every vector, a whitening of 1M deep vectors held them twice in float64
+    (20 GB, more than the machine). It is learned from at most FIT_SAMPLE of them, every k-th
+    by id, read chunk by chunk: the same whitening as fitting that sample directly."""
+    import numpy as np
+
+    from lookalike.features import whitening as whitening_module
+    from lookalike.store import catalog as catalog_module
+
+    rng = np.random.default_rng(12)
+    vectors = np.abs(rng.normal(size=(403, 1280))).astype(np.float32)
+    with Collection.create(tmp_path / "coll", attributes=["deep"]) as coll:
+        coll.add_vectors([f"/v/{i}.jpg" for i in range(403)], {"deep": vectors})
+        monkeypatch.setattr(whitening_module, "FIT_SAMPLE", 100)
+        monkeypatch.setattr(catalog_module, "SIGNATURE_CHUNK", 37)  # edges inside the steps
+        info = coll.fit_whitening("deep", dim=16)
+        assert info["images"] == 81  # every 5th of 403 (ceil(403 / 100) = 5): at most 100
+        learned = coll._whitening("deep")
+    expected = whitening_module.fit_pca_whitening(vectors[::5], dim=16)
+    assert np.allclose(learned.mean, expected.mean) and np.allclose(
+        np.abs(learned.projection), np.abs(expected.projection), atol=1e-6
+    )

@@ -36,6 +36,7 @@ from lookalike.features.registry import CLASSIC_ATTRIBUTES, is_available
 from lookalike.features.text_tower import TextTower
 from lookalike.features.whitening import (
     Whitening,
+    evenly_spaced,
     fit_pca_whitening,
     whitened_distance,
     whitened_rough_distance,
@@ -786,7 +787,11 @@ class Collection:
         if attribute not in self.attributes:
             raise CollectionError(f"this collection has no {attribute!r} attribute")
         extractor = self.extractors[attribute]
-        _, matrix = self.catalog.signature_matrix(attribute, extractor.version, extractor.dim)
+        version, width = extractor.version, extractor.dim
+        matrix = evenly_spaced(  # at most FIT_SAMPLE vectors, streamed: memory stays bounded
+            self.catalog.signature_chunks(attribute, version, width),
+            self.catalog.current_signatures(attribute, version),
+        )
         whitening = fit_pca_whitening(matrix, dim=dim)
         info = {"images": len(matrix), "dim": whitening.dim, "input_dim": whitening.input_dim}
         self.catalog.set_meta(

@@ -421,6 +421,13 @@ class Catalog:
             )
         }
 
+    def current_signatures(self, attribute: str, version: str) -> int:
+        """How many images have a signature of `attribute` made by `version` (an index count)."""
+        return self.query(
+            "SELECT count(*) FROM signatures WHERE attribute = ? AND version = ?",
+            (attribute, version),
+        )[0][0]
+
     def stale_images(self, versions: Mapping[str, str]) -> set[int]:
         """Ids of images lacking a signature of the given version (attribute -> version) for
         some attribute: missing, or made by another version. Through the index of (attribute,
@@ -431,11 +438,7 @@ class Catalog:
         with self.reading():
             images = self.count()
             for attribute, version in versions.items():
-                current = self.query(
-                    "SELECT count(*) FROM signatures WHERE attribute = ? AND version = ?",
-                    (attribute, version),
-                )[0][0]
-                if current < images:
+                if self.current_signatures(attribute, version) < images:
                     stale.update(
                         row[0]
                         for row in self.query(
