@@ -95,38 +95,33 @@ def run_checks(
 ) -> CheckReport:
     """Verify every registered check; with `repair`, fix what each found, then verify again.
     `progress(check, done, total)` as each check starts (at 1M images the catalog's own
-    integrity check and the signatures' take minutes)."""
-    with coll.catalog.unbudgeted():  # a check reads everything: minutes at 1M images
-        return _run_checks(coll, repair, progress)
+    integrity check and the signatures' take minutes). Reads run without the statement
+    budget meant for searches: a check must read everything."""
 
+    def step(name: str, done: int) -> None:
+        if progress is not None:
+            progress(name, done, len(CHECKS))
 
-def _run_checks(
-    coll: Collection, repair: bool, progress: Callable[[str, int, int], None] | None
-) -> CheckReport:
     report = CheckReport(repaired=repair, checks=[c.name for c in CHECKS])
-    for done, check in enumerate(CHECKS):
-        if progress is not None:
-            progress(check.name, done, len(CHECKS))
-        findings = _verify(check, coll)
-        report.found.extend(findings)
-        if repair and findings:
-            try:
-                check.repair(coll, findings)
-            except sqlite3.DatabaseError as exc:
-                for finding in findings:
-                    if finding.action is None:
-                        _fix(finding, f"repair failed: {exc}", repaired=False)
-    if not repair:
-        report.remaining = list(report.found)
-        if progress is not None:
-            progress("done", len(CHECKS), len(CHECKS))
-        return report
-    for done, check in enumerate(CHECKS):
-        if progress is not None:
-            progress(f"{check.name} again", done, len(CHECKS))
-        report.remaining.extend(_verify(check, coll))
-    if progress is not None:
-        progress("done", len(CHECKS), len(CHECKS))
+    with coll.catalog.unbudgeted():
+        for done, check in enumerate(CHECKS):
+            step(check.name, done)
+            findings = _verify(check, coll)
+            report.found.extend(findings)
+            if repair and findings:
+                try:
+                    check.repair(coll, findings)
+                except sqlite3.DatabaseError as exc:
+                    for finding in findings:
+                        if finding.action is None:
+                            _fix(finding, f"repair failed: {exc}", repaired=False)
+        if repair:
+            for done, check in enumerate(CHECKS):
+                step(f"{check.name} again", done)
+                report.remaining.extend(_verify(check, coll))
+        else:
+            report.remaining = list(report.found)
+    step("done", len(CHECKS))
     return report
 
 

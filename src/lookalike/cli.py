@@ -112,8 +112,12 @@ def _opened(collection: Path | str) -> Iterator[Any]:
         yield coll
 
 
-def _progress_bar(description: str) -> Progress:
-    return Progress(
+@contextmanager
+def _progress(description: str, *, redraw: bool = False) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr when it is a terminal (nothing when piped), and its reporter
+    `report(done, total=None, current="")`. `redraw`: draw each report at once (a job of a
+    few long steps can finish them all between two of the bar's own refreshes)."""
+    bar = Progress(
         TextColumn(description),
         BarColumn(),
         MofNCompleteColumn(),
@@ -123,6 +127,13 @@ def _progress_bar(description: str) -> Progress:
         transient=True,
         disable=not _on_a_terminal(),
     )
+    with bar:
+        task = bar.add_task(description, total=None, current="")
+
+        def report(done: int, total: int | None = None, current: str = "") -> None:
+            bar.update(task, completed=done, total=total, current=current, refresh=redraw)
+
+        yield report
 
 
 def run_index(
@@ -156,14 +167,13 @@ def run_index(
         )
     with (
         Collection.open_or_create(collection, **create) as coll,
-        _progress_bar("indexing") as bar,
+        _progress("indexing") as report,
     ):
-        task = bar.add_task("indexing", total=None, current="")
-
-        def progress(done: int, total: int, current: str) -> None:
-            bar.update(task, completed=done, total=total, current=Path(current).name)
-
-        return coll.add(sources, progress=progress, **options)
+        return coll.add(
+            sources,
+            progress=lambda done, total, current: report(done, total, Path(current).name),
+            **options,
+        )
 
 
 def write_json(data: Any) -> None:
@@ -790,13 +800,9 @@ def check(
     import sqlite3
 
     try:
-        with _opened(collection) as coll, _progress_bar("checking") as bar:
-            task = bar.add_task("checking", total=None, current="")
+        with _opened(collection) as coll, _progress("checking", redraw=True) as progress:
             report = coll.check(
-                repair=repair,
-                progress=lambda name, done, total: bar.update(  # drawn now: few, long steps
-                    task, completed=done, total=total, current=name, refresh=True
-                ),
+                repair=repair, progress=lambda name, done, total: progress(done, total, name)
             )
     except sqlite3.DatabaseError as exc:
         err.print(f"[red]error:[/red] {collection}: catalog too damaged to open ({exc})")
@@ -845,16 +851,10 @@ def import_vectors(
     try:
         with (
             Collection.open_or_create(collection, attributes=list(found.vectors)) as coll,
-            _progress_bar("importing") as bar,
+            _progress("importing") as report,
         ):
             check_versions(found, coll.extractors)
-            task = bar.add_task("importing", total=None, current="")
-            ids = coll.add_vectors(
-                found.paths,
-                found.vectors,
-                found.metadata,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+            ids = coll.add_vectors(found.paths, found.vectors, found.metadata, progress=report)
     except BaseException:
         if created:  # a refused import leaves no empty collection behind
             _remove_new_collection(collection, keep_folder=folder_existed)
@@ -884,15 +884,12 @@ def export(
     """Write every image's signatures, path and metadata, for `lookalike import` elsewhere."""
     from lookalike.bulk import export_vectors
 
-    with _opened(collection) as coll, _progress_bar("exporting") as bar:
-        task = bar.add_task("exporting", total=None, current="")
+    with _opened(collection) as coll, _progress("exporting", redraw=True) as report:
         count = export_vectors(
             coll.catalog,
             coll.extractors,
             file,
-            progress=lambda step, done, total: bar.update(  # drawn now: few, long steps
-                task, completed=done, total=total, current=step, refresh=True
-            ),
+            progress=lambda step, done, total: report(done, total, step),
         )
     out.print(f"{count} images exported to {file}")
 
@@ -917,18 +914,15 @@ def tune(
     """Find the cheapest index effort (efSearch / nprobe), then the fewest candidates per
     attribute, whose ranking reaches a recall."""
 
-    with _opened(collection) as coll, _progress_bar("tuning") as bar:
+    with _opened(collection) as coll, _progress("tuning") as progress:
         if kind or pca:
             coll.configure_index(attribute, kind=kind, pca=pca)
-        task = bar.add_task("tuning", total=None, current="")
         report = coll.tune(
             recall,
             queries=queries,
             k=k,
             weights=weights,
-            progress=lambda stage, done, total: bar.update(
-                task, completed=done, total=total, current=stage
-            ),
+            progress=lambda stage, done, total: progress(done, total, stage),
         )
         indexes = coll.indexes.describe()
     if as_json:
@@ -970,13 +964,8 @@ def duplicates(
 ) -> None:
     """Groups of near-duplicate images in a collection, with each pair's score."""
 
-    with _opened(collection) as coll, _progress_bar("finding duplicates") as bar:
-        task = bar.add_task("finding duplicates", total=None, current="")
-        groups = coll.duplicates(
-            threshold=threshold,
-            weights=weights,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    with _opened(collection) as coll, _progress("finding duplicates") as report:
+        groups = coll.duplicates(threshold=threshold, weights=weights, progress=report)
         records = coll.catalog.get_many({i for g in groups for i in g.ids})
     paths = {i: r.path for i, r in records.items()}
     if as_json:
@@ -1007,11 +996,8 @@ def copy(
     metadata as they are: no image is decoded again. Re-running finishes an interrupted copy."""
     from lookalike.migrate import copy_collection
 
-    with _progress_bar("copying") as bar:
-        task = bar.add_task("copying", total=None, current="")
-        report = copy_collection(
-            source, target, batch=batch, progress=lambda done: bar.update(task, completed=done)
-        )
+    with _progress("copying") as progress:
+        report = copy_collection(source, target, batch=batch, progress=progress)
     if as_json:
         out.print_json(data={"copied": report.copied, "skipped": report.skipped})
     else:

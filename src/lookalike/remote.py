@@ -662,8 +662,9 @@ class MilvusCollection:
         return match.ids, match.distances, match.explain
 
     def _perceptual(self) -> PerceptualRows:
-        """(ids, term histograms, 16x16 index matrices) of every image with a current
-        perceptual signature, read in one scan: what the planner scores colour queries on."""
+        """Every image with a current perceptual signature, its term histogram and 16x16
+        index matrix (read in one scan, put in id order): what the planner scores sketch,
+        layout and colour queries on."""
         if "perceptual" not in self.layouts:
             return Collection._perceptual(self)  # type: ignore[arg-type]  # its refusal
         from lookalike.features.perceptual import split_perceptual

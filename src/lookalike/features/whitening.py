@@ -103,8 +103,9 @@ def evenly_spaced(
     chunks: Iterable[tuple[np.ndarray, np.ndarray]], total: int, limit: int | None = None
 ) -> np.ndarray:
     """At most `limit` (default FIT_SAMPLE) rows of `total` streamed in chunks, every k-th
-    by position: a whitening fitted on all 1M deep vectors held them in float64 twice (20 GB,
-    more than this machine's memory); 100k rows estimate a 1,280 x 1,280 covariance well."""
+    by position: a whitening fitted on all 1M deep vectors held them as float32 and twice as
+    float64 (~25 GB, more than this machine's memory); 100k rows estimate a 1,280 x 1,280
+    covariance well."""
     limit = FIT_SAMPLE if limit is None else limit
     step = max(1, -(-total // max(limit, 1)))
     kept, seen = [], 0

@@ -217,9 +217,9 @@ class IndexSet:
         log.info("building the %s index (%s) of %s images", spec.name, spec.kind, f"{images:,}")
 
         def rows():
-            for ids, matrix in source.stream_signatures(
-                self.catalog, spec.name, src.version, src.stored_dim
-            ):
+            for ids, matrix in self.catalog.signature_chunks(
+                spec.name, src.version, src.stored_dim
+            ):  # in bounded chunks: memory stays bounded however large the collection
                 yield ids, (src.prepare(matrix) if src.prepare else matrix)
 
         notice = self.on_build(spec.name, spec.kind, images) if self.on_build else nullcontext()

@@ -1,18 +1,17 @@
-"""What the indexes read from the catalog: the change log and signatures, in bounded chunks.
+"""What the indexes read from the catalog to catch up: the change log and the changed images'
+vectors (a build streams every signature through `Catalog.signature_chunks`).
 
-The catalog is the truth; these reads are all an index needs to be built from scratch or to
-catch up with writes made since it was built (by this process or another).
+The catalog is the truth; these reads are all an index needs to catch up with writes made
+since it was built (by this process or another).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from lookalike.store.catalog import Catalog, in_chunks
-
-STREAM_ROWS = 20_000
 
 
 def change_mark(catalog: Catalog) -> int:
@@ -49,14 +48,6 @@ def current_vectors(
             if versions[attribute] == version:
                 out[attribute][image_id] = np.frombuffer(blob, "<f4").copy()
     return out
-
-
-def stream_signatures(
-    catalog: Catalog, attribute: str, version: str, dim: int, rows: int = STREAM_ROWS
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, float32 matrix) chunks of every current signature of `attribute`, by id: memory
-    stays bounded however large the collection."""
-    return catalog.signature_chunks(attribute, version, dim, rows)
 
 
 def image_count(catalog: Catalog) -> int:
