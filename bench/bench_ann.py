@@ -153,14 +153,15 @@ def by_example(coll: Collection, weights: dict[str, float], count: int = 50) -> 
 
 
 def deep_alone(coll: Collection, queries: np.ndarray) -> None:
-    """Deep alone: ours (end to end by id: hits with paths, metadata, scores, likely marks;
-    index keys made when read) and ours + `to_dict` (every field, as REST and the CLI return
-    them) against raw faiss on the same index + exact refine of its candidates (the query
-    moved to the index space, ids only). All read exact rows from the same files: they are
-    read into the page cache and mapped into this process first, or whichever runs first per
-    query pays the disk reads and page faults for the others; the three take turns going
-    first. Wall and thread-CPU times: on a loaded machine the longer search waits more often
-    for a core, which inflates the wall ratio."""
+    """Deep alone, by id, against raw faiss on the same index + exact refine of its
+    candidates (the query moved to the index space, ids only), three ways: ids and scores
+    (`Collection.nearest`: what the raw library returns, our ranking with no record read);
+    hits (`search`: paths, metadata, scores, likely marks; index keys made when read); hits
+    + `to_dict` (every field, as REST and the CLI return them). All read exact rows from the
+    same files: they are read into the page cache and mapped into this process first, or
+    whichever runs first per query pays the disk reads and page faults for the others; they
+    take turns going first. Wall and thread-CPU times: on a loaded machine the longer search
+    waits more often for a core, which inflates the wall ratio."""
     from lookalike.features.base import load_rough_kernel
 
     load_rough_kernel()  # as a server does at start-up (a one-off process uses numpy's)
@@ -171,10 +172,7 @@ def deep_alone(coll: Collection, queries: np.ndarray) -> None:
     effort = deep.effort
     wanted = K * coll.indexes.settings()["candidates"]
     space = coll.extractors["deep"].index_space()
-    vectors = {int(q): coll.describe(int(q), ["deep"])["deep"] for q in queries[:300]}
-    times: dict[str, list[float]] = {
-        "ours": [], "ours_cpu": [], "raw": [], "raw_cpu": [], "shown": [], "shown_cpu": []
-    }  # fmt: skip
+    vectors = {int(q): coll.describe(int(q), ["deep"])["deep"] for q in queries}
 
     def raw_search(qv: np.ndarray) -> np.ndarray:
         positions = deep.ann.search(qv, wanted, effort)[0]
@@ -183,31 +181,33 @@ def deep_alone(coll: Collection, queries: np.ndarray) -> None:
         return deep.main_ids[found[np.argsort(-(rows @ qv[0]))[:K]]]
 
     runs = {
-        "ours": lambda q: coll.search(int(q), weights="deep=1", top_k=K),
-        "raw": lambda q: raw_search(space(vectors[int(q)])),
+        "raw": ("raw faiss + exact refine", lambda q: raw_search(space(vectors[q]))),
+        "ids": ("ids and scores (nearest)", lambda q: coll.nearest(q, weights="deep=1", top_k=K)),
+        "hits": ("hits (search)", lambda q: coll.search(q, weights="deep=1", top_k=K)),
         # what REST and the CLI return: every field of each hit
-        "shown": lambda q: coll.search(int(q), weights="deep=1", top_k=K).to_dict(),
+        "shown": (
+            "hits + to_dict (as REST)",
+            lambda q: coll.search(q, weights="deep=1", top_k=K).to_dict(),
+        ),
     }
-    for turn, q in enumerate(queries[:300]):
+    wall: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    for turn, q in enumerate(queries.tolist()):
         names = list(runs)  # each goes first in turn: the first run of a query warms the
-        names = names[turn % 3 :] + names[: turn % 3]  # CPU caches for the ones after it
+        names = names[turn % len(names) :] + names[: turn % len(names)]  # CPU caches after
         for name in names:
-            cpu, wall, _ = cpu_and_wall(lambda name=name, q=q: runs[name](q))
-            times[name].append(wall)
-            times[name + "_cpu"].append(cpu)
-    p50 = {key: float(np.percentile(values, 50)) for key, values in times.items()}
-    print(
-        f"\ndeep alone ({len(times['ours'])} queries, nprobe {effort}, {wanted} candidates):\n"
-        f"  lookalike search by id           {pct(times['ours'])}\n"
-        f"  raw faiss + exact refine         {pct(times['raw'])}\n"
-        f"  lookalike, thread CPU            {pct(times['ours_cpu'])}\n"
-        f"  raw faiss + refine, thread CPU   {pct(times['raw_cpu'])}\n"
-        f"  lookalike + to_dict (as REST)    {pct(times['shown'])}\n"
-        f"  lookalike + to_dict, thread CPU  {pct(times['shown_cpu'])}\n"
-        f"  ratio p50 lookalike / (raw faiss + refine): wall {p50['ours'] / p50['raw']:.2f}, "
-        f"thread CPU {p50['ours_cpu'] / p50['raw_cpu']:.2f} (target <= 1.3); with to_dict: "
-        f"wall {p50['shown'] / p50['raw']:.2f}, thread CPU {p50['shown_cpu'] / p50['raw_cpu']:.2f}"
-    )
+            spent, ms, _ = cpu_and_wall(lambda name=name, q=q: runs[name][1](q))
+            wall[name].append(ms)
+            cpu[name].append(spent)
+    print(f"\ndeep alone ({len(queries)} queries, nprobe {effort}, {wanted} candidates):")
+    for name, (label, _) in runs.items():
+        print(f"  {label:<26} wall {pct(wall[name])}  thread CPU {pct(cpu[name])}")
+    base_wall, base_cpu = np.percentile(wall["raw"], 50), np.percentile(cpu["raw"], 50)
+    for name, (label, _) in list(runs.items())[1:]:
+        print(
+            f"  ratio p50 {label} / raw: wall {np.percentile(wall[name], 50) / base_wall:.2f}, "
+            f"thread CPU {np.percentile(cpu[name], 50) / base_cpu:.2f} (target <= 1.3)"
+        )
 
 
 def first_after_write(

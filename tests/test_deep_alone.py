@@ -81,7 +81,11 @@ def test_the_fast_path_after_writes_gives_the_exact_plan_s_hits_through_the_cli(
             assert [h.id for h in got] == [h.id for h in want]
             assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-9)
             assert [h.path for h in got] == [h.path for h in want]
-    assert fast_calls == ["deep"] * 3 * len(queries)  # each went through the fast path
+            near = coll.nearest(query, weights="deep=1", top_k=top)  # the same, as arrays
+            assert near.ids.tolist() == [h.id for h in want]
+            assert near.scores.tolist() == pytest.approx([h.score for h in want], abs=1e-9)
+            assert near.breakdown["deep"].tolist() == pytest.approx(near.scores.tolist())
+    assert fast_calls == ["deep"] * 2 * 3 * len(queries)  # each went through the fast path
     hits = [h.id for h in coll.search(ids[20], weights="deep=1", top_k=10)]
     assert ids[22] not in hits and new[1] not in hits  # removed
     assert ids[21] not in hits and new[0] not in hits  # updated away from image 20

@@ -193,7 +193,11 @@ def test_search_matches_embedded_ranking_and_scores(both, photos):
         for where in FILTERS:
             for query in photos[2][::4]:
                 expected = hits(folder.search(str(query), top_k=5, where=where))
-                assert hits(milvus.search(str(query), top_k=5, where=where)) == expected, where
+                found = milvus.search(str(query), top_k=5, where=where)
+                assert hits(found) == expected, where
+                near = milvus.nearest(str(query), top_k=5, where=where)  # no record read
+                assert near.ids.tolist() == [h.id for h in found], where
+                assert near.scores.tolist() == [h.score for h in found], where
             assert (expected == []) == (where == "price < 0"), where  # every other one matches
         where = "category = 'odd' AND price > 10"  # a filter alone: every match scores 0
         only = sorted(hits(milvus.query(where=where, top_k=None)))

@@ -109,6 +109,62 @@ def test_every_endpoint_over_http(served):
         assert client.get(f"/api/images/{new_id}").status_code == 404
 
 
+def test_records_false_gives_the_same_ranking_without_reading_records(served, monkeypatch):
+    """`records: false` (JSON, form and /similar): every result's id, score, breakdown and
+    marks as the full answer's, in the same order, with no record fields, and no catalog
+    read of the hits."""
+    url, coll, names = served
+    photo = photo_variant_bytes("astronaut")
+    asks = [
+        ("json", {"id": names["quad_rbyg"], "top_k": 8}),
+        ("json", {"text": "red", "where": "category = 'solid' or category = 'quadrants'"}),
+        ("json", {"id": names["quad_rbyg"], "weights": "color=1", "threshold": 40}),
+        ("form", {"id": str(names["halves_blue_grey"]), "layout": "top blue"}),
+        ("upload", {"top_k": "12"}),
+        ("similar", {"top_k": 6, "where": "price > 12"}),
+    ]
+    with httpx.Client(base_url=url, timeout=30) as client:
+
+        def ask(kind: str, fields: dict, records: bool) -> dict:
+            if kind == "json":
+                answer = client.post("/api/search/json", json={**fields, "records": records})
+            elif kind == "form":
+                answer = client.post("/api/search", data={**fields, "records": str(records)})
+            elif kind == "upload":
+                answer = client.post(
+                    "/api/search",
+                    data={**fields, "records": str(records)},
+                    files={"image": ("a.jpg", photo, "image/jpeg")},
+                )
+            else:
+                target = names["solid_red"]
+                params = {**fields, "records": str(records).lower()}
+                answer = client.get(f"/api/images/{target}/similar", params=params)
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        for kind, fields in asks:
+            full = ask(kind, fields, True)
+            monkeypatch.setattr(coll.catalog, "paths_and_metadata", _no_record_read)
+            bare = ask(kind, fields, False)
+            monkeypatch.undo()
+            assert len(full["results"]) >= 2, (kind, fields)
+            marks = ("id", "score", "breakdown", "similar", "likely", "is_query", "thumbnail")
+            assert [{m: r[m] for m in marks} for r in bare["results"]] == [
+                {m: r[m] for m in marks} for r in full["results"]
+            ], (kind, fields)
+            for result in bare["results"]:
+                assert not {"path", "name", "metadata", "index_key"} & set(result)
+            same = ("weights", "threshold", "considered", "likely_cut", "explain", "query")
+            assert {k: bare[k] for k in same} == {k: full[k] for k in same}
+        refused = client.post("/api/search/json", json={"id": 1, "records": "some"})
+        assert refused.status_code in (400, 422)
+
+
+def _no_record_read(ids):
+    raise AssertionError(f"records of {list(ids)} read for a search with records=false")
+
+
 def test_key_errors_over_http(served):
     url, _, _ = served
     files = {"files": ("r.png", png_bytes(solid("red")), "image/png")}

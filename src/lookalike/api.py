@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
+import inspect
 import io
 import os
 import shutil
@@ -48,7 +50,14 @@ from lookalike.index.manager import AttributeSource, IndexSet
 from lookalike.query.feedback import Feedback, apply_feedback
 from lookalike.query.indexkey import index_key_record, index_key_records
 from lookalike.query.parts import PerceptualRows
-from lookalike.query.plan import PageKeys, Planner, PlanSources, SearchResults, window_key
+from lookalike.query.plan import (
+    PageKeys,
+    Planner,
+    PlanSources,
+    Ranking,
+    SearchResults,
+    window_key,
+)
 from lookalike.query.plan import SearchHit as SearchHit  # re-exported: part of the API
 from lookalike.query.understand import read_query_box
 from lookalike.scoring import default_weights_for, normalise_weights
@@ -176,6 +185,17 @@ def _is_running(pid: int) -> bool:
 def _is_unfinished(catalog: Catalog) -> bool:
     """A catalog without settings and without images: its creation was interrupted."""
     return catalog.get_meta("attributes") is None and catalog.count() == 0
+
+
+@functools.cache
+def query_defaults(query: Callable[..., Any]) -> dict[str, Any]:
+    """A `query` method's options and their defaults, from its signature: what `nearest`
+    passes for the options it is not given."""
+    return {
+        name: option.default
+        for name, option in inspect.signature(query).parameters.items()
+        if option.kind is inspect.Parameter.KEYWORD_ONLY
+    }
 
 
 class Collection:
@@ -1027,13 +1047,22 @@ class Collection:
         """
         return self._overtakable(
             "searches",
-            lambda: self._query(
-                image=image, text=text, sketch=sketch, layout=layout, colors=colors,
-                where=where, weights=weights, part_weights=part_weights, top_k=top_k,
-                threshold=threshold, exact=exact, expand=expand, windows=windows, more=more,
-                less=less, calibrated=calibrated, understand=understand,
+            lambda: self.planner.results(
+                self._query(
+                    image=image, text=text, sketch=sketch, layout=layout, colors=colors,
+                    where=where, weights=weights, part_weights=part_weights, top_k=top_k,
+                    threshold=threshold, exact=exact, expand=expand, windows=windows,
+                    more=more, less=less, calibrated=calibrated, understand=understand,
+                )
             ),
         )  # fmt: skip
+
+    def nearest(self, image: ImageQuery | None = None, **query: Any) -> Ranking:
+        """`query(image=image, **query)` answered as arrays, with no record read: ids best
+        first, scores, each attribute's distances (`Ranking`). For callers that keep their
+        own records: ~a third less time than `query` for a search by id at 1M images."""
+        options = {**query_defaults(Collection.query), **query, "image": image}
+        return self._overtakable("searches", lambda: self._query(**options))
 
     def _overtakable(self, what: str, read: Callable[[], T]) -> T:
         """Run a read of the shared indexes again when a write in another thread overtook it
@@ -1069,7 +1098,7 @@ class Collection:
         less: Sequence[int | str] | None,
         calibrated: bool,
         understand: bool,
-    ) -> SearchResults:
+    ) -> Ranking:
         understood = None
         if text and understand:
             text, colors, layout, understood = read_query_box(
@@ -1104,7 +1133,7 @@ class Collection:
             if marks.less:  # answers not wanted: every other image (or the filter's) allowed
                 pool = self._searchable(attribute_weights) if allowed is None else allowed
                 allowed = pool[~in_sorted(np.unique(np.array(marks.less, np.int64)), pool)]
-        results = self.planner.run(
+        ranking = self.planner.ranking(
             signature=signature,
             attribute_weights=attribute_weights,
             text=text,
@@ -1121,12 +1150,12 @@ class Collection:
             query_ids=self._same_as_query(image),
         )
         if expanded_from:
-            results.explain["expand"] = {"neighbours": expanded_from}
+            ranking.explain["expand"] = {"neighbours": expanded_from}
         if understood is not None:
-            results.explain["understood"] = understood
+            ranking.explain["understood"] = understood
         if feedback_info is not None:
-            results.explain["feedback"] = feedback_info
-        return results
+            ranking.explain["feedback"] = feedback_info
+        return ranking
 
     def _weights(self, weights: str | Mapping[str, float] | None) -> dict[str, float]:
         """Normalised attribute weights; those given as text (or none) are parsed once: a

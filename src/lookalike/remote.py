@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from lookalike import ingest
-from lookalike.api import Collection, creation_settings
+from lookalike.api import Collection, creation_settings, query_defaults
 from lookalike.bulk import validate_vectors
 from lookalike.decode import Preprocess, read_source_bytes
 from lookalike.errors import CollectionError, DecodeError, LookalikeError
@@ -35,7 +35,7 @@ from lookalike.features.base import Extractor
 from lookalike.index.attribute import in_sorted
 from lookalike.query.milvus_filter import MilvusFilter, quote, translate
 from lookalike.query.parts import PerceptualRows
-from lookalike.query.plan import ImagePart, Planner, PlanSources, SearchResults
+from lookalike.query.plan import ImagePart, Planner, PlanSources, Ranking, SearchResults
 from lookalike.query.understand import read_query_box
 from lookalike.scoring import check_threshold, fuse, normalise_weights
 from lookalike.store.backend import StoreAddress, parse_store_uri
@@ -546,50 +546,86 @@ class MilvusCollection:
         Collection.query). Every read of one search sees every write acknowledged before the
         search began (store.snapshot)."""
         with self.store.snapshot():
-            if expand or windows or more or less or calibrated or isinstance(threshold, str):
-                raise CollectionError(
-                    "feedback (more/less), calibrated scores, the 'auto' threshold, expansion "
-                    "and query windows are not available on the Milvus backend: copy the "
-                    "collection to a folder (`lookalike copy`) for those"
+            return self._ranker.results(
+                self._ranking(
+                    image=image, text=text, sketch=sketch, layout=layout, colors=colors,
+                    where=where, weights=weights, part_weights=part_weights, top_k=top_k,
+                    threshold=threshold, exact=exact, expand=expand, more=more, less=less,
+                    calibrated=calibrated, understand=understand, windows=windows,
                 )
-            check_threshold(threshold)
-            if top_k is not None and top_k < 1:
-                raise LookalikeError("top_k must be at least 1")
-            understood = None
-            if text and understand:  # colour and layout words become those parts, as a folder's
-                text, colors, layout, understood = read_query_box(
-                    text, colors, layout, visual="perceptual" in self.attributes
+            )  # fmt: skip
+
+    def nearest(self, image: Any = None, **query: Any) -> Ranking:
+        """`query(image=image, **query)` as arrays, with no record read (Collection.nearest)."""
+        options = {**query_defaults(MilvusCollection.query), **query, "image": image}
+        with self.store.snapshot():
+            return self._ranking(**options)
+
+    def _ranking(
+        self,
+        *,
+        image: Any,
+        text: str | None,
+        sketch: Any,
+        layout: str | None,
+        colors: Any,
+        where: str | None,
+        weights: str | Mapping[str, float] | None,
+        part_weights: Any,
+        top_k: int | None,
+        threshold: float | str | None,
+        exact: bool,
+        expand: bool,
+        more: Sequence[int | str] | None,
+        less: Sequence[int | str] | None,
+        calibrated: bool,
+        understand: bool,
+        windows: bool,
+    ) -> Ranking:
+        if expand or windows or more or less or calibrated or isinstance(threshold, str):
+            raise CollectionError(
+                "feedback (more/less), calibrated scores, the 'auto' threshold, expansion "
+                "and query windows are not available on the Milvus backend: copy the "
+                "collection to a folder (`lookalike copy`) for those"
+            )
+        check_threshold(threshold)
+        if top_k is not None and top_k < 1:
+            raise LookalikeError("top_k must be at least 1")
+        understood = None
+        if text and understand:  # colour and layout words become those parts, as a folder's
+            text, colors, layout, understood = read_query_box(
+                text, colors, layout, visual="perceptual" in self.attributes
+            )
+        flt = translate(where) if where else None
+        explain: dict[str, Any] = {"backend": str(self.address)}
+        if where:
+            explain["where"] = where
+            explain["milvus_filter"] = flt.expression if flt else ""  # type: ignore[union-attr]
+        has_text = text is not None and bool(text.strip())
+        if has_text or any(v not in (None, "") for v in (sketch, layout, colors)):
+            ranking = self._planned(
+                image, text, sketch, layout, colors, flt, where, weights, part_weights,
+                top_k, threshold, exact,
+            )  # fmt: skip
+            ranking.explain.update(explain)
+            if understood is not None:
+                ranking.explain["understood"] = understood
+            return ranking
+        if image is None:
+            if flt is None:
+                raise LookalikeError(
+                    "nothing to search for: give an image, text, a sketch, a layout, colours "
+                    "or a filter"
                 )
-            flt = translate(where) if where else None
-            explain: dict[str, Any] = {"backend": str(self.address)}
-            if where:
-                explain["where"] = where
-                explain["milvus_filter"] = flt.expression if flt else ""  # type: ignore[union-attr]
-            has_text = text is not None and bool(text.strip())
-            if has_text or any(v not in (None, "") for v in (sketch, layout, colors)):
-                results = self._planned(
-                    image, text, sketch, layout, colors, flt, where, weights, part_weights,
-                    top_k, threshold, exact,
-                )  # fmt: skip
-                results.explain.update(explain)
-                if understood is not None:
-                    results.explain["understood"] = understood
-                return results
-            if image is None:
-                if flt is None:
-                    raise LookalikeError(
-                        "nothing to search for: give an image, text, a sketch, a layout, colours "
-                        "or a filter"
-                    )
-                ids = np.array(sorted(self._matching(flt)), dtype=np.int64)
-                return self._rank(ids, np.zeros(len(ids)), {}, {}, top_k, threshold, explain)
-            weights_n = normalise_weights(weights, self.attributes, self.default_weights)
-            signature = self.describe(image, list(weights_n))
-            ids, distances, plan = self._image_part(signature, weights_n, top_k, flt, exact)
-            explain["plan"] = plan
-            explain["parts"] = {"image": 1.0}
-            scores = fuse(distances, weights_n) if len(ids) else np.zeros(0)
-            return self._rank(ids, scores, distances, weights_n, top_k, threshold, explain)
+            ids = np.array(sorted(self._matching(flt)), dtype=np.int64)
+            return self._select(ids, np.zeros(len(ids)), {}, {}, top_k, threshold, explain)
+        weights_n = normalise_weights(weights, self.attributes, self.default_weights)
+        signature = self.describe(image, list(weights_n))
+        ids, distances, plan = self._image_part(signature, weights_n, top_k, flt, exact)
+        explain["plan"] = plan
+        explain["parts"] = {"image": 1.0}
+        scores = fuse(distances, weights_n) if len(ids) else np.zeros(0)
+        return self._select(ids, scores, distances, weights_n, top_k, threshold, explain)
 
     def _planned(
         self,
@@ -605,7 +641,7 @@ class MilvusCollection:
         top_k: int | None,
         threshold: float | None,
         exact: bool,
-    ) -> SearchResults:
+    ) -> Ranking:
         """A query with text, sketch, layout or colour parts (and maybe an example image),
         through the planner: every part scored and fused by part weights as a folder's are;
         the image stage searches Milvus inside the filter, joined by the other parts' best."""
@@ -627,7 +663,7 @@ class MilvusCollection:
         ) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
             return self._image_part(wanted, weighted, k, flt, exact, extra)
 
-        return _MilvusPlanner(self._sources, image_part).run(
+        return _MilvusPlanner(self._sources, image_part).ranking(
             signature=signature, attribute_weights=attribute_weights, text=text, sketch=sketch,
             layout=layout, colors=colors, allowed=allowed, where=where, part_weights=part_weights,
             top_k=top_k, threshold=threshold, exact=exact,
@@ -782,7 +818,7 @@ class MilvusCollection:
             out[name] = np.asarray(self.extractors[name].distance(signature[name], matrix), float)
         return keep, out
 
-    def _rank(
+    def _select(
         self,
         ids: np.ndarray,
         scores: np.ndarray,
@@ -791,9 +827,9 @@ class MilvusCollection:
         top_k: int | None,
         threshold: float | None,
         explain: dict[str, Any],
-    ) -> SearchResults:
-        """Top-k, threshold and records: the planner's own ranking, reading records here."""
-        return self._ranker.rank(ids, scores, distances, dict(weights), top_k, threshold, explain)
+    ) -> Ranking:
+        """Top-k and threshold: the planner's own selection (records are read after)."""
+        return self._ranker.select(ids, scores, distances, dict(weights), top_k, threshold, explain)
 
     def get_many(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         """id -> record of those of `ids` that exist (what the planner's ranking reads)."""

@@ -134,15 +134,79 @@ class SearchResults:
         return self.hits[index]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "weights": {k: round(v, 4) for k, v in self.weights.items()},
-            "threshold": self.threshold,
-            "considered": self.considered,
-            "likely_cut": None if self.likely_cut is None else round(self.likely_cut, 3),
-            "calibrated": self.calibrated,
-            "explain": self.explain,
-            "results": [hit.to_dict() for hit in self.hits],
-        }
+        return {**_summary(self), "results": [hit.to_dict() for hit in self.hits]}
+
+
+@dataclass
+class Ranking:
+    """A query's answer before any record is read: ids best first, their fused scores and
+    each attribute's (and part's) distances, as arrays. `Collection.nearest` returns it to
+    callers that keep their own records (a shop's product table): no catalog read and no hit
+    objects, a third of a deep search at 1M images (bench/README.md). `Planner.results`
+    turns it into `SearchResults`."""
+
+    ids: np.ndarray  # int64, best first
+    scores: np.ndarray  # float64, 0..100, ascending
+    breakdown: dict[str, np.ndarray]  # name -> distances, aligned with `ids`
+    weights: dict[str, float]
+    threshold: float | None
+    considered: int
+    explain: dict[str, Any] = field(default_factory=dict)
+    likely_cut: float | None = None
+    calibrated: bool = False
+    query_ids: frozenset[int] = frozenset()  # stored images that are the query itself
+    details: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # per part, aligned
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def is_query(self) -> np.ndarray:
+        """Per answer: the query image itself (same id or same bytes), not a match."""
+        return np.isin(self.ids, np.fromiter(self.query_ids, np.int64, len(self.query_ids)))
+
+    @property
+    def likely(self) -> np.ndarray | None:
+        """Per answer: below the likely-matches cut (None: no cut drawn)."""
+        if self.likely_cut is None:
+            return None
+        return (self.scores < self.likely_cut) & ~self.is_query
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of `SearchResults.to_dict`, each result without its record."""
+        likely = self.likely
+        own = self.is_query.tolist()
+        breakdown = {name: d.tolist() for name, d in self.breakdown.items()}
+        scores = self.scores.tolist()
+        results = []
+        for slot, image_id in enumerate(self.ids.tolist()):
+            result = {
+                "id": image_id,
+                "score": round(scores[slot], 3),
+                "similar": is_similar(scores[slot], self.threshold),
+                "likely": None if likely is None else bool(likely[slot]),
+                "is_query": own[slot],
+                "breakdown": {name: round(values[slot], 3) for name, values in breakdown.items()},
+            }
+            if self.details:
+                result["details"] = {
+                    part: {m: round(float(v[slot]), 4) for m, v in measures.items()}
+                    for part, measures in self.details.items()
+                }
+            results.append(result)
+        return {**_summary(self), "results": results}
+
+
+def _summary(answer: SearchResults | Ranking) -> dict[str, Any]:
+    """What an answer says besides its results (weights, threshold, cut, explain)."""
+    return {
+        "weights": {k: round(v, 4) for k, v in answer.weights.items()},
+        "threshold": answer.threshold,
+        "considered": answer.considered,
+        "likely_cut": None if answer.likely_cut is None else round(answer.likely_cut, 3),
+        "calibrated": answer.calibrated,
+        "explain": answer.explain,
+    }
 
 
 @dataclass
@@ -319,7 +383,11 @@ class Planner:
 
     # -- a whole query ---------------------------------------------------------------------
 
-    def run(
+    def run(self, **query: Any) -> SearchResults:
+        """`ranking(**query)` with each hit's record: what a search shows."""
+        return self.results(self.ranking(**query))
+
+    def ranking(
         self,
         *,
         signature: Callable[[list[str]], dict[str, np.ndarray]] | None,
@@ -336,7 +404,7 @@ class Planner:
         exact: bool = False,
         calibrated: bool = False,
         query_ids: Sequence[int] = (),
-    ) -> SearchResults:
+    ) -> Ranking:
         """Rank images for every part given; `signature(attributes)` describes the query image
         for just the attributes that carry weight. `threshold="auto"` keeps the likely
         matches; `calibrated` fuses calibrated attribute scores (calibration.py). `allowed`:
@@ -374,7 +442,7 @@ class Planner:
                 )
             explain["parts"] = {}
             ids = np.sort(allowed)
-            return self.rank(ids, np.zeros(len(ids)), {}, {}, top_k, None, explain)
+            return self.select(ids, np.zeros(len(ids)), {}, {}, top_k, None, explain)
         names = (["image"] if signature is not None else []) + list(other)
         mix = query_parts.normalise_part_weights(part_weights, names)
         explain["parts"] = mix
@@ -449,12 +517,12 @@ class Planner:
         }
         cut = self._likely_cut(calibration, attribute_weights, calibrated, other, mix)
         threshold = cut if auto else threshold
-        results = self.rank(
+        ranking = self.select(
             ids, scores, breakdown, weights_out, top_k, threshold, explain, details,
             cut=cut, query_ids=query_ids,
         )  # fmt: skip
-        results.calibrated = calibration is not None and calibrated
-        return results
+        ranking.calibrated = calibration is not None and calibrated
+        return ranking
 
     def _likely_cut(
         self,
@@ -496,7 +564,7 @@ class Planner:
 
     # -- ranking -------------------------------------------------------------------------------
 
-    def rank(
+    def select(
         self,
         ids: np.ndarray,
         scores: np.ndarray,
@@ -509,23 +577,47 @@ class Planner:
         *,
         cut: float | None = None,
         query_ids: Sequence[int] = (),
-    ) -> SearchResults:
-        """Top-k (by partial selection, not a full sort), threshold, then the records; each
-        hit is built once, marked `likely` (score below the `cut`) and `is_query`."""
+    ) -> Ranking:
+        """Top-k (by partial selection, not a full sort), then the threshold: no record read."""
         order = top_order(ids, scores, top_k)
         if threshold is not None:
             order = order[scores[order] <= threshold]
-        records = self.sources.fields_of(ids[order].tolist())
-        if len(records) < len(order):  # removed since ranking
-            order = order[np.fromiter((int(i) in records for i in ids[order]), bool, len(order))]
-        order = np.asarray(order, np.intp)
-        found = ids[order]
+        return Ranking(
+            ids[order],
+            np.asarray(scores, np.float64)[order],
+            {name: np.asarray(d)[order] for name, d in distances.items()},
+            weights,
+            threshold,
+            len(ids),
+            explain or {},
+            likely_cut=cut,
+            query_ids=frozenset(int(i) for i in query_ids),
+            details={
+                part: {m: np.asarray(v)[order] for m, v in measures.items()}
+                for part, measures in (details or {}).items()
+            },
+        )
+
+    def results(self, ranking: Ranking) -> SearchResults:
+        """A ranking's hits with their records (path, metadata) in one read, those removed
+        since ranking left out; each hit is built once, marked `likely` (score below the cut)
+        and `is_query`. Index keys are made only when a caller reads one (`PageKeys`)."""
+        ids = ranking.ids
+        records = self.sources.fields_of(ids.tolist())
+        slots = np.arange(len(ids))
+        if len(records) < len(ids):  # removed since ranking
+            slots = slots[np.fromiter((i in records for i in ids.tolist()), bool, len(ids))]
+        found = ids[slots]
         keys = self.sources.index_keys(found) if self.sources.index_keys else None
-        own = {int(i) for i in query_ids}
-        hit_scores = scores[order].tolist()  # each hit's values in one gather per array
-        hit_distances = {name: d[order].tolist() for name, d in distances.items()}
+        own, cut, threshold = ranking.query_ids, ranking.likely_cut, ranking.threshold
+        hit_scores = ranking.scores[slots].tolist()  # each hit's values in one gather per array
+        hit_distances = {name: d[slots].tolist() for name, d in ranking.breakdown.items()}
+        details = {
+            part: {m: v[slots] for m, v in measures.items()}
+            for part, measures in ranking.details.items()
+        }
         hits = []
-        for slot, (i, image_id) in enumerate(zip(order.tolist(), found.tolist(), strict=True)):
+        for slot, image_id in enumerate(found.tolist()):
             score = hit_scores[slot]
             path, metadata = records[image_id]
             hits.append(
@@ -537,18 +629,24 @@ class Planner:
                     similar=is_similar(score, threshold),
                     metadata=metadata,
                     details={
-                        part: {m: round(float(v[i]), 4) for m, v in measures.items()}
+                        part: {m: round(float(v[slot]), 4) for m, v in measures.items()}
                         for part, measures in details.items()
-                    }
-                    if details
-                    else {},
+                    },
                     likely=None if cut is None else bool(score < cut and image_id not in own),
                     is_query=image_id in own,
                     keys=keys,
                     slot=slot,
                 )
             )
-        return SearchResults(hits, weights, threshold, len(ids), explain or {}, likely_cut=cut)
+        return SearchResults(
+            hits,
+            ranking.weights,
+            threshold,
+            ranking.considered,
+            ranking.explain,
+            likely_cut=cut,
+            calibrated=ranking.calibrated,
+        )
 
 
 def filtered_effort(effort: int, allowed: np.ndarray | None, size: int) -> int:

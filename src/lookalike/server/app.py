@@ -49,7 +49,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lookalike.api import Collection, SearchResults
+from lookalike.api import Collection, Ranking, SearchResults
 from lookalike.decode import is_url, probe_size
 from lookalike.errors import (
     CollectionBusy,
@@ -610,6 +610,15 @@ def public_results(results: SearchResults, settings: ServerSettings) -> dict[str
     return data
 
 
+def public_ranking(ranking: Ranking) -> dict[str, Any]:
+    """Results without records: each one's id, score, breakdown and image links."""
+    data = ranking.to_dict()
+    for hit in data["results"]:
+        hit["thumbnail"] = f"/api/images/{hit['id']}/thumbnail"
+        hit["original"] = f"/api/images/{hit['id']}/original"
+    return data
+
+
 def public_group(
     group: Any, records: Mapping[int, ImageRecord], settings: ServerSettings
 ) -> dict[str, Any]:
@@ -642,6 +651,7 @@ class SearchSpec:
     calibrated: bool = False
     understand: bool = True
     windows: bool = False
+    records: bool = True  # false: ids, scores and breakdowns only (Collection.nearest)
 
     def kinds(self) -> list[str]:
         return [
@@ -658,6 +668,10 @@ class SearchSpec:
         ]
 
 
+RECORDS_HELP = (
+    "false: each result is its id, score and breakdown only (no path, name, metadata or "
+    "index key): no catalog read, for clients that keep their own records"
+)
 WINDOWS_HELP = (
     "true: also find a query image inside other pictures (insets, crops on a background); "
     "the CNN looks at it twice, ~3x the CPU"
@@ -692,6 +706,7 @@ class SearchRequest(BaseModel):
     calibrated: bool = Field(False, description="true: calibrated distances; false: raw 0..100")
     understand: bool = Field(True, description="false: text is only words")
     windows: bool = Field(False, description=WINDOWS_HELP)
+    records: bool = Field(True, description=RECORDS_HELP)
 
 
 class MetadataPatch(BaseModel):
@@ -762,7 +777,7 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
         state_get(coll, image)  # 404 for an unknown id, before any work
     for marked in (*(spec.more or ()), *(spec.less or ())):
         state_get(coll, marked)
-    results = coll.query(
+    query = dict(
         image=image,
         text=spec.text,
         sketch=spec.sketch,
@@ -779,7 +794,10 @@ def run_search(state: ServerState, spec: SearchSpec) -> dict[str, Any]:
         understand=spec.understand,
         windows=spec.windows,
     )
-    data = public_results(results, settings)
+    if spec.records:
+        data = public_results(coll.query(**query), settings)
+    else:
+        data = public_ranking(coll.nearest(**query))
     data["query"] = {
         "kinds": kinds,
         "top_k": spec.top_k,
@@ -1255,6 +1273,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         calibrated: Annotated[bool, Form()] = False,
         understand: Annotated[bool, Form()] = True,
         windows: Annotated[bool, Form(description=WINDOWS_HELP)] = False,
+        records: Annotated[bool, Form(description=RECORDS_HELP)] = True,
     ) -> SafeJSONResponse:
         sources = sum(x is not None and x != "" for x in (image, url, id))
         if sources > 1:
@@ -1278,6 +1297,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             calibrated=calibrated,
             understand=understand,
             windows=windows,
+            records=records,
         )
         check_spec(spec, settings)
         return SafeJSONResponse(
@@ -1311,6 +1331,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             calibrated=body.calibrated,
             understand=body.understand,
             windows=body.windows,
+            records=body.records,
         )
         check_spec(spec, settings)
         return await bounded(
@@ -1329,6 +1350,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
         top_k: Annotated[int, Query(ge=1, le=MAX_ID)] = 10,
         threshold: Annotated[float | None, Query(ge=0, le=100, allow_inf_nan=False)] = None,
         where: str | None = None,
+        records: Annotated[bool, Query(description=RECORDS_HELP)] = True,
     ) -> dict[str, Any]:
         spec = SearchSpec(
             image=image_id,
@@ -1336,6 +1358,7 @@ def register_routes(app: FastAPI, state: ServerState) -> None:
             top_k=top_k,
             threshold=threshold,
             where=where,
+            records=records,
         )
         check_spec(spec, settings)
         return await bounded(state, lambda: run_search(state, spec), "search")
