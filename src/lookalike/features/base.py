@@ -291,8 +291,8 @@ def rough_cosine_distance(
         out = _float32_cosine_distances(rows, q, scale)
     else:  # loading numba costs a process 1.3 s (a CLI search by id); numpy ~100 us
         out = _numpy_float32_cosine_distances(rows, q, scale)
-    tiny = np.isnan(out)
-    if tiny.any():  # a near-zero vector: float32 underflows; these few rows in float64
+    if np.isnan(np.add.reduce(out)):  # a near-zero vector: float32 underflows (one C call)
+        tiny = np.isnan(out)  # these few rows in float64
         out[tiny] = cosine_distance(q, stored[tiny], cos_floor)
     return out, bound
 

@@ -111,6 +111,29 @@ def _append(path: Path, offset: int, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+class _SharedHold:
+    """`SharedLock.shared()`: one reusable holder per lock (it keeps no state per use)."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self, lock: SharedLock):
+        self.lock = lock
+
+    def __enter__(self) -> None:
+        lock = self.lock
+        with lock._change:
+            while lock._writing or lock._writers_waiting:
+                lock._change.wait()
+            lock._readers += 1
+
+    def __exit__(self, *exc: object) -> None:
+        lock = self.lock
+        with lock._change:
+            lock._readers -= 1
+            if not lock._readers and lock._writers_waiting:  # only writers wait for readers
+                lock._change.notify_all()
+
+
 class SharedLock:
     """Held by many at once (searches of the ANN structure) or by one alone (a merge adding
     to it in place): faiss allows no `add` while a search runs (an inverted list grown
@@ -122,20 +145,12 @@ class SharedLock:
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
+        self._hold = _SharedHold(self)
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._change:
-            while self._writing or self._writers_waiting:
-                self._change.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._change:
-                self._readers -= 1
-                if not self._readers:
-                    self._change.notify_all()
+    def shared(self) -> _SharedHold:
+        """Held by this caller among other readers (every search enters one: a class, not a
+        generator)."""
+        return self._hold
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -537,11 +552,13 @@ class AttributeIndex:
             slots, values = slots[near], values[near]
         return slots, values, bound
 
-    def rough_nearest(self, query: np.ndarray, wanted: int, k: int, effort: int) -> RoughNearest:
+    def rough_nearest(self, query: np.ndarray, wanted: int, effort: int) -> RoughNearest:
         """Candidates for a search ranked by this attribute alone, unfiltered, with a rough
-        distance (`spec.rough`): `wanted` from the ANN structure, and from the delta those
-        that can be among the k best, each scored roughly once from the rows it was read
-        from (no id look-ups, no second gather of the delta's rows). The delta snapshot is
+        distance (`spec.rough`): `wanted` from the ANN structure and every live delta row,
+        each scored roughly once from the rows it was read from (no id look-ups, no second
+        gather of the delta's rows). The planner's `settle` picks the k best of both in one
+        selection (the delta's own selection first cost ~20 us a search at 1M: two more
+        passes right after the ANN scan, when the caches are cold). The delta snapshot is
         taken first and main rows tombstoned since the ANN's mask are dropped, so no image
         comes twice and none deleted comes back."""
         assert self.ann is not None and self.spec.rough is not None
@@ -552,30 +569,31 @@ class AttributeIndex:
             mapped = self.vectors.view(np.ndarray)
             mask = self.allowed_positions(None)
             positions = self.ann.search(self.spec.space(q), wanted, effort, mask)[0]
-        positions = positions[positions >= 0]
+        if len(positions) and positions[-1] < 0:  # fewer found: -1s fill the end
+            positions = positions[positions >= 0]
         ids = main_ids[positions]
         current = position[ids] == positions  # main ids are all within `position`
-        if not current.all():  # tombstoned after the mask was read (a write in another thread)
-            positions, ids = positions[current], ids[current]
+        if np.count_nonzero(current) < len(current):  # tombstoned after the mask was read
+            positions, ids = positions[current], ids[current]  # (a write in another thread)
         main_rows = mapped.take(positions, axis=0)
         values, bound = self.spec.rough(q, main_rows)
         if not len(delta.slots):
             return RoughNearest(ids, values, bound, lambda at: main_rows.take(at, axis=0))
-        slots, delta_values, delta_bound = self._delta_best(delta, delta.slots, q, k)
-        split, delta_rows = len(ids), delta.rows
+        delta_values, delta_bound = self.spec.rough(q, delta.rows)  # used rows: few dead
+        slots, split, delta_rows = delta.slots, len(ids), delta.rows
 
-        def rows_of(at: np.ndarray) -> np.ndarray:
-            in_main = at < split
-            if in_main.all():
+        def rows_of(at: np.ndarray) -> np.ndarray:  # `at` ascending (settle's flatnonzero)
+            if not len(at) or at[-1] < split:
                 return main_rows.take(at, axis=0)
+            in_main = at < split
             out = np.empty((len(at), main_rows.shape[1]), np.float32)
             out[in_main] = main_rows.take(at[in_main], axis=0)
             out[~in_main] = delta_rows.take(slots[at[~in_main] - split], axis=0)
             return out
 
         return RoughNearest(
-            np.concatenate([ids, delta.slot_ids[slots]]),
-            np.concatenate([values, delta_values]),
+            np.concatenate([ids, delta.ids]),
+            np.concatenate([values, delta_values[slots]]),
             max(bound, delta_bound),
             rows_of,
         )

@@ -40,6 +40,9 @@ class Feedback:
 
     @classmethod
     def parse(cls, more: Sequence[int | str] | None, less: Sequence[int | str] | None) -> Feedback:
+        if not more and not less:  # every search without feedback
+            return cls([], [])
+
         def ids(values: Sequence[int | str] | None, name: str) -> list[int]:
             out = []
             for value in values or ():

@@ -120,6 +120,8 @@ def normalise_part_weights(
     spec: str | Mapping[str, float] | None, present: list[str]
 ) -> dict[str, float]:
     """Weights of the parts present, 0..1, normalised to 1; parts not given weigh equally."""
+    if spec is None and present:  # none given (most searches): equal
+        return dict.fromkeys(present, 1.0 / len(present))
     given = parse_weights(spec)
     for name, value in given.items():
         if name not in PART_NAMES:

@@ -260,12 +260,13 @@ class ImagePart:
         candidates exactly, at the float32 cost plus ~k rows in float64."""
         if not self.rough:
             return
-        doubt = np.arange(len(self.ids))
         if len(self.ids) > k:
             rough = fuse(self.distances, weights)
             band = sum(abs(weights[name]) * r.bound for name, r in self.rough.items())
             kth = np.partition(rough, k - 1)[k - 1]
             doubt = np.flatnonzero(rough <= kth + 2.0 * band + 1e-9)  # + fuse's own rounding
+        else:
+            doubt = np.arange(len(self.ids))
         for name, r in self.rough.items():
             self.distances[name][doubt] = r.exact(r.query, r.rows_of(doubt))
         self.rough = {}
@@ -322,7 +323,7 @@ class Planner:
             # only the images that can be among the k best, not `wanted` of them
             alone = k if rough and len(indexes) == 1 and not windows and not extra else None
             if alone is not None and allowed is None:
-                part = self._alone(indexes, query, wanted, k, effort)
+                part = self._alone(indexes, query, wanted, effort)
                 if part is not None:
                     return part
 
@@ -365,7 +366,6 @@ class Planner:
         indexes: Mapping[str, AttributeIndex],
         query: Mapping[str, np.ndarray],
         wanted: int,
-        k: int,
         effort: int | None,
     ) -> ImagePart | None:
         """One attribute with an ANN structure and a rough distance ranks alone, unfiltered
@@ -375,9 +375,7 @@ class Planner:
         ((name, index),) = indexes.items()
         if index.ann is None or index.spec.rough is None:
             return None
-        found = index.rough_nearest(
-            query[name], wanted, k, index.effort if effort is None else effort
-        )
+        found = index.rough_nearest(query[name], wanted, index.effort if effort is None else effort)
         rough = RoughScores(found.bound, found.rows_of, query[name], index.spec.distance)
         return ImagePart(found.ids, {name: found.distances}, False, rough={name: rough})
 
@@ -669,8 +667,14 @@ def filtered_candidates(wanted: int, allowed: int, size: int) -> int:
     return int(wanted * min(FILTER_CANDIDATES_CAP, max(1.0, factor)))
 
 
+SORT_WHOLE = 1024  # up to this many scores, `top_order` sorts them all: 2 numpy calls, not 6
+
+
 def top_order(ids: np.ndarray, scores: np.ndarray, k: int | None) -> np.ndarray:
     """Positions of the k best scores, ties broken by id (so every plan orders alike)."""
+    if len(scores) <= SORT_WHOLE:  # a search's ~100 candidates, right after the ANN scan
+        order = np.lexsort((ids, scores))
+        return order if k is None else order[:k]
     if k is not None and k < len(scores):
         cut = np.partition(scores, k - 1)[k - 1]
         keep = np.flatnonzero(scores <= cut)

@@ -177,6 +177,25 @@ class _Reader:
         return 0
 
 
+class _PinnedToken:
+    """`Catalog.one_change_token`: a class, not a generator (a search enters one each time)."""
+
+    __slots__ = ("catalog", "outer")
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.outer: tuple[int, int] | None = None
+
+    def __enter__(self) -> None:
+        local = self.catalog._local
+        self.outer = getattr(local, "token", None)
+        local.token = None
+        local.token = self.catalog.change_token()
+
+    def __exit__(self, *exc: object) -> None:
+        self.catalog._local.token = self.outer
+
+
 class Catalog:
     """Typed access to catalog.sqlite."""
 
@@ -312,17 +331,10 @@ class Catalog:
         with self._watch_lock:
             return self._writes, self._watch.conn.execute("PRAGMA data_version").fetchone()[0]
 
-    @contextmanager
-    def one_change_token(self) -> Iterator[None]:
+    def one_change_token(self) -> _PinnedToken:
         """Read the change token once for a whole search: its caches (indexes, settings,
         calibration, whitening) each ask, and one answer is as fresh as several."""
-        outer = getattr(self._local, "token", None)
-        self._local.token = None
-        self._local.token = self.change_token()
-        try:
-            yield
-        finally:
-            self._local.token = outer
+        return _PinnedToken(self)
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         """Rows of one read statement (this thread's read connection, within the budget)."""
