@@ -246,6 +246,25 @@ def test_the_compiled_float64_kernel_agrees_with_numpy_on_a_few_rows(monkeypatch
     assert calls == [len(rows)] * 4  # numpy's BLAS for many rows
 
 
+def test_the_compiled_doubt_selection_is_numpy_s(monkeypatch):
+    """`within_kth` (which candidates a rough score leaves in doubt) compiled as numpy's
+    partition and flatnonzero: ties at the k-th, k = 1 and k = all, margins 0 and wide."""
+    from lookalike.features import base
+
+    base.load_rough_kernel()
+    rng = np.random.default_rng(12)
+    for size in (1, 2, 7, 11, 60, 203, 1500):
+        values = np.round(rng.random(size) * 100, 1)  # rounded: many ties
+        values[rng.integers(0, size, size // 4)] = values[0]
+        for k in {1, min(3, size), min(10, size), size}:
+            for margin in (0.0, 1e-9, 2.5, 200.0):
+                got = base.within_kth(values, k, margin)
+                kth = np.sort(values)[k - 1]
+                assert got.tolist() == np.flatnonzero(values <= kth + margin).tolist()
+    monkeypatch.setitem(base._KERNELS, "rough", False)  # a one-off process: numpy's
+    assert base.within_kth(np.array([5.0, 1.0, 3.0, 1.0]), 2, 2.0).tolist() == [1, 2, 3]
+
+
 def test_a_server_settles_near_ties_as_the_exact_plan_does(tmp_path):
     """Through `lookalike serve` (which loads the compiled kernels at start-up), a search by id
     among near-ties in main and in the delta gives the exact plan's hits and scores."""

@@ -298,12 +298,65 @@ def rough_cosine_distance(
 
 
 def load_rough_kernel() -> None:
-    """Load the numba kernel of `rough_cosine_distance` now (1.3 s the first time in a
-    process), for a process that will search many times: a server at start-up."""
+    """Load the numba kernels of `rough_cosine_distance`, `cosine_distance` on few rows and
+    `within_kth` now (1.3 s the first time in a process), for a process that will search
+    many times: a server at start-up."""
     _float32_cosine_distances(np.ones((1, 2), np.float32), np.ones(2, np.float32), 1.0)
     for dtype in _FLOAT_ROWS:  # the candidates' rows (float32) and the delta's (float64)
         _float64_cosine_distances(np.ones((1, 2), dtype), np.ones(2), 0.0)
+    _within_kth(np.ones(2), 1, 0.0)
     _KERNELS["rough"] = True
+
+
+def within_kth(values: np.ndarray, k: int, margin: float) -> np.ndarray:
+    """Positions (ascending) of the values at most `margin` above the k-th smallest (1 <= k
+    <= len(values)): the candidates a rough score leaves in doubt (query/plan.py `settle`).
+    One compiled pass where the kernels are loaded: numpy's partition and flatnonzero, right
+    after a search's ANN scan, cost ~20 us with the CPU caches cold."""
+    if _KERNELS["rough"]:
+        return _within_kth(np.ascontiguousarray(values, np.float64), int(k), float(margin))
+    kth = np.partition(values, k - 1)[k - 1]
+    return np.flatnonzero(values <= kth + margin)
+
+
+@lazy_njit(cache=True, nogil=True)
+def _within_kth(values: np.ndarray, k: int, margin: float) -> np.ndarray:
+    """`within_kth`: the k-th smallest by a max-heap of the k smallest, then one scan."""
+    heap = np.empty(k, np.float64)  # heap[0]: the largest of the k smallest so far
+    for i in range(k):
+        heap[i] = values[i]
+        at = i
+        while at > 0 and heap[(at - 1) // 2] < heap[at]:
+            parent = (at - 1) // 2
+            heap[parent], heap[at] = heap[at], heap[parent]
+            at = parent
+    for i in range(k, len(values)):
+        value = values[i]
+        if value < heap[0]:
+            heap[0] = value
+            at = 0
+            while True:
+                left, largest = 2 * at + 1, at
+                if left < k and heap[left] > heap[largest]:
+                    largest = left
+                if left + 1 < k and heap[left + 1] > heap[largest]:
+                    largest = left + 1
+                if largest == at:
+                    break
+                heap[at], heap[largest] = heap[largest], heap[at]
+                at = largest
+    limit = heap[0] + margin
+    count = 0
+    for i in range(len(values)):
+        if values[i] <= limit:
+            count += 1
+    out = np.empty(count, np.int64)
+    j = 0
+    for i in range(len(values)):
+        if values[i] <= limit:
+            out[j] = i
+            j += 1
+    return out
 
 
 def _numpy_float32_cosine_distances(

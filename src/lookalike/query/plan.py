@@ -23,6 +23,7 @@ import numpy as np
 
 from lookalike.calibration import Calibration, likely_cut
 from lookalike.errors import LookalikeError
+from lookalike.features.base import within_kth
 from lookalike.features.deep import best_through_windows
 from lookalike.index.attribute import AttributeIndex, in_sorted
 from lookalike.query import parts as query_parts
@@ -250,6 +251,7 @@ class ImagePart:
     exact: bool
     windows: dict[str, int] = field(default_factory=dict)  # query windows per attribute
     rough: dict[str, RoughScores] = field(default_factory=dict)  # not yet exact: `settle`
+    scores: np.ndarray | None = None  # fused, where `settle` has them without fusing
 
     def settle(self, weights: Mapping[str, float], k: int) -> None:
         """Make the distances of every candidate that can be among the k best exact (float64,
@@ -257,19 +259,24 @@ class ImagePart:
         one, so a candidate whose rough score is above the k-th rough score + 2 x band is
         beaten by at least k others whatever the exact values: its rough distances stay (they
         rank it below the k best, and it is never shown). Same hits and scores as scoring all
-        candidates exactly, at the float32 cost plus ~k rows in float64."""
+        candidates exactly, at the float32 cost plus ~k rows in float64. One attribute at
+        full weight (e.g. "deep=1") is its own score, rough and exact both 0..100: `scores`
+        is its distances, with no fusion before or after."""
         if not self.rough:
             return
+        only = next(iter(weights)) if len(weights) == 1 else None
+        alone = only if only in self.rough and weights[only] == 1.0 else None
         if len(self.ids) > k:
-            rough = fuse(self.distances, weights)
+            rough = self.distances[alone] if alone else fuse(self.distances, weights)
             band = sum(abs(weights[name]) * r.bound for name, r in self.rough.items())
-            kth = np.partition(rough, k - 1)[k - 1]
-            doubt = np.flatnonzero(rough <= kth + 2.0 * band + 1e-9)  # + fuse's own rounding
+            doubt = within_kth(rough, k, 2.0 * band + 1e-9)  # + fuse's own rounding
         else:
             doubt = np.arange(len(self.ids))
         for name, r in self.rough.items():
             self.distances[name][doubt] = r.exact(r.query, r.rows_of(doubt))
         self.rough = {}
+        if alone:
+            self.scores = self.distances[alone]
 
 
 class Planner:
@@ -481,7 +488,9 @@ class Planner:
                 assert k is not None
                 image.settle(attribute_weights, k)
             image_distances = image.distances  # calibration hook: calibration.py
-            image_scores = fuse(image.distances, attribute_weights)
+            image_scores = (
+                fuse(image.distances, attribute_weights) if image.scores is None else image.scores
+            )
             if calibration is not None and calibrated:
                 image_distances = calibration.apply(image.distances)
                 image_scores = calibration.fuse(image.distances, attribute_weights)
