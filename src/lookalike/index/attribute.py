@@ -582,7 +582,7 @@ class AttributeIndex:
         delta_values, delta_bound = self.spec.rough(q, delta.rows)  # used rows: few dead
         slots, split, delta_rows = delta.slots, len(ids), delta.rows
 
-        def rows_of(at: np.ndarray) -> np.ndarray:  # `at` ascending (settle's flatnonzero)
+        def rows_of(at: np.ndarray) -> np.ndarray:  # `at` ascending, as settle picks them
             if not len(at) or at[-1] < split:
                 return main_rows.take(at, axis=0)
             in_main = at < split

@@ -143,7 +143,7 @@ class Ranking:
     """A query's answer before any record is read: ids best first, their fused scores and
     each attribute's (and part's) distances, as arrays. `Collection.nearest` returns it to
     callers that keep their own records (a shop's product table): no catalog read and no hit
-    objects, a third of a deep search at 1M images (bench/README.md). `Planner.results`
+    objects, a fifth of a deep search by id at 1M images (bench/README.md). `Planner.results`
     turns it into `SearchResults`."""
 
     ids: np.ndarray  # int64, best first
@@ -585,7 +585,7 @@ class Planner:
         cut: float | None = None,
         query_ids: Sequence[int] = (),
     ) -> Ranking:
-        """Top-k (by partial selection, not a full sort), then the threshold: no record read."""
+        """Top-k (`top_order`), then the threshold: no record read."""
         order = top_order(ids, scores, top_k)
         if threshold is not None:
             order = order[scores[order] <= threshold]
