@@ -38,9 +38,8 @@ def test_a_waiting_merge_gets_the_lock_when_the_last_search_leaves_and_goes_firs
     writer = threading.Thread(target=merge)
     writer.start()
     time.sleep(0.1)
-    late_in = threading.Event()
-    late = threading.Thread(target=search, args=(late_in, threading.Event(), "late"))
-    late.daemon = True
+    late_in, release_late = threading.Event(), threading.Event()
+    late = threading.Thread(target=search, args=(late_in, release_late, "late"), daemon=True)
     late.start()
     time.sleep(0.1)
     assert "merge" not in events and not late_in.is_set()  # searches held; the late one queues
@@ -51,5 +50,7 @@ def test_a_waiting_merge_gets_the_lock_when_the_last_search_leaves_and_goes_firs
     writer.join(WAIT_S)
     assert not writer.is_alive(), "the merge was never woken when the last search left"
     assert late_in.wait(WAIT_S)  # after the merge
+    release_late.set()
+    late.join(WAIT_S)
     assert events.index("merge") > events.index("second out")
     assert events.index("late in") > events.index("merge")
