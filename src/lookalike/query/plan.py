@@ -67,22 +67,31 @@ class SearchHit:
         return None if self.keys is None else self.keys[self.slot]
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
-            "id": self.id,
-            "path": self.path,
-            "score": round(self.score, 3),
-            "similar": self.similar,
-            "likely": self.likely,
-            "is_query": self.is_query,
-            "breakdown": {k: round(v, 3) for k, v in self.breakdown.items()},
-            "metadata": self.metadata,
-        }
+        shown = _shown(self.score, self.similar, self.likely, self.is_query, self.breakdown)
+        out = {"id": self.id, "path": self.path, **shown, "metadata": self.metadata}
         key = self.index_key
         if key is not None:
             out["index_key"] = key
         if self.details:
             out["details"] = self.details
         return out
+
+
+def _shown(
+    score: float,
+    similar: bool | None,
+    likely: bool | None,
+    is_query: bool,
+    breakdown: Mapping[str, float],
+) -> dict[str, Any]:
+    """A result's fields as REST and the CLI show them, its record aside (rounded)."""
+    return {
+        "score": round(score, 3),
+        "similar": similar,
+        "likely": likely,
+        "is_query": is_query,
+        "breakdown": {name: round(value, 3) for name, value in breakdown.items()},
+    }
 
 
 class PageKeys:
@@ -164,7 +173,8 @@ class Ranking:
     @property
     def is_query(self) -> np.ndarray:
         """Per answer: the query image itself (same id or same bytes), not a match."""
-        return np.isin(self.ids, np.fromiter(self.query_ids, np.int64, len(self.query_ids)))
+        own = self.query_ids
+        return np.fromiter((i in own for i in self.ids.tolist()), bool, len(self.ids))
 
     @property
     def likely(self) -> np.ndarray | None:
@@ -173,27 +183,28 @@ class Ranking:
             return None
         return (self.scores < self.likely_cut) & ~self.is_query
 
+    def details_at(self, row: int) -> dict[str, dict[str, float]]:
+        """One answer's per-part measures (e.g. sketch Jaccard), rounded as they are shown."""
+        return {
+            part: {m: round(float(v[row]), 4) for m, v in measures.items()}
+            for part, measures in self.details.items()
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form of `SearchResults.to_dict`, each result without its record."""
         likely = self.likely
+        marks = [None] * len(self.ids) if likely is None else likely.tolist()
         own = self.is_query.tolist()
         breakdown = {name: d.tolist() for name, d in self.breakdown.items()}
         scores = self.scores.tolist()
         results = []
-        for slot, image_id in enumerate(self.ids.tolist()):
-            result = {
-                "id": image_id,
-                "score": round(scores[slot], 3),
-                "similar": is_similar(scores[slot], self.threshold),
-                "likely": None if likely is None else bool(likely[slot]),
-                "is_query": own[slot],
-                "breakdown": {name: round(values[slot], 3) for name, values in breakdown.items()},
-            }
-            if self.details:
-                result["details"] = {
-                    part: {m: round(float(v[slot]), 4) for m, v in measures.items()}
-                    for part, measures in self.details.items()
-                }
+        for row, image_id in enumerate(self.ids.tolist()):
+            score, similar = scores[row], is_similar(scores[row], self.threshold)
+            distances = {name: values[row] for name, values in breakdown.items()}
+            result = {"id": image_id, **_shown(score, similar, marks[row], own[row], distances)}
+            details = self.details_at(row)
+            if details:
+                result["details"] = details
             results.append(result)
         return {**_summary(self), "results": results}
 
@@ -387,10 +398,6 @@ class Planner:
         return ImagePart(found.ids, {name: found.distances}, False, rough={name: rough})
 
     # -- a whole query ---------------------------------------------------------------------
-
-    def run(self, **query: Any) -> SearchResults:
-        """`ranking(**query)` with each hit's record: what a search shows."""
-        return self.results(self.ranking(**query))
 
     def ranking(
         self,
@@ -607,24 +614,22 @@ class Planner:
 
     def results(self, ranking: Ranking) -> SearchResults:
         """A ranking's hits with their records (path, metadata) in one read, those removed
-        since ranking left out; each hit is built once, marked `likely` (score below the cut)
-        and `is_query`. Index keys are made only when a caller reads one (`PageKeys`)."""
+        since ranking left out; each hit is built once, with the ranking's own marks
+        (`likely`, `is_query`). Index keys are made only when a caller reads one (`PageKeys`)."""
         ids = ranking.ids
         records = self.sources.fields_of(ids.tolist())
-        slots = np.arange(len(ids))
+        rows = np.arange(len(ids))
         if len(records) < len(ids):  # removed since ranking
-            slots = slots[np.fromiter((i in records for i in ids.tolist()), bool, len(ids))]
-        found = ids[slots]
+            rows = rows[np.fromiter((i in records for i in ids.tolist()), bool, len(ids))]
+        found = ids[rows]
         keys = self.sources.index_keys(found) if self.sources.index_keys else None
-        own, cut, threshold = ranking.query_ids, ranking.likely_cut, ranking.threshold
-        hit_scores = ranking.scores[slots].tolist()  # each hit's values in one gather per array
-        hit_distances = {name: d[slots].tolist() for name, d in ranking.breakdown.items()}
-        details = {
-            part: {m: v[slots] for m, v in measures.items()}
-            for part, measures in ranking.details.items()
-        }
+        likely = ranking.likely
+        marks = [None] * len(rows) if likely is None else likely[rows].tolist()
+        own = ranking.is_query[rows].tolist()
+        hit_scores = ranking.scores[rows].tolist()  # each hit's values in one gather per array
+        hit_distances = {name: d[rows].tolist() for name, d in ranking.breakdown.items()}
         hits = []
-        for slot, image_id in enumerate(found.tolist()):
+        for slot, (row, image_id) in enumerate(zip(rows.tolist(), found.tolist(), strict=True)):
             score = hit_scores[slot]
             path, metadata = records[image_id]
             hits.append(
@@ -633,14 +638,11 @@ class Planner:
                     path=path,
                     score=score,
                     breakdown={name: d[slot] for name, d in hit_distances.items()},
-                    similar=is_similar(score, threshold),
+                    similar=is_similar(score, ranking.threshold),
                     metadata=metadata,
-                    details={
-                        part: {m: round(float(v[slot]), 4) for m, v in measures.items()}
-                        for part, measures in details.items()
-                    },
-                    likely=None if cut is None else bool(score < cut and image_id not in own),
-                    is_query=image_id in own,
+                    details=ranking.details_at(row),
+                    likely=marks[slot],
+                    is_query=own[slot],
                     keys=keys,
                     slot=slot,
                 )
@@ -648,10 +650,10 @@ class Planner:
         return SearchResults(
             hits,
             ranking.weights,
-            threshold,
+            ranking.threshold,
             ranking.considered,
             ranking.explain,
-            likely_cut=cut,
+            likely_cut=ranking.likely_cut,
             calibrated=ranking.calibrated,
         )
 
