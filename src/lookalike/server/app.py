@@ -580,9 +580,16 @@ def public_record(record: ImageRecord, settings: ServerSettings) -> dict[str, An
         data.pop("path")
     data["name"] = display_name(record.metadata, record.path)
     data["source"] = source
-    data["thumbnail"] = f"/api/images/{record.id}/thumbnail"
-    data["original"] = f"/api/images/{record.id}/original"
+    data.update(image_links(record.id))
     return data
+
+
+def image_links(image_id: int) -> dict[str, str]:
+    """Where a client fetches an image's thumbnail and original."""
+    return {
+        "thumbnail": f"/api/images/{image_id}/thumbnail",
+        "original": f"/api/images/{image_id}/original",
+    }
 
 
 def _basename(path: str) -> str:
@@ -605,8 +612,7 @@ def public_results(results: SearchResults, settings: ServerSettings) -> dict[str
         if is_url(path):
             hit["url"] = path
         hit["name"] = display_name(hit.get("metadata") or {}, path)
-        hit["thumbnail"] = f"/api/images/{hit['id']}/thumbnail"
-        hit["original"] = f"/api/images/{hit['id']}/original"
+        hit.update(image_links(hit["id"]))
     return data
 
 
@@ -614,8 +620,7 @@ def public_ranking(ranking: Ranking) -> dict[str, Any]:
     """Results without records: each one's id, score, breakdown and image links."""
     data = ranking.to_dict()
     for hit in data["results"]:
-        hit["thumbnail"] = f"/api/images/{hit['id']}/thumbnail"
-        hit["original"] = f"/api/images/{hit['id']}/original"
+        hit.update(image_links(hit["id"]))
     return data
 
 
