@@ -158,7 +158,7 @@ class IndexSet:
         if setting == "auto" and current is not None and not recount:
             kind = current
         else:
-            kind = choose_kind(setting, source.image_count(self.catalog), current)
+            kind = choose_kind(setting, self.catalog.count(), current)
         options = {**default_options(kind, src.space.dim), **settings["options"].get(name, {})}
         return AttributeSpec(
             name=name,
@@ -213,7 +213,7 @@ class IndexSet:
     def _build(self, spec: AttributeSpec) -> AttributeIndex:
         src = self.sources(spec.name)
         mark = source.change_mark(self.catalog)  # read first: later changes are replayed
-        images = source.image_count(self.catalog)
+        images = self.catalog.count()
         log.info("building the %s index (%s) of %s images", spec.name, spec.kind, f"{images:,}")
 
         def rows():

@@ -48,7 +48,3 @@ def current_vectors(
             if versions[attribute] == version:
                 out[attribute][image_id] = np.frombuffer(blob, "<f4").copy()
     return out
-
-
-def image_count(catalog: Catalog) -> int:
-    return int(catalog.query("SELECT count(*) FROM images")[0][0])
