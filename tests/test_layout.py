@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lookalike.errors import QueryError
+from lookalike.features.base import LOADED_KERNELS
 from lookalike.features.perceptual import TERMS, index_matrix, name_pixels
 from lookalike.query.colorwords import synonyms_of_term, terms_for_word
 from lookalike.query.layout import parse_layout, render_grid
@@ -251,10 +252,10 @@ def test_compiled_layout_kernels_score_as_numpy_does_bit_for_bit(monkeypatch):
         "some red in the centre and no green at the top", "the top is blue and grey",
         "blue above green and red left of white", "left third black or blue above white",
     ]  # fmt: skip
-    monkeypatch.setitem(layout._COMPILED, "layout", False)
+    monkeypatch.setitem(LOADED_KERNELS, "layout", False)
     want = {s: parse_layout(s).score(stack) for s in sentences}
     layout.load_layout_kernels()
-    assert layout._COMPILED["layout"]
+    assert LOADED_KERNELS["layout"]
     for sentence in sentences:
         assert np.array_equal(parse_layout(sentence).score(stack), want[sentence]), sentence
     assert want["blue above green"].max() > 0.5 and want["blue beside yellow"].max() > 0.5
@@ -276,7 +277,6 @@ def test_a_server_scores_layout_sentences_with_its_kernels_as_a_cli_process_does
     from server_fixtures import fresh_collection
 
     from lookalike.api import Collection
-    from lookalike.query import layout
 
     folder = fresh_collection(tmp_path / "base", tmp_path / "coll")
     sentences = [
@@ -285,7 +285,7 @@ def test_a_server_scores_layout_sentences_with_its_kernels_as_a_cli_process_does
         "yellow beside green",
         "top red and bottom green",
     ]
-    monkeypatch.setitem(layout._COMPILED, "layout", False)  # this process: numpy (an
+    monkeypatch.setitem(LOADED_KERNELS, "layout", False)  # this process: numpy (an
     # in-process server test before this one may have loaded the kernels)
     with Collection.open(folder) as coll:
         want = {s: coll.query(layout=s, top_k=None).to_dict()["results"] for s in sentences}

@@ -224,14 +224,14 @@ def test_the_compiled_float64_kernel_agrees_with_numpy_on_a_few_rows(monkeypatch
         [rng.normal(size=(30, DIM)), np.zeros((1, DIM)), np.full((1, DIM), 1e-30),
          near_ties(query.astype(np.float32), 10, rng)]
     )  # fmt: skip
-    monkeypatch.setitem(base._KERNELS, "rough", False)
+    monkeypatch.setitem(base.LOADED_KERNELS, "rough", False)
     want = {
         (dtype, floor): base.cosine_distance(query, rows.astype(dtype), floor)
         for dtype in (np.float32, np.float64)
         for floor in (0.0, -0.2)
     }
     base.load_rough_kernel()
-    assert base._KERNELS["rough"]
+    assert base.LOADED_KERNELS["rough"]
     calls = []
     kernel = base._float64_cosine_distances
     monkeypatch.setattr(
@@ -261,7 +261,7 @@ def test_the_compiled_doubt_selection_is_numpy_s(monkeypatch):
                 got = base.within_kth(values, k, margin)
                 kth = np.sort(values)[k - 1]
                 assert got.tolist() == np.flatnonzero(values <= kth + margin).tolist()
-    monkeypatch.setitem(base._KERNELS, "rough", False)  # a one-off process: numpy's
+    monkeypatch.setitem(base.LOADED_KERNELS, "rough", False)  # a one-off process: numpy's
     assert base.within_kth(np.array([5.0, 1.0, 3.0, 1.0]), 2, 2.0).tolist() == [1, 2, 3]
 
 

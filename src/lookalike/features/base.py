@@ -254,7 +254,7 @@ def cosine_distance(query: np.ndarray, stored: np.ndarray, cos_floor: float) -> 
     path cost 5x the product itself on a search's 100 candidates."""
     q = np.asarray(query, dtype=np.float64).ravel()
     stored = np.atleast_2d(stored)
-    if _KERNELS["rough"] and len(stored) <= FEW_ROWS and stored.dtype in _FLOAT_ROWS:
+    if LOADED_KERNELS["rough"] and len(stored) <= FEW_ROWS and stored.dtype in _FLOAT_ROWS:
         return _float64_cosine_distances(np.ascontiguousarray(stored), q, float(cos_floor))
     stored = np.asarray(stored, dtype=np.float64)
     norms = np.sqrt(np.einsum("ij,ij->i", stored, stored)) * float(np.sqrt(q @ q))
@@ -264,7 +264,9 @@ def cosine_distance(query: np.ndarray, stored: np.ndarray, cos_floor: float) -> 
 
 FEW_ROWS = 256  # up to this many rows, `cosine_distance` takes one compiled pass (when loaded)
 _FLOAT_ROWS = (np.dtype(np.float32), np.dtype(np.float64))
-_KERNELS = {"rough": False}  # set by `load_rough_kernel`: the compiled cosine kernels are ready
+# which compiled kernels this process has loaded: "rough" (`load_rough_kernel`) and "layout"
+# (query/layout.py `load_layout_kernels`), as a server does at start-up; numpy until then
+LOADED_KERNELS = {"rough": False, "layout": False}
 FLOAT32_UNIT = 2.0**-24  # unit roundoff of float32
 TINY_NORM = 1e-6  # below this norm product a float32 cosine is not trusted: float64 instead
 
@@ -287,7 +289,7 @@ def rough_cosine_distance(
     bound = 2.0 * (2.0 * gamma + 4.0 * FLOAT32_UNIT) * 100.0 / (1.0 - cos_floor)
     scale = 100.0 / (1.0 - cos_floor)
     rows = np.ascontiguousarray(stored, np.float32)
-    if _KERNELS["rough"]:  # numba loaded: one pass, ~18 us per 100 rows
+    if LOADED_KERNELS["rough"]:  # numba loaded: one pass, ~18 us per 100 rows
         out = _float32_cosine_distances(rows, q, scale)
     else:  # loading numba costs a process 1.3 s (a CLI search by id); numpy ~100 us
         out = _numpy_float32_cosine_distances(rows, q, scale)
@@ -305,7 +307,7 @@ def load_rough_kernel() -> None:
     for dtype in _FLOAT_ROWS:  # the candidates' rows (float32) and the delta's (float64)
         _float64_cosine_distances(np.ones((1, 2), dtype), np.ones(2), 0.0)
     _within_kth(np.ones(2), 1, 0.0)
-    _KERNELS["rough"] = True
+    LOADED_KERNELS["rough"] = True
 
 
 def within_kth(values: np.ndarray, k: int, margin: float) -> np.ndarray:
@@ -313,7 +315,7 @@ def within_kth(values: np.ndarray, k: int, margin: float) -> np.ndarray:
     <= len(values)): the candidates a rough score leaves in doubt (query/plan.py `settle`).
     One compiled pass where the kernels are loaded: numpy's partition and flatnonzero, right
     after a search's ANN scan, cost ~20 us with the CPU caches cold."""
-    if _KERNELS["rough"]:
+    if LOADED_KERNELS["rough"]:
         return _within_kth(np.ascontiguousarray(values, np.float64), int(k), float(margin))
     kth = np.partition(values, k - 1)[k - 1]
     return np.flatnonzero(values <= kth + margin)

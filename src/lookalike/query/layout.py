@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.errors import QueryError
-from lookalike.features.base import lazy_njit
+from lookalike.features.base import LOADED_KERNELS, lazy_njit
 from lookalike.features.perceptual import MATRIX_SIZE, TERM_INDEX, TERMS
 from lookalike.query.colorwords import parse_color, words_with_positions
 from lookalike.query.sketch import CODES, UNSPECIFIED, QueryGrid
@@ -295,7 +295,6 @@ class Relation:
         return order * present
 
 
-_COMPILED = {"layout": False}  # set by `load_layout_kernels` (a server at start-up)
 _RELATION_KIND = {ABOVE: 0, LEFT_OF: 1, BESIDE: 2}
 
 
@@ -308,11 +307,11 @@ def load_layout_kernels() -> None:
     lookup = np.zeros(256, np.bool_)
     _masked_counts(stack, lookup, np.arange(4))
     _relation_scores(stack, lookup, lookup, 0, float(PRESENT_CELLS))
-    _COMPILED["layout"] = True
+    LOADED_KERNELS["layout"] = True
 
 
 def _compiled(stack: np.ndarray) -> bool:
-    return _COMPILED["layout"] and stack.dtype == np.int8 and stack.flags.c_contiguous
+    return LOADED_KERNELS["layout"] and stack.dtype == np.int8 and stack.flags.c_contiguous
 
 
 def _lookup(terms: Any) -> np.ndarray:
